@@ -1,0 +1,48 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Release builds drop overflow/bounds checks in the numeric kernels (they are checked in debug test builds).
+let fast: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+
+let package = Package(
+    name: "TransferSuite",
+    products: [
+        .library(name: "TransferEngine", targets: ["TransferEngine"]),
+        .library(name: "TransferCLI", targets: ["TransferCLI"]),
+        .executable(name: "vision-tl", targets: ["vision-tl"]),
+        .executable(name: "speech-tl", targets: ["speech-tl"]),
+        .executable(name: "text-tl", targets: ["text-tl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries (Debian: libopenblas-dev, libpng-dev, libsndfile1-dev).
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
+        .systemLibrary(name: "CSndFile", path: "Sources/CSndFile"),
+
+        // The engine: knows nothing about images, audio or text.
+        .target(name: "TransferEngine", dependencies: ["CBLAS"], swiftSettings: fast),
+
+        // One module per domain.
+        .target(name: "VisionTL", dependencies: ["TransferEngine", "CPNG"], swiftSettings: fast),
+        .target(name: "SpeechTL", dependencies: ["TransferEngine", "CSndFile"], swiftSettings: fast),
+        .target(name: "TextTL", dependencies: ["TransferEngine"], swiftSettings: fast),
+
+        // Shared command line, generic over a domain.
+        .target(name: "TransferCLI", dependencies: [
+            "TransferEngine",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: fast),
+
+        // Thin apps.
+        .executableTarget(name: "vision-tl", dependencies: ["TransferCLI", "VisionTL"], path: "apps/vision-tl"),
+        .executableTarget(name: "speech-tl", dependencies: ["TransferCLI", "SpeechTL"], path: "apps/speech-tl"),
+        .executableTarget(name: "text-tl", dependencies: ["TransferCLI", "TextTL"], path: "apps/text-tl"),
+
+        .testTarget(name: "TransferEngineTests", dependencies: ["TransferEngine"]),
+        .testTarget(name: "CLITests", dependencies: ["TransferEngine"]),
+    ],
+    swiftLanguageModes: [.v5]
+)
