@@ -42,7 +42,8 @@ let package = Package(
         .executableTarget(name: "text-tl", dependencies: ["TransferCLI", "TextTL"], path: "apps/text-tl"),
 
         .testTarget(name: "TransferEngineTests", dependencies: ["TransferEngine"]),
-        .testTarget(name: "CLITests", dependencies: ["TransferEngine"]),
+        // Runs the built apps as a user would.
+        .testTarget(name: "CLITests", dependencies: ["vision-tl", "speech-tl", "text-tl"]),
     ],
     swiftLanguageModes: [.v5]
 )

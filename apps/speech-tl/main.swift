@@ -1,1 +1,4 @@
-print("todo")
+import TransferCLI
+import SpeechTL
+
+TransferCLI.main(AppInfo(name: SpeechTL.appName, summary: SpeechTL.summary))

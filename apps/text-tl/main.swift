@@ -1,1 +1,4 @@
-print("todo")
+import TransferCLI
+import TextTL
+
+TransferCLI.main(AppInfo(name: TextTL.appName, summary: TextTL.summary))

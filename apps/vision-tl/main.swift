@@ -1,1 +1,4 @@
-print("todo")
+import TransferCLI
+import VisionTL
+
+TransferCLI.main(AppInfo(name: VisionTL.appName, summary: VisionTL.summary))
