@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "vision-tl", targets: ["vision-tl"]),
         .executable(name: "speech-tl", targets: ["speech-tl"]),
         .executable(name: "text-tl", targets: ["text-tl"]),
+        .executable(name: "tl-bench", targets: ["tl-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -40,6 +41,9 @@ let package = Package(
         .executableTarget(name: "vision-tl", dependencies: ["TransferCLI", "VisionTL"], path: "apps/vision-tl"),
         .executableTarget(name: "speech-tl", dependencies: ["TransferCLI", "SpeechTL"], path: "apps/speech-tl"),
         .executableTarget(name: "text-tl", dependencies: ["TransferCLI", "TextTL"], path: "apps/text-tl"),
+        .executableTarget(name: "tl-bench", dependencies: [
+            "TransferEngine", "CBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "apps/tl-bench", swiftSettings: fast),
 
         .testTarget(name: "TransferEngineTests", dependencies: ["TransferEngine"]),
         // Runs the built apps as a user would.

@@ -1,0 +1,109 @@
+import ArgumentParser
+import CBLAS
+import Foundation
+import TransferEngine
+
+/// tl-bench: the engine's workloads timed the way the peers are (warm-up, median of repetitions), in a
+/// release build. `scripts/bench-peers` runs the same workloads on PyTorch / onnxruntime / Pillow.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tl-bench", abstract: "Benchmark the engine's workloads (W1: sgemm).",
+        version: "tl-bench \(TransferEngineVersion.string)")
+
+    @Option(help: "Comma-separated workload ids to run, e.g. W1 (default: all).")
+    var only: String?
+    @Option(help: "Threads for OpenBLAS and the engine.")
+    var threads: Int = 2
+    @Option(help: "Timed repetitions per workload (median reported); one warm-up run comes first.")
+    var repetitions: Int = 7
+    @Flag(help: "Print one JSON object instead of a table.")
+    var json = false
+
+    func validate() throws {
+        if repetitions < 5 { throw ValidationError("--repetitions must be at least 5") }
+        if threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func run() throws {
+        Runtime.setThreads(threads)
+        let wanted = only.map { Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).uppercased() }) }
+        var results: [BenchResult] = []
+        for w in workloads() where wanted == nil || wanted!.contains(w.group) {
+            results.append(measure(w))
+            if !json { FileHandle.standardError.write("done \(w.id)\n".data(using: .utf8)!) }
+        }
+        report(results)
+    }
+
+    func measure(_ w: Workload) -> BenchResult {
+        var body = w.setup()
+        _ = body()  // warm-up
+        var rates: [Double] = []
+        for _ in 0..<repetitions {
+            let start = DispatchTime.now().uptimeNanoseconds
+            let units = body()
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            rates.append(units / seconds)
+        }
+        rates.sort()
+        return BenchResult(id: w.id, description: w.description, unit: w.unit,
+                           min: rates.first!, median: rates[rates.count / 2], max: rates.last!)
+    }
+
+    func report(_ results: [BenchResult]) {
+        if json {
+            let obj: [String: Any] = [
+                "kernel": BLASKernel.loadedCore, "threads": Runtime.threads,
+                "workloads": results.map { ["id": $0.id, "throughput": $0.median, "unit": $0.unit, "min": $0.min, "max": $0.max] },
+            ]
+            let data = try! JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        print("OpenBLAS kernel \(BLASKernel.loadedCore), \(Runtime.threads) threads, median of \(repetitions) after a warm-up")
+        print("id           workload                                      median        unit        min        max")
+        for r in results {
+            print(r.id.padding(toLength: 13, withPad: " ", startingAt: 0)
+                  + r.description.padding(toLength: 44, withPad: " ", startingAt: 0)
+                  + String(format: "%10.1f  %-10@ %9.1f  %9.1f", r.median, r.unit as NSString, r.min, r.max))
+        }
+    }
+}
+
+struct BenchResult { var id, description, unit: String; var min, median, max: Double }
+
+/// A workload: `setup` prepares inputs once and returns the timed body, which returns the units of work done.
+struct Workload {
+    var id: String, group: String, description: String, unit: String
+    var setup: () -> () -> Double
+}
+
+func workloads() -> [Workload] {
+    var list: [Workload] = []
+    for n in [1024, 256] {
+        let flops = 2 * Double(n) * Double(n) * Double(n)
+        list.append(Workload(id: "W1-\(n)", group: "W1", description: "sgemm \(n)^3, engine matmul", unit: "GFLOPS") {
+            var rng = RNG(seed: 1)
+            let a = rng.uniformTensor([n, n], -1, 1), b = rng.uniformTensor([n, n], -1, 1)
+            let reps = n >= 1024 ? 1 : 16
+            return { for _ in 0..<reps { _ = a.matmul(b) }; return flops * Double(reps) / 1e9 }
+        })
+        list.append(Workload(id: "W1-\(n)-raw", group: "W1", description: "sgemm \(n)^3, raw cblas_sgemm", unit: "GFLOPS") {
+            var rng = RNG(seed: 1)
+            let a = rng.uniformTensor([n, n], -1, 1).scalars, b = rng.uniformTensor([n, n], -1, 1).scalars
+            var c = [Float](repeating: 0, count: n * n)
+            let reps = n >= 1024 ? 1 : 16
+            return {
+                for _ in 0..<reps {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1, a, Int32(n),
+                                b, Int32(n), 0, &c, Int32(n))
+                }
+                return flops * Double(reps) / 1e9
+            }
+        })
+    }
+    return list
+}
+
+Runtime.prepare()
+Bench.main()
