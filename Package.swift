@@ -23,11 +23,15 @@ let package = Package(
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
         .systemLibrary(name: "CSndFile", path: "Sources/CSndFile"),
 
+        // libpng's setjmp/longjmp error handling stays in C.
+        .target(name: "CPNGShim", dependencies: ["CPNG"], path: "Sources/CPNGShim",
+                cSettings: [.unsafeFlags(["-O2"])]),
+
         // The engine: knows nothing about images, audio or text.
         .target(name: "TransferEngine", dependencies: ["CBLAS"], swiftSettings: fast),
 
         // One module per domain.
-        .target(name: "VisionTL", dependencies: ["TransferEngine", "CPNG"], swiftSettings: fast),
+        .target(name: "VisionTL", dependencies: ["TransferEngine", "CPNGShim"], swiftSettings: fast),
         .target(name: "SpeechTL", dependencies: ["TransferEngine", "CSndFile"], swiftSettings: fast),
         .target(name: "TextTL", dependencies: ["TransferEngine"], swiftSettings: fast),
 
@@ -46,6 +50,9 @@ let package = Package(
         ], path: "apps/tl-bench", swiftSettings: fast),
 
         .testTarget(name: "TransferEngineTests", dependencies: ["TransferEngine"]),
+        .testTarget(name: "VisionTLTests", dependencies: ["VisionTL"]),
+        .testTarget(name: "SpeechTLTests", dependencies: ["SpeechTL"]),
+        .testTarget(name: "TextTLTests", dependencies: ["TextTL"]),
         // Runs the built apps as a user would.
         .testTarget(name: "CLITests", dependencies: ["vision-tl", "speech-tl", "text-tl"]),
     ],

@@ -1,0 +1,2 @@
+#include "png_shim.h"
+#include <png.h>
