@@ -1,0 +1,213 @@
+import Foundation
+
+// LayerNorm and BatchNorm on the tape. Both normalise per feature of the LAST axis, so they apply to [N, C],
+// [B, T, C] and NHWC images alike; each is one fused forward/backward pair.
+
+/// Per-column sums over the rows of a [rows, columns] layout, in Double, split across threads by rows.
+/// `accumulate(rows, into)` adds its rows' contributions into a zeroed `columns`-long accumulator.
+private func columnSums(rows: Int, columns: Int,
+                        _ accumulate: (Range<Int>, UnsafeMutablePointer<Double>) -> Void) -> [Double] {
+    let chunks = max(1, min(Parallel.threadCount, rows * columns / 32768))
+    let partial = UnsafeMutablePointer<Double>.allocate(capacity: chunks * columns)
+    partial.initialize(repeating: 0, count: chunks * columns)
+    defer { partial.deallocate() }
+    Parallel.forEach(chunks) { range in
+        for c in range { accumulate(rows * c / chunks..<rows * (c + 1) / chunks, partial + c * columns) }
+    }
+    var out = [Double](repeating: 0, count: columns)
+    for c in 0..<chunks { for j in 0..<columns { out[j] += partial[c * columns + j] } }
+    return out
+}
+
+extension Variable {
+    /// Layer normalisation over the last axis: (x - mean) / sqrt(var + eps) * weight + bias, with the biased
+    /// variance (as PyTorch and BERT). x: [..., C]; weight, bias: [C] (nil means 1 and 0). Same shape as x.
+    public func layerNorm(weight: Variable?, bias: Variable?, eps: Float = 1e-5) -> Variable {
+        let x = self
+        let c = x.value.dim(-1), rows = x.value.count / max(c, 1)
+        if let weight { precondition(weight.shape == [c], "layerNorm: shapes \(x.shape) and weight \(weight.shape) clash") }
+        if let bias { precondition(bias.shape == [c], "layerNorm: shapes \(x.shape) and bias \(bias.shape) clash") }
+        var rowMean = [Float](repeating: 0, count: rows), rowRstd = [Float](repeating: 0, count: rows)
+        var y = Tensor(uninitializedShape: x.shape)
+        let px = x.value.pointer, py = y.mutablePointer
+        let pw = weight?.value.pointer, pb = bias?.value.pointer
+        rowMean.withUnsafeMutableBufferPointer { pm in
+            rowRstd.withUnsafeMutableBufferPointer { pr in
+                Parallel.forEach(rows, minimumChunk: max(1, 16384 / max(c, 1))) { range in
+                    for r in range {
+                        let xr = px + r * c, yr = py + r * c
+                        var s: Float = 0
+                        for j in 0..<c { s += xr[j] }
+                        let m = s / Float(c)
+                        var v: Float = 0
+                        for j in 0..<c { let d = xr[j] - m; v += d * d }
+                        let inv = 1 / (v / Float(c) + eps).squareRoot()
+                        pm[r] = m; pr[r] = inv
+                        for j in 0..<c {
+                            var t = (xr[j] - m) * inv
+                            if let pw { t *= pw[j] }
+                            if let pb { t += pb[j] }
+                            yr[j] = t
+                        }
+                    }
+                }
+            }
+        }
+        let mean = rowMean, rstd = rowRstd
+        var parents = [x]
+        if let weight { parents.append(weight) }
+        if let bias { parents.append(bias) }
+        return Autograd.result(y, parents, record: Autograd.needsGrad(parents)) { g in
+            let pg = g.pointer, px = x.value.pointer, pw = weight?.value.pointer
+            if x.requiresGrad {
+                // dx = rstd · (ĝ - mean(ĝ) - x̂ · mean(ĝ ⊙ x̂)) with ĝ = g ⊙ weight.
+                var dx = Tensor(uninitializedShape: x.shape)
+                let o = dx.mutablePointer
+                Parallel.forEach(rows, minimumChunk: max(1, 16384 / max(c, 1))) { range in
+                    for r in range {
+                        let m = mean[r], inv = rstd[r], xr = px + r * c, gr = pg + r * c, dr = o + r * c
+                        var a: Float = 0, b: Float = 0
+                        for j in 0..<c {
+                            let gh = pw.map { gr[j] * $0[j] } ?? gr[j]
+                            a += gh
+                            b += gh * (xr[j] - m) * inv
+                        }
+                        a /= Float(c); b /= Float(c)
+                        for j in 0..<c {
+                            let gh = pw.map { gr[j] * $0[j] } ?? gr[j]
+                            dr[j] = inv * (gh - a - (xr[j] - m) * inv * b)
+                        }
+                    }
+                }
+                x.accumulate(dx)
+            }
+            if let weight, weight.requiresGrad {
+                let s = columnSums(rows: rows, columns: c) { range, acc in
+                    for r in range {
+                        let m = mean[r], inv = rstd[r], xr = px + r * c, gr = pg + r * c
+                        for j in 0..<c { acc[j] += Double(gr[j] * (xr[j] - m) * inv) }
+                    }
+                }
+                weight.accumulate(Tensor(shape: [c], scalars: s.map { Float($0) }))
+            }
+            if let bias, bias.requiresGrad {
+                let s = columnSums(rows: rows, columns: c) { range, acc in
+                    for r in range { let gr = pg + r * c; for j in 0..<c { acc[j] += Double(gr[j]) } }
+                }
+                bias.accumulate(Tensor(shape: [c], scalars: s.map { Float($0) }))
+            }
+        }
+    }
+
+    /// Batch normalisation over every axis but the last (channels): x [..., C] (e.g. NHWC), weight/bias [C]
+    /// (nil means 1 and 0), running statistics [C].
+    ///
+    /// With `useBatchStatistics` (training), x is normalised with the batch mean and biased variance and, if
+    /// `updateFactor` f is given, the running statistics are updated in place:
+    /// running = (1 - f)·running + f·batch, with the unbiased variance for `runningVariance` (PyTorch's rule;
+    /// f is the momentum, or 1/batches for a cumulative average). Otherwise (eval, or frozen statistics) the
+    /// running statistics normalise and nothing is updated; gradients still flow to x, weight and bias.
+    public func batchNorm(weight: Variable?, bias: Variable?, runningMean: Variable, runningVariance: Variable,
+                          useBatchStatistics: Bool, updateFactor: Float? = nil, eps: Float = 1e-5) -> Variable {
+        let x = self
+        let c = x.value.dim(-1), rows = x.value.count / max(c, 1)
+        for (what, v) in [("weight", weight), ("bias", bias), ("running mean", runningMean),
+                          ("running variance", runningVariance)] {
+            if let v { precondition(v.value.count == c, "batchNorm: shapes \(x.shape) and \(what) \(v.shape) clash") }
+        }
+        var statMean = [Float](repeating: 0, count: c), statRstd = [Float](repeating: 0, count: c)
+        let px = x.value.pointer
+        if useBatchStatistics {
+            precondition(rows > 1, "batchNorm: shape \(x.shape) has one value per channel; training needs more")
+            let s = columnSums(rows: rows, columns: c) { range, acc in
+                for r in range { let xr = px + r * c; for j in 0..<c { acc[j] += Double(xr[j]) } }
+            }
+            let m = s.map { $0 / Double(rows) }
+            let ss = columnSums(rows: rows, columns: c) { range, acc in
+                for r in range { let xr = px + r * c; for j in 0..<c { let d = Double(xr[j]) - m[j]; acc[j] += d * d } }
+            }
+            for j in 0..<c {
+                statMean[j] = Float(m[j])
+                statRstd[j] = Float(1 / (ss[j] / Double(rows) + Double(eps)).squareRoot())
+            }
+            if let f = updateFactor {
+                runningMean.value.withUnsafeMutableBufferPointer { rm in
+                    for j in 0..<c { rm[j] = (1 - f) * rm[j] + f * statMean[j] }
+                }
+                runningVariance.value.withUnsafeMutableBufferPointer { rv in
+                    for j in 0..<c { rv[j] = (1 - f) * rv[j] + f * Float(ss[j] / Double(rows - 1)) }
+                }
+            }
+        } else {
+            let rm = runningMean.value.pointer, rv = runningVariance.value.pointer
+            for j in 0..<c { statMean[j] = rm[j]; statRstd[j] = 1 / (rv[j] + eps).squareRoot() }
+        }
+        // y = x·scale + shift per channel.
+        var channelScale = statRstd, channelShift = [Float](repeating: 0, count: c)
+        if let w = weight?.value.pointer { for j in 0..<c { channelScale[j] *= w[j] } }
+        for j in 0..<c { channelShift[j] = -statMean[j] * channelScale[j] }
+        if let b = bias?.value.pointer { for j in 0..<c { channelShift[j] += b[j] } }
+        let scale = channelScale, shift = channelShift, mean = statMean, rstd = statRstd
+        var y = Tensor(uninitializedShape: x.shape)
+        let py = y.mutablePointer
+        Parallel.forEach(rows, minimumChunk: max(1, 16384 / max(c, 1))) { range in
+            for r in range {
+                let xr = px + r * c, yr = py + r * c
+                for j in 0..<c { yr[j] = xr[j] * scale[j] + shift[j] }
+            }
+        }
+
+        var parents = [x]
+        if let weight { parents.append(weight) }
+        if let bias { parents.append(bias) }
+        return Autograd.result(y, parents, record: Autograd.needsGrad(parents)) { g in
+            let pg = g.pointer, px = x.value.pointer
+            let needSums = (weight?.requiresGrad ?? false) || (bias?.requiresGrad ?? false)
+                || (x.requiresGrad && useBatchStatistics)
+            // Σ g and Σ g·x̂ per channel: the bias and weight gradients, and the batch-statistics terms of dx.
+            var sumG = [Double](repeating: 0, count: c), sumGX = [Double](repeating: 0, count: c)
+            if needSums {
+                let both = columnSums(rows: rows, columns: 2 * c) { range, acc in
+                    for r in range {
+                        let xr = px + r * c, gr = pg + r * c
+                        for j in 0..<c {
+                            acc[j] += Double(gr[j])
+                            acc[c + j] += Double(gr[j] * (xr[j] - mean[j]) * rstd[j])
+                        }
+                    }
+                }
+                sumG = Array(both[..<c]); sumGX = Array(both[c...])
+            }
+            if x.requiresGrad {
+                var dx = Tensor(uninitializedShape: x.shape)
+                let o = dx.mutablePointer
+                if useBatchStatistics {
+                    // dx = weight·rstd · (g - Σg/M - x̂ · Σ(g·x̂)/M): the batch mean and variance depend on x.
+                    let a = sumG.map { Float($0 / Double(rows)) }, b = sumGX.map { Float($0 / Double(rows)) }
+                    Parallel.forEach(rows, minimumChunk: max(1, 16384 / max(c, 1))) { range in
+                        for r in range {
+                            let xr = px + r * c, gr = pg + r * c, dr = o + r * c
+                            for j in 0..<c {
+                                dr[j] = scale[j] * (gr[j] - a[j] - (xr[j] - mean[j]) * rstd[j] * b[j])
+                            }
+                        }
+                    }
+                } else {
+                    Parallel.forEach(rows, minimumChunk: max(1, 16384 / max(c, 1))) { range in
+                        for r in range {
+                            let gr = pg + r * c, dr = o + r * c
+                            for j in 0..<c { dr[j] = gr[j] * scale[j] }
+                        }
+                    }
+                }
+                x.accumulate(dx)
+            }
+            if let weight, weight.requiresGrad {
+                weight.accumulate(Tensor(shape: weight.shape, scalars: sumGX.map { Float($0) }))
+            }
+            if let bias, bias.requiresGrad {
+                bias.accumulate(Tensor(shape: bias.shape, scalars: sumG.map { Float($0) }))
+            }
+        }
+    }
+}
