@@ -1,0 +1,206 @@
+import Foundation
+
+/// Principal component analysis for plots of high-dimensional features (e.g. source vs target features before
+/// and after adaptation).
+///
+/// The covariance is one sgemm; its top eigenvectors come from block power (subspace) iteration with a few
+/// spare directions, which converges at the rate of the gap to the first spare one, followed by Rayleigh-Ritz.
+/// Deterministic: the start block comes from a fixed seed, and each component's sign is chosen so that its
+/// largest-magnitude entry is positive.
+public struct PCA: Sendable {
+    /// Feature means, shape [D].
+    public let mean: Tensor
+    /// Unit principal directions, largest variance first, shape [components, D].
+    public let components: Tensor
+    /// Variance along each component (the covariance's eigenvalues, divisor N-1).
+    public let explainedVariance: [Double]
+    /// Total variance (trace of the covariance), for explained-variance ratios.
+    public let totalVariance: Double
+
+    /// Share of the total variance along each component.
+    public var explainedVarianceRatio: [Double] {
+        explainedVariance.map { totalVariance > 0 ? $0 / totalVariance : 0 }
+    }
+
+    /// Fits to `x` of shape [N, D] (N >= 1 rows of D features; `components` <= D).
+    public static func fit(_ x: Tensor, components k: Int = 2) -> PCA {
+        precondition(x.rank == 2 && x.shape[0] >= 1, "PCA.fit: shape \(x.shape) is not [N >= 1, D]")
+        let n = x.shape[0], d = x.shape[1]
+        precondition(k >= 1 && k <= d, "PCA.fit: \(k) components and shape \(x.shape) clash (need 1 <= components <= D)")
+
+        var sums = [Double](repeating: 0, count: d)
+        x.withUnsafeBufferPointer { p in
+            for i in 0..<n { for j in 0..<d { sums[j] += Double(p[i * d + j]) } }
+        }
+        let mean = Tensor(shape: [d], scalars: sums.map { Float($0 / Double(n)) })
+        // Centre explicitly: X^T X - N mu mu^T would cancel catastrophically in Float when the mean is large.
+        var centred = Tensor(uninitializedShape: [n, d])
+        let xp = x.pointer, mp = mean.pointer, cp = centred.mutablePointer
+        Parallel.forEach(n, minimumChunk: max(1, 65536 / max(1, d))) { rows in
+            for i in rows { for j in 0..<d { cp[i * d + j] = xp[i * d + j] - mp[j] } }
+        }
+        var covariance = Tensor(uninitializedShape: [d, d])
+        BLAS.sgemm(transA: true, m: d, n: d, k: n, alpha: 1 / Float(max(1, n - 1)),
+                   a: centred.pointer, lda: d, b: centred.pointer, ldb: d, c: covariance.mutablePointer, ldc: d)
+        var trace = 0.0
+        for j in 0..<d { trace += Double(covariance[flat: j * d + j]) }
+
+        let (vectors, values) = topEigenvectors(covariance, dimension: d, count: k)
+        var comps = Tensor(uninitializedShape: [k, d])
+        let out = comps.mutablePointer
+        for c in 0..<k {
+            var column = (0..<d).map { vectors[$0 * k + c] }
+            let largest = column.indices.max { abs(column[$0]) < abs(column[$1]) } ?? 0
+            if column[largest] < 0 { column = column.map { -$0 } }
+            for j in 0..<d { out[c * d + j] = Float(column[j]) }
+        }
+        return PCA(mean: mean, components: comps, explainedVariance: values.map { max(0, $0) }, totalVariance: trace)
+    }
+
+    /// Projects `x` of shape [N, D] onto the components: shape [N, components].
+    public func transform(_ x: Tensor) -> Tensor {
+        let d = mean.count, k = components.shape[0]
+        precondition(x.rank == 2 && x.shape[1] == d, "PCA.transform: shapes \(x.shape) and [N, \(d)] clash")
+        let n = x.shape[0]
+        var y = Tensor(uninitializedShape: [n, k])
+        guard n > 0 else { return y }
+        // (x - mean) W^T = x W^T - (W mean), without an [N, D] temporary.
+        var offset = [Float](repeating: 0, count: k)
+        for c in 0..<k {
+            var s = 0.0
+            for j in 0..<d { s += Double(components[flat: c * d + j]) * Double(mean[flat: j]) }
+            offset[c] = Float(s)
+        }
+        let yp = y.mutablePointer
+        BLAS.sgemm(transB: true, m: n, n: k, k: d, a: x.pointer, lda: d, b: components.pointer, ldb: d, c: yp, ldc: k)
+        for i in 0..<n { for c in 0..<k { yp[i * k + c] -= offset[c] } }
+        return y
+    }
+
+    // MARK: Eigen solver
+
+    /// Top `count` eigenpairs of the symmetric positive semi-definite `matrix` [D, D]: vectors as a row-major
+    /// [D, count] array (columns are the vectors), values descending.
+    static func topEigenvectors(_ matrix: Tensor, dimension d: Int, count k: Int,
+                                maxIterations: Int = 1000) -> (vectors: [Double], values: [Double]) {
+        let p = min(d, k + 8)
+        var rng = RNG(seed: 0x5CA1AB1E)
+        var q = [Double](repeating: 0, count: d * p)
+        for i in q.indices { q[i] = Double(rng.normal()) }
+        orthonormalize(&q, rows: d, columns: p, rng: &rng)
+
+        var qf = Tensor(uninitializedShape: [d, p])
+        var z = Tensor(uninitializedShape: [d, p])
+        for iteration in 0... {
+            for i in 0..<(d * p) { qf[flat: i] = Float(q[i]) }
+            BLAS.sgemm(m: d, n: p, k: d, a: matrix.pointer, lda: d, b: qf.pointer, ldb: p, c: z.mutablePointer, ldc: p)
+            let zd = z.scalars.map(Double.init)
+            if iteration % 5 == 0 || iteration >= maxIterations {
+                // Rayleigh-Ritz: H = Q^T (A Q); Ritz vectors Q V with values theta; residual |A Q v - theta Q v|.
+                var h = [Double](repeating: 0, count: p * p)
+                for a in 0..<p {
+                    for b in 0..<p {
+                        var s = 0.0
+                        for i in 0..<d { s += q[i * p + a] * zd[i * p + b] }
+                        h[a * p + b] = s
+                    }
+                }
+                for a in 0..<p { for b in 0..<a { let m = (h[a * p + b] + h[b * p + a]) / 2; h[a * p + b] = m; h[b * p + a] = m } }
+                let (theta, v) = jacobiEigen(h, size: p)
+                var vectors = [Double](repeating: 0, count: d * k)
+                var worst = 0.0
+                for c in 0..<k {
+                    var r2 = 0.0
+                    for i in 0..<d {
+                        var u = 0.0, au = 0.0
+                        for a in 0..<p {
+                            u += q[i * p + a] * v[a * p + c]
+                            au += zd[i * p + a] * v[a * p + c]
+                        }
+                        vectors[i * k + c] = u
+                        r2 += (au - theta[c] * u) * (au - theta[c] * u)
+                    }
+                    worst = max(worst, r2.squareRoot())
+                }
+                // Float sgemm limits the attainable residual to about 1e-6 of the largest eigenvalue.
+                if worst <= 1e-5 * max(theta[0], 1e-30) || theta[0] <= 0 || iteration >= maxIterations {
+                    return (vectors, Array(theta.prefix(k)))
+                }
+            }
+            q = zd
+            orthonormalize(&q, rows: d, columns: p, rng: &rng)
+        }
+        fatalError("unreachable")
+    }
+
+    /// Modified Gram-Schmidt (twice, for orthogonality to rounding) on the columns of row-major `a` [rows, columns].
+    /// A column that vanishes (rank deficiency) is replaced by a fresh random one.
+    static func orthonormalize(_ a: inout [Double], rows: Int, columns: Int, rng: inout RNG) {
+        var scale = 0.0
+        for v in a { scale = max(scale, abs(v)) }
+        for c in 0..<columns {
+            var attempts = 0
+            while true {
+                for _ in 0..<2 {
+                    for b in 0..<c {
+                        var dot = 0.0
+                        for i in 0..<rows { dot += a[i * columns + b] * a[i * columns + c] }
+                        for i in 0..<rows { a[i * columns + c] -= dot * a[i * columns + b] }
+                    }
+                }
+                var norm = 0.0
+                for i in 0..<rows { norm += a[i * columns + c] * a[i * columns + c] }
+                norm = norm.squareRoot()
+                if norm > 1e-10 * max(scale, 1e-300) || attempts >= 3 {
+                    for i in 0..<rows { a[i * columns + c] /= max(norm, 1e-300) }
+                    break
+                }
+                for i in 0..<rows { a[i * columns + c] = Double(rng.normal()) }
+                attempts += 1
+                scale = 1
+            }
+        }
+    }
+
+    /// Eigen-decomposition of a small symmetric matrix by cyclic Jacobi rotations: values descending, vectors as
+    /// the columns of a row-major [size, size] array.
+    static func jacobiEigen(_ m: [Double], size n: Int) -> (values: [Double], vectors: [Double]) {
+        var a = m
+        var v = [Double](repeating: 0, count: n * n)
+        for i in 0..<n { v[i * n + i] = 1 }
+        for _ in 0..<100 {
+            var off = 0.0, diagonal = 0.0
+            for i in 0..<n {
+                diagonal += a[i * n + i] * a[i * n + i]
+                for j in 0..<n where j != i { off += a[i * n + j] * a[i * n + j] }
+            }
+            if off <= 1e-30 * max(diagonal, 1e-300) { break }
+            for p in 0..<n {
+                for q in (p + 1)..<max(p + 1, n) where a[p * n + q] != 0 {
+                    let theta = (a[q * n + q] - a[p * n + p]) / (2 * a[p * n + q])
+                    let t = (theta >= 0 ? 1 : -1) / (abs(theta) + (theta * theta + 1).squareRoot())
+                    let c = 1 / (t * t + 1).squareRoot(), s = t * c
+                    for k in 0..<n {
+                        let akp = a[k * n + p], akq = a[k * n + q]
+                        a[k * n + p] = c * akp - s * akq
+                        a[k * n + q] = s * akp + c * akq
+                    }
+                    for k in 0..<n {
+                        let apk = a[p * n + k], aqk = a[q * n + k]
+                        a[p * n + k] = c * apk - s * aqk
+                        a[q * n + k] = s * apk + c * aqk
+                    }
+                    for k in 0..<n {
+                        let vkp = v[k * n + p], vkq = v[k * n + q]
+                        v[k * n + p] = c * vkp - s * vkq
+                        v[k * n + q] = s * vkp + c * vkq
+                    }
+                }
+            }
+        }
+        let order = (0..<n).sorted { a[$0 * n + $0] > a[$1 * n + $1] }
+        var vectors = [Double](repeating: 0, count: n * n)
+        for (newColumn, old) in order.enumerated() { for k in 0..<n { vectors[k * n + newColumn] = v[k * n + old] } }
+        return (order.map { a[$0 * n + $0] }, vectors)
+    }
+}
