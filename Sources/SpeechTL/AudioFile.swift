@@ -1,0 +1,228 @@
+import CSndFile
+import Foundation
+import TransferEngine
+
+/// What a file holds, as libsndfile reports it (before mixing and resampling).
+public struct AudioInfo: Equatable, Sendable {
+    public let path: String
+    public let sampleRate: Int
+    public let channels: Int
+    /// Frames (samples per channel) in the file.
+    public let frames: Int
+    /// libsndfile's names for the container and the encoding, e.g. "WAV (Microsoft), Signed 16 bit PCM".
+    public let format: String
+
+    public var duration: Double { Double(frames) / Double(sampleRate) }
+}
+
+/// One stretch of a long file from `AudioFile.windows`.
+public struct AudioWindow: Sendable {
+    /// Position among the windows (0, 1, ...).
+    public let index: Int
+    /// Start time in seconds.
+    public let start: Double
+    /// Mono samples at int16 scale and the reader's sample rate; the last window may be shorter.
+    public let samples: [Float]
+}
+
+/// Audio input through libsndfile: WAV (PCM 8/16/24/32-bit, float, u-law, A-law), FLAC, OGG/Vorbis and the
+/// rest of what libsndfile reads, returned as mono Float samples at **int16 scale** (full scale = 32768),
+/// resampled to 16 kHz by `Resampler`.
+///
+/// Why int16 scale: openWakeWord feeds int16 PCM values (cast to float) to the mel front-end, whose dB
+/// values depend on the absolute level. Integer PCM read this way is exact (a 16-bit sample v gives v; 8-bit
+/// gives v * 256; 24- and 32-bit keep their extra bits as a fraction). Channels are mixed by their mean.
+///
+/// Every failure (missing, empty, truncated, corrupt or unsupported file, no frames, too long) throws
+/// `EngineError.invalidFile(path, problem)` with libsndfile's reason in words; nothing crashes.
+public enum AudioFile {
+    /// The rate the speech front-end expects.
+    public static let sampleRate = 16000
+    /// libsndfile reads PCM as [-1, 1); this brings it back to int16 values.
+    public static let int16Scale: Float = 32768
+    /// `read` refuses files longer than this by default (10 minutes = 38 MB of samples); use `windows`.
+    public static let defaultMaximumDuration: Double = 600
+    /// Frames per `sf_readf_float` call.
+    static let blockFrames = 1 << 15
+
+    /// Header information without reading the samples.
+    public static func info(_ url: URL) throws -> AudioInfo {
+        try SoundFile(url).info
+    }
+
+    /// The whole file as mono samples at int16 scale and `sampleRate` Hz.
+    /// - Parameter maximumDuration: seconds; longer files throw and point to `windows`, which streams.
+    public static func read(_ url: URL, sampleRate: Int = AudioFile.sampleRate,
+                            maximumDuration: Double = AudioFile.defaultMaximumDuration) throws -> [Float] {
+        let file = try SoundFile(url)
+        let info = file.info
+        func tooLong(_ seconds: Double) -> EngineError {
+            .invalidFile(info.path, String(format: "is %.1f s long, over the %.0f s limit of AudioFile.read; "
+                + "read long recordings in pieces with AudioFile.windows(url, seconds:)", seconds, maximumDuration))
+        }
+        if info.duration > maximumDuration { throw tooLong(info.duration) }
+        let resampler = info.sampleRate == sampleRate ? nil : Resampler(from: info.sampleRate, to: sampleRate)
+        var out: [Float] = []
+        out.reserveCapacity(resampler?.outputLength(forInput: info.frames) ?? info.frames)
+        var framesRead = 0
+        while true {
+            let block = try file.readMono(maxFrames: blockFrames)
+            if block.isEmpty { break }
+            framesRead += block.count
+            // The header's frame count can understate (e.g. a streamed WAV); keep the promise anyway.
+            if Double(framesRead) / Double(info.sampleRate) > maximumDuration {
+                throw tooLong(Double(framesRead) / Double(info.sampleRate))
+            }
+            if let r = resampler { out += r.process(block) } else { out += block }
+        }
+        if framesRead == 0 { throw EngineError.invalidFile(info.path, "holds no audio samples (0 frames could be decoded)") }
+        if let r = resampler { out += r.finish() }
+        return out
+    }
+
+    /// Streams a file of any length as consecutive windows of `seconds` (the last one may be shorter), mono at
+    /// int16 scale and `sampleRate` Hz. Only about one window is held in memory. The windows, concatenated, are
+    /// exactly what `read` returns.
+    public static func windows(_ url: URL, seconds: Double, sampleRate: Int = AudioFile.sampleRate) throws -> AudioWindowReader {
+        guard seconds > 0, seconds.isFinite else {
+            throw EngineError.invalidArgument("AudioFile.windows: window length must be positive seconds, got \(seconds)")
+        }
+        return try AudioWindowReader(file: SoundFile(url), seconds: seconds, sampleRate: sampleRate)
+    }
+}
+
+/// Consecutive windows of one audio file (see `AudioFile.windows`). `next()` returns nil at the end; the file
+/// is closed then, on any error, or by `close()`.
+public final class AudioWindowReader {
+    public let info: AudioInfo
+    /// Output samples per window.
+    public let windowLength: Int
+    public let sampleRate: Int
+
+    private var file: SoundFile?
+    private let resampler: Resampler?
+    private var pending: [Float] = []
+    private var index = 0
+    private var emitted = 0
+    private var framesRead = 0
+
+    init(file: SoundFile, seconds: Double, sampleRate: Int) throws {
+        self.file = file
+        info = file.info
+        self.sampleRate = sampleRate
+        windowLength = max(1, Int((seconds * Double(sampleRate)).rounded()))
+        resampler = info.sampleRate == sampleRate ? nil : Resampler(from: info.sampleRate, to: sampleRate)
+    }
+
+    /// The next window, or nil after the last.
+    public func next() throws -> AudioWindow? {
+        while pending.count < windowLength, let f = file {
+            let block: [Float]
+            do { block = try f.readMono(maxFrames: max(AudioFile.blockFrames, windowLength)) } catch { close(); throw error }
+            if block.isEmpty {
+                close()
+                if framesRead == 0 {
+                    throw EngineError.invalidFile(info.path, "holds no audio samples (0 frames could be decoded)")
+                }
+                if let r = resampler { pending += r.finish() }
+            } else {
+                framesRead += block.count
+                if let r = resampler { pending += r.process(block) } else { pending += block }
+            }
+        }
+        if pending.isEmpty { return nil }
+        let n = min(windowLength, pending.count)
+        let w = AudioWindow(index: index, start: Double(emitted) / Double(sampleRate), samples: Array(pending[0..<n]))
+        pending.removeFirst(n)
+        index += 1
+        emitted += n
+        return w
+    }
+
+    /// Calls `body` with every remaining window.
+    public func forEach(_ body: (AudioWindow) throws -> Void) throws {
+        while let w = try next() { try body(w) }
+    }
+
+    public func close() { file = nil }
+}
+
+/// An open libsndfile handle; closed when released, so every exit path closes it.
+final class SoundFile {
+    let info: AudioInfo
+    private let handle: OpaquePointer
+    private let channels: Int
+    private var interleaved: [Float] = []
+
+    init(_ url: URL) throws {
+        let path = url.path
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw EngineError.invalidFile(path, "no such file")
+        }
+        if isDirectory.boolValue { throw EngineError.invalidFile(path, "is a directory, not an audio file") }
+        if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber, size.intValue == 0 {
+            throw EngineError.invalidFile(path, "is empty (0 bytes)")
+        }
+        var sfInfo = SF_INFO()
+        guard let h = sf_open(path, Int32(SFM_READ), &sfInfo) else {
+            throw EngineError.invalidFile(path, "cannot be read as audio: " + SoundFile.readable(sf_strerror(nil)))
+        }
+        handle = h
+        channels = Int(sfInfo.channels)
+        // From here on deinit closes the handle, whatever is thrown.
+        info = AudioInfo(path: path, sampleRate: Int(sfInfo.samplerate), channels: Int(sfInfo.channels),
+                         frames: sfInfo.frames == Int64.max ? 0 : Int(max(0, sfInfo.frames)),
+                         format: SoundFile.formatName(sfInfo.format))
+        guard sfInfo.samplerate > 0 else { throw EngineError.invalidFile(path, "declares a sample rate of \(sfInfo.samplerate) Hz") }
+        guard sfInfo.channels > 0 else { throw EngineError.invalidFile(path, "declares \(sfInfo.channels) channels") }
+        if sfInfo.frames == 0 { throw EngineError.invalidFile(path, "holds no audio samples (0 frames)") }
+    }
+
+    deinit { sf_close(handle) }
+
+    /// Up to `maxFrames` frames mixed to mono at int16 scale; empty at the end of the file.
+    func readMono(maxFrames: Int) throws -> [Float] {
+        let c = channels
+        if interleaved.count < maxFrames * c { interleaved = [Float](repeating: 0, count: maxFrames * c) }
+        let got = Int(interleaved.withUnsafeMutableBufferPointer { sf_readf_float(handle, $0.baseAddress, sf_count_t(maxFrames)) })
+        let status = sf_error(handle)
+        if status != 0 {
+            throw EngineError.invalidFile(info.path, "is corrupt or truncated: " + SoundFile.readable(sf_strerror(handle)))
+        }
+        if got <= 0 { return [] }
+        var out = [Float](repeating: 0, count: got)
+        let scale = AudioFile.int16Scale / Float(c)
+        interleaved.withUnsafeBufferPointer { src in
+            for i in 0..<got {
+                var s: Float = 0
+                for ch in 0..<c { s += src[i * c + ch] }
+                out[i] = s * scale
+            }
+        }
+        return out
+    }
+
+    /// libsndfile's message without the trailing full stop and with a lower-case start, to follow "file: ".
+    static func readable(_ message: UnsafePointer<CChar>?) -> String {
+        var text = message.map { String(cString: $0) }?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        if text.isEmpty { return "unknown libsndfile error" }
+        text = text.replacingOccurrences(of: "\n", with: " ")
+        // Decoder messages come as "Error : flac decoder lost sync."
+        for prefix in ["Error : ", "error : ", "Error: "] where text.hasPrefix(prefix) { text.removeFirst(prefix.count) }
+        if text.hasSuffix(".") { text.removeLast() }
+        return text.prefix(1).lowercased() + text.dropFirst()
+    }
+
+    /// "Container, encoding" from libsndfile's own format tables.
+    static func formatName(_ format: Int32) -> String {
+        func name(_ code: Int32) -> String? {
+            var f = SF_FORMAT_INFO(format: code, name: nil, extension: nil)
+            guard sf_command(nil, Int32(SFC_GET_FORMAT_INFO), &f, Int32(MemoryLayout<SF_FORMAT_INFO>.size)) == 0, let n = f.name else { return nil }
+            return String(cString: n)
+        }
+        let major = name(format & Int32(SF_FORMAT_TYPEMASK))
+        let minor = name(format & Int32(SF_FORMAT_SUBMASK))
+        return [major, minor].compactMap { $0 }.joined(separator: ", ")
+    }
+}
