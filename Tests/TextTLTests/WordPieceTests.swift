@@ -1,0 +1,185 @@
+import XCTest
+import TransferEngine
+@testable import TextTL
+
+/// The WordPiece tokenizer against Hugging Face `tokenizers` 0.23 (Golden/tokenizer.json, made by
+/// Golden/make_tokenizer_golden.py): ids must be identical, no tolerance.
+final class WordPieceTests: XCTestCase {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent()
+
+    static let vocabulary = "all-MiniLM-L6-v2/vocab.txt"
+
+    /// vocab.txt from $TL_MODELS_DIR, ./Models, or the repository's Models folder, loaded once.
+    static let shared: Result<WordPieceTokenizer, Error>? = {
+        let candidates = [ModelStore.directory.appendingPathComponent(vocabulary),
+                          repository.appendingPathComponent("Models").appendingPathComponent(vocabulary)]
+        return candidates.first(where: { FileManager.default.fileExists(atPath: $0.path) })
+            .map { url in Result { try WordPieceTokenizer(vocabulary: url) } }
+    }()
+
+    func tokenizer() throws -> WordPieceTokenizer {
+        guard let shared = Self.shared else {
+            throw XCTSkip("Models/\(Self.vocabulary) not found: fetch the pretrained models with scripts/fetch-models (or set TL_MODELS_DIR)")
+        }
+        return try shared.get()
+    }
+
+    struct Golden: Decodable {
+        struct Case: Decodable { let text: String; let ids: [Int] }
+        struct Fixture: Decodable { let path: String; let fnv1a64: String; let count: Int; let ids: [String] }
+        struct Block: Decodable { let first: UInt32; let last: UInt32; let count: Int; let fnv1a64: String }
+        let adversarial: [Case]
+        let fixtures: [Fixture]
+        let codepoints: [Block]
+    }
+
+    static let golden: Golden = {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Golden/tokenizer.json")
+        do { return try JSONDecoder().decode(Golden.self, from: Data(contentsOf: url)) } catch {
+            fatalError("cannot read \(url.path) (\(error)); run Golden/make_tokenizer_golden.py")
+        }
+    }()
+
+    static func fnv1a64<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        return String(format: "%016llx", h)
+    }
+
+    func describe(_ ids: [Int], _ t: WordPieceTokenizer) -> String {
+        "\(ids) \(ids.map { $0 < t.vocabularySize ? t.token(of: $0) : "?" })"
+    }
+
+    func testSanitySentence() throws {
+        let t = try tokenizer()
+        XCTAssertEqual(t.encode("This is an example sentence"), [101, 2023, 2003, 2019, 2742, 6251, 102])
+        XCTAssertEqual(t.encode(""), [101, 102])
+        XCTAssertEqual([t.padID, t.unknownID, t.classID, t.separatorID], [0, 100, 101, 102])
+        XCTAssertEqual(t.vocabularySize, 30522)
+    }
+
+    func testAdversarialTextsMatchTokenizers() throws {
+        let t = try tokenizer()
+        var same = 0
+        for c in Self.golden.adversarial {
+            let ids = t.encode(c.text, maxLength: nil)
+            if ids == c.ids { same += 1 } else {
+                XCTFail("\(c.text.debugDescription):\n  swift \(describe(ids, t))\n  hf    \(describe(c.ids, t))")
+            }
+        }
+        print("WordPieceTests: \(same)/\(Self.golden.adversarial.count) adversarial texts identical")
+    }
+
+    func testFixtureSentencesMatchTokenizers() throws {
+        let t = try tokenizer()
+        var compared = 0, same = 0
+        for fixture in Self.golden.fixtures {
+            let url = Self.repository.appendingPathComponent(fixture.path)
+            guard let data = FileManager.default.contents(atPath: url.path) else {
+                XCTFail("\(fixture.path) is missing"); continue
+            }
+            guard Self.fnv1a64(data) == fixture.fnv1a64 else {
+                XCTFail("\(fixture.path) changed since the golden file was made: rerun Golden/make_tokenizer_golden.py"); continue
+            }
+            let texts = try TextTable.read(url, labelColumn: nil).map(\.text)
+            XCTAssertEqual(texts.count, fixture.count, fixture.path)
+            for (text, encoded) in zip(texts, fixture.ids) {
+                let bytes = [UInt8](Data(base64Encoded: encoded)!)
+                let expected = stride(from: 0, to: bytes.count, by: 2).map { Int(bytes[$0]) | Int(bytes[$0 + 1]) << 8 }
+                let ids = t.encode(text, maxLength: nil)
+                compared += 1
+                if ids == expected { same += 1 } else if compared - same <= 10 {
+                    XCTFail("\(fixture.path): \(text.debugDescription):\n  swift \(describe(ids, t))\n  hf    \(describe(expected, t))")
+                }
+            }
+        }
+        XCTAssertEqual(same, compared)
+        XCTAssertGreaterThan(compared, 0)
+        print("WordPieceTests: \(same)/\(compared) fixture sentences identical")
+    }
+
+    /// Every code point of planes 0-3 and 14, each between two letters, hashed per block of 256.
+    func testEveryCodePointMatchesTokenizers() throws {
+        let t = try tokenizer()
+        var mismatched: [String] = []
+        var points = 0
+        for block in Self.golden.codepoints {
+            var text = String.UnicodeScalarView()
+            for v in block.first...block.last {
+                guard let s = Unicode.Scalar(v) else { continue }
+                if !text.isEmpty { text.append(" ") }
+                text.append("a"); text.append(s); text.append("a")
+                points += 1
+            }
+            let ids = t.encode(String(text), maxLength: nil)
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(ids.count * 4)
+            for id in ids { withUnsafeBytes(of: UInt32(id).littleEndian) { bytes.append(contentsOf: $0) } }
+            if ids.count != block.count || Self.fnv1a64(bytes) != block.fnv1a64 {
+                mismatched.append(String(format: "U+%04X...U+%04X", block.first, block.last))
+            }
+        }
+        XCTAssertEqual(mismatched, [], "blocks whose ids differ from tokenizers")
+        print("WordPieceTests: \(points) code points in \(Self.golden.codepoints.count) blocks, \(mismatched.count) blocks differ")
+    }
+
+    func testTruncationKeepsSpecialTokens() throws {
+        let t = try tokenizer()
+        let long = String(repeating: "good movie ", count: 100)
+        let ids = t.encode(long, maxLength: 16)
+        XCTAssertEqual(ids.count, 16)
+        XCTAssertEqual(ids.first, 101)
+        XCTAssertEqual(ids.last, 102)
+        XCTAssertEqual(Array(ids[1..<15]), Array(t.encode(long, maxLength: nil)[1..<15]))
+        XCTAssertEqual(t.encode(long).count, 128, "default maximum length")
+        XCTAssertEqual(t.encode("hi", maxLength: 2), [101, 102])
+    }
+
+    func testSpecialTokensInTextCanBeTurnedOff() throws {
+        var t = try tokenizer()
+        XCTAssertEqual(t.encode("[CLS] x"), [101, 101, t.id(of: "x")!, 102])
+        t.matchesSpecialTokensInText = false
+        XCTAssertEqual(t.encode("[CLS]").map(t.token(of:)), ["[CLS]", "[", "cl", "##s", "]", "[SEP]"])
+    }
+
+    func testBatchPadsToLongestWithMask() throws {
+        let t = try tokenizer()
+        let batch = t.batch(["a good film", "bad", ""])
+        XCTAssertEqual(batch.batchSize, 3)
+        XCTAssertEqual(batch.length, 5)
+        XCTAssertEqual(batch.lengths, [5, 3, 2])
+        XCTAssertEqual(batch.mask.shape, [3, 5])
+        XCTAssertEqual(batch.mask.scalars, [1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0])
+        XCTAssertEqual(Array(batch.ids[5..<10]), [101, t.id(of: "bad")!, 102, 0, 0])
+        XCTAssertEqual(Array(batch.ids[10..<15]), [101, 102, 0, 0, 0])
+    }
+
+    func testLengthBatchesSortAndRestore() {
+        let lengths = [5, 2, 9, 2, 7]
+        let batches = LengthBatches(lengths: lengths, batchSize: 2)
+        XCTAssertEqual(batches.order, [1, 3, 0, 4, 2])
+        XCTAssertEqual(batches.ranges, [0..<2, 2..<4, 4..<5])
+        XCTAssertEqual(Array(batches.indices(ofBatch: 1)), [0, 4])
+        let sortedResults = batches.order.map { "r\($0)" }
+        XCTAssertEqual(batches.restore(sortedResults), ["r0", "r1", "r2", "r3", "r4"])
+    }
+
+    func testVocabularyFromTokens() throws {
+        let t = try WordPieceTokenizer(tokens: ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "un", "##aff", "##able", "aff", "x", "x"])
+        XCTAssertEqual(t.encode("unaffable"), [2, 4, 5, 6, 3])
+        XCTAssertEqual(t.encode("unaffablez"), [2, 1, 3], "an uncoverable rest makes the whole word [UNK]")
+        XCTAssertEqual(t.id(of: "x"), 9, "a repeated token keeps its last line")
+        XCTAssertThrowsError(try WordPieceTokenizer(tokens: ["[PAD]", "[UNK]"]))
+    }
+
+    func testParallelEncodingKeepsOrder() throws {
+        let t = try tokenizer()
+        let texts = Self.golden.adversarial.map(\.text) + (0..<2000).map { "The movie number \($0) was surprisingly good, wasn't it? Café!" }
+        let start = Date()
+        let ids = t.encode(texts, maxLength: 64)
+        let seconds = Date().timeIntervalSince(start)
+        XCTAssertEqual(ids, texts.map { t.encode($0, maxLength: 64) })
+        print(String(format: "WordPieceTests: %d texts, %d ids in %.3f s (debug build)", texts.count, ids.map(\.count).reduce(0, +), seconds))
+    }
+}
