@@ -2,27 +2,78 @@ import ArgumentParser
 import Foundation
 import TransferEngine
 
-/// `info`: versions, the OpenBLAS kernel in use, threads, where models are looked for.
-struct InfoCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "info", abstract: "Show versions, the OpenBLAS kernel in use, threads and the models folder.")
+/// `info`: versions, the OpenBLAS kernel in use, threads, the models folder, the backbone's blocks and
+/// parameters, and with --model a saved run's summary.
+struct InfoCommand<D: CommandLineDomain>: ParsableCommand {
+    static var configuration: CommandConfiguration {
+        CommandConfiguration(commandName: "info",
+                             abstract: "Show versions, the OpenBLAS kernel, threads, the backbone's blocks and parameters.")
+    }
 
-    @OptionGroup var runtime: RuntimeOptions
+    @Option(help: "A run directory to describe.")
+    var model: String?
+    @OptionGroup var runtime: RuntimeThreads
+    @OptionGroup var domainOptions: D.Options
 
     func run() throws {
         runtime.apply()
-        let cpu = BLASKernel.CPUFeatures.current()
-        let rows: [(String, String)] = [
-            ("app", "\(TransferCLI.app.name) \(TransferCLI.app.version)"),
-            ("engine", "TransferEngine \(TransferEngineVersion.string)"),
-            ("openblas kernel", BLASKernel.loadedCore),
-            ("best kernel for this CPU", BLASKernel.bestCore(for: cpu) ?? "(OpenBLAS default)"),
-            ("OPENBLAS_CORETYPE", ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(unset)"),
-            ("openblas build", BLASKernel.configuration),
-            ("threads", String(Runtime.threads)),
-            ("models folder", ModelStore.directory.path),
-        ]
-        let width = rows.map(\.0.count).max() ?? 0
-        for (k, v) in rows { print(k.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + v) }
+        var rows = runtimeRows(app: D.appName)
+        let domain = try D(options: domainOptions)
+        do {
+            let bb = try domain.pretrainedBackbone()
+            rows.append(("backbone parameters", String(bb.parameterCount)))
+            rows.append(("feature width", String(bb.featureCount)))
+            rows.append(("blocks (bottom to top)", String(bb.blocks.count)))
+            for (i, name) in bb.blockNames.enumerated() {
+                let count = bb.namedParameters().filter { p in bb.blocks[i].contains { Module.matches(p.name, $0) } }
+                    .reduce(0) { $0 + $1.variable.value.count }
+                rows.append(("  block \(i)", "\(name): \(count) parameters"))
+            }
+        } catch {
+            rows.append(("backbone", "not available: \(error)"))
+        }
+        if let model {
+            let run = try SavedRun(model, app: D.appName)
+            rows.append(("run", "\(run.record.command), seed \(run.record.seed), created \(run.record.created)"))
+            rows.append(("run models", run.record.models.joined(separator: ", ")))
+            rows.append(("default model", run.record.defaultModel ?? "-"))
+            if let m = try? run.model(nil) {
+                rows.append(("classes", m.classNames.joined(separator: ", ")))
+                rows.append(("head", "\(m.headKind.rawValue), \(m.kind.rawValue)"))
+            }
+        }
+        printRows(rows)
     }
+}
+
+/// Versions, kernel, threads and models folder: the first rows of every `info`.
+func runtimeRows(app: String) -> [(String, String)] {
+    let cpu = BLASKernel.CPUFeatures.current()
+    return [
+        ("app", "\(app) \(TransferEngineVersion.string)"),
+        ("engine", "TransferEngine \(TransferEngineVersion.string)"),
+        ("openblas kernel", BLASKernel.loadedCore),
+        ("best kernel for this CPU", BLASKernel.bestCore(for: cpu) ?? "(OpenBLAS default)"),
+        ("OPENBLAS_CORETYPE", ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(unset)"),
+        ("openblas build", BLASKernel.configuration),
+        ("threads", String(Runtime.threads)),
+        ("models folder", ModelStore.directory.path),
+    ]
+}
+
+func printRows(_ rows: [(String, String)]) {
+    let width = rows.map(\.0.count).max() ?? 0
+    for (k, v) in rows { print(k.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + v) }
+}
+
+/// `--threads` alone (for commands that train nothing).
+struct RuntimeThreads: ParsableArguments {
+    @Option(help: "Threads for OpenBLAS and the engine's own loops (default: every core).")
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+    }
+
+    func apply() { Runtime.setThreads(threads) }
 }

@@ -1,0 +1,80 @@
+import ArgumentParser
+import Foundation
+import TransferEngine
+
+/// What an app plugs into the shared command line: a `TransferDomain` plus its own options, its demo on the
+/// fixtures, and how to read files given to `predict`.
+public protocol CommandLineDomain: TransferDomain {
+    /// Domain-specific options (e.g. `--image-size`), shown in every subcommand's help.
+    associatedtype Options: ParsableArguments
+    static var appName: String { get }
+    static var summary: String { get }
+    init(options: Options) throws
+    /// What `demo` runs, with paths relative to the fixtures folder.
+    static var demo: DemoPlan { get }
+    /// Samples to predict from one path given to `predict` (an image, a clip, a text file or table...).
+    func predictionSamples(_ url: URL) throws -> [Sample]
+    /// Adjusts workflow defaults for this domain (before command-line overrides).
+    func adjust(_ options: inout WorkflowOptions)
+    /// Domain options worth recording in run.json.
+    var optionsSummary: [String: String] { get }
+}
+
+extension CommandLineDomain {
+    public func adjust(_ options: inout WorkflowOptions) {}
+    public var optionsSummary: [String: String] { [:] }
+}
+
+/// The demo of an app: a new task (scratch vs extraction vs fine-tuning at several label budgets) and a
+/// domain shift (every adaptation method against source-only and the oracle).
+public struct DemoPlan: Sendable {
+    public struct Task: Sendable {
+        public var train: String, test: String
+        public var labelsPerClass: [Int?]
+        public init(train: String, test: String, labelsPerClass: [Int?]) {
+            self.train = train; self.test = test; self.labelsPerClass = labelsPerClass
+        }
+    }
+
+    public struct Shift: Sendable {
+        public var source: String, target: String, targetTest: String
+        public var methods: [AdaptationMethod]
+        public var levels: [AdaptationLevel]
+        public init(source: String, target: String, targetTest: String, methods: [AdaptationMethod] = AdaptationMethod.allCases,
+                    levels: [AdaptationLevel] = AdaptationLevel.allCases) {
+            self.source = source; self.target = target; self.targetTest = targetTest
+            self.methods = methods; self.levels = levels
+        }
+    }
+
+    public var task: Task?
+    public var shift: Shift?
+
+    public init(task: Task?, shift: Shift?) {
+        self.task = task
+        self.shift = shift
+    }
+}
+
+/// Entry point shared by the apps: fixes the OpenBLAS kernel, then parses the command line.
+public enum TransferCLI {
+    public static func main<D: CommandLineDomain>(_ domain: D.Type) {
+        Runtime.prepare()
+        RootCommand<D>.main()
+    }
+}
+
+struct RootCommand<D: CommandLineDomain>: ParsableCommand {
+    static var configuration: CommandConfiguration {
+        CommandConfiguration(
+            commandName: D.appName,
+            abstract: D.summary,
+            discussion: """
+            Pretrained models are read from $TL_MODELS_DIR or ./Models (fetch them with scripts/fetch-models).
+            Backbone features are cached in $TL_CACHE_DIR or ~/.cache/transfer-suite.
+            """,
+            version: "\(D.appName) \(TransferEngineVersion.string) (\(Runtime.summary))",
+            subcommands: [DemoCommand<D>.self, ExtractCommand<D>.self, FinetuneCommand<D>.self, AdaptCommand<D>.self,
+                          EvaluateCommand<D>.self, PredictCommand<D>.self, InfoCommand<D>.self])
+    }
+}

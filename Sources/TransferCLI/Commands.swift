@@ -1,0 +1,430 @@
+import ArgumentParser
+import Foundation
+import TransferEngine
+
+extension ClassifierHead.Kind: ExpressibleByArgument {}
+extension AdaptationLevel: ExpressibleByArgument {}
+
+/// A display name for a dataset path: its last two components ("fashion/test").
+func datasetName(_ path: String) -> String {
+    let parts = URL(fileURLWithPath: path).standardizedFileURL.pathComponents.filter { $0 != "/" }
+    return parts.suffix(2).joined(separator: "/")
+}
+
+/// Checks that a required data path was given and exists.
+func requirePath(_ value: String?, _ option: String) throws -> URL {
+    guard let value else { throw ValidationError("missing \(option) (see --help)") }
+    guard FileManager.default.fileExists(atPath: value) else {
+        throw EngineError.invalidFile(value, "no such file or directory (given as \(option))")
+    }
+    return URL(fileURLWithPath: value)
+}
+
+/// A command that trains: creates (or resumes) a run directory, runs, prints and saves the results.
+protocol TrainingCommand: ParsableCommand {
+    associatedtype D: CommandLineDomain
+    var common: CommonOptions { get }
+    var runOptions: RunOptions { get }
+    var domainOptions: D.Options { get }
+    /// Loads and checks the inputs (before any run directory exists), then returns the work to do.
+    func prepare(_ workflows: TransferWorkflows<D>) throws -> () throws -> (results: [StrategyResult], notes: [String], before: (source: Tensor, target: Tensor)?)
+    /// Applies command-specific options to the workflow options.
+    func configure(_ options: inout WorkflowOptions, domain: D) throws
+}
+
+extension TrainingCommand {
+    func run() throws {
+        let name = Self.configuration.commandName!
+        if let resume = runOptions.resume {
+            let (dir, record) = try RunDirectory.resume(resume, app: D.appName, command: name)
+            let replay = try Self.parse(record.arguments)
+            try replay.execute(run: dir, record: record)
+        } else {
+            try execute(run: nil, record: nil)
+        }
+    }
+
+    func execute(run existing: RunDirectory?, record existingRecord: RunDirectory.Record?) throws {
+        common.apply()
+        let domain = try D(options: domainOptions)
+        var options = WorkflowOptions()
+        options.seed = common.seed
+        options.cache = common.featureCache
+        domain.adjust(&options)
+        try configure(&options, domain: domain)
+        let workflows = TransferWorkflows(domain: domain, options: options)
+        let work = try prepare(workflows)
+        let name = Self.configuration.commandName!
+        var run = existing
+        var record = existingRecord
+        if run == nil, let out = runOptions.out {
+            let args = Array(CommandLine.arguments.dropFirst(2))
+            let r = RunDirectory.Record(app: D.appName, version: TransferEngineVersion.string, command: name, arguments: args,
+                                        seed: common.seed, options: domain.optionsSummary, models: [], defaultModel: nil,
+                                        created: ISO8601DateFormatter().string(from: Date()))
+            run = try RunDirectory.create(out, record: r)
+            record = r
+        }
+        workflows.checkpointer = run
+        do {
+            let (results, notes, before) = try work()
+            if let run, var rec = record {
+                try Output.save(results, app: D.appName, command: name, to: run, record: &rec, alignmentBefore: before)
+                try run.finish()
+            }
+            Output.print(app: D.appName, command: name, results: results, json: common.json,
+                         notes: notes + (run.map { ["run saved to \($0.final.path)"] } ?? []))
+        } catch {
+            if existing == nil { run?.discard() }
+            throw error
+        }
+    }
+}
+
+/// Options for the new-task commands (extract, finetune).
+struct TaskOptions: ParsableArguments {
+    @Option(help: "Labelled training data: a folder per class, or a table with a label column.")
+    var train: String?
+    @Option(help: "Labelled test data, same layout (classes must be among the training classes).")
+    var test: String?
+    @Option(help: "Use only N labelled training examples per class (stratified, seeded). Default: all.")
+    var labelsPerClass: Int?
+    @Option(help: "Head on the backbone features: linear, or mlp (one hidden layer of 256, ReLU, dropout 0.2).")
+    var head: ClassifierHead.Kind = .linear
+    @Flag(help: "Skip the from-scratch baseline (a small randomly initialised network trained on the same data).")
+    var noBaseline = false
+
+    func validate() throws {
+        if let labelsPerClass, labelsPerClass < 1 { throw ValidationError("--labels-per-class must be at least 1") }
+    }
+
+    func load<D: TransferDomain>(_ domain: D) throws -> (train: LabelledSet<D.Sample>, test: LabelledSet<D.Sample>) {
+        let train = try domain.labelled(at: try requirePath(self.train, "--train"))
+        try train.validateForTraining()
+        let test = try domain.labelled(at: try requirePath(self.test, "--test")).relabelled(to: train.classNames)
+        return (train, test)
+    }
+}
+
+struct ExtractCommand<D: CommandLineDomain>: TrainingCommand {
+    static var configuration: CommandConfiguration {
+        CommandConfiguration(commandName: "extract",
+                             abstract: "Feature extraction: frozen pretrained backbone, cached features, a new head.")
+    }
+
+    @OptionGroup var task: TaskOptions
+    @OptionGroup var training: TrainingFlags
+    @OptionGroup var runOptions: RunOptions
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var domainOptions: D.Options
+
+    func configure(_ options: inout WorkflowOptions, domain: D) throws {
+        training.apply(to: &options)
+        options.head = task.head
+    }
+
+    func prepare(_ w: TransferWorkflows<D>) throws -> () throws -> (results: [StrategyResult], notes: [String], before: (source: Tensor, target: Tensor)?) {
+        let (train, test) = try task.load(w.domain)
+        w.options.classWeights = try training.weights(classNames: train.classNames, labels: train.labels)
+        let evalName = datasetName(task.test!)
+        return {
+            var results: [StrategyResult] = []
+            if !task.noBaseline {
+                results.append(try w.scratch(train: train, test: test, labelsPerClass: task.labelsPerClass, evalName: evalName))
+            }
+            results.append(try w.extract(train: train, test: test, labelsPerClass: task.labelsPerClass, evalName: evalName).result)
+            return (results, [], nil)
+        }
+    }
+}
+
+/// Parses `--unfreeze K|all`.
+struct UnfreezeCount: ExpressibleByArgument {
+    var value: Int
+    init?(argument: String) {
+        if argument == "all" { value = Int.max; return }
+        guard let k = Int(argument), k >= 1 else { return nil }
+        value = k
+    }
+    init(_ k: Int) { value = k }
+    var defaultValueDescription: String { value == Int.max ? "all" : String(value) }
+}
+
+struct FineTuneOptions: ParsableArguments {
+    @Option(help: "Top blocks of the backbone to train: a number, or all.")
+    var unfreeze = UnfreezeCount(2)
+    @Option(help: "Backbone learning rate = head learning rate x this (discriminative learning rates).")
+    var backboneLrMult: Float = 0.1
+    @Flag(help: "Unfreeze gradually: one more block per epoch, top first.")
+    var gradual = false
+    @Flag(help: "Augment training samples (the frozen part is then re-run every batch instead of cached).")
+    var augment = false
+
+    func apply(to o: inout WorkflowOptions) {
+        o.unfreeze = unfreeze.value
+        o.backboneLRMultiplier = backboneLrMult
+        o.gradualUnfreezing = gradual
+        o.augment = augment
+    }
+}
+
+struct FinetuneCommand<D: CommandLineDomain>: TrainingCommand {
+    static var configuration: CommandConfiguration {
+        CommandConfiguration(commandName: "finetune",
+                             abstract: "Fine-tuning: linear probe, then the top blocks trained with smaller learning rates.")
+    }
+
+    @OptionGroup var task: TaskOptions
+    @OptionGroup var fine: FineTuneOptions
+    @OptionGroup var training: TrainingFlags
+    @OptionGroup var runOptions: RunOptions
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var domainOptions: D.Options
+
+    func configure(_ options: inout WorkflowOptions, domain: D) throws {
+        training.apply(to: &options)
+        fine.apply(to: &options)
+        options.head = task.head
+    }
+
+    func prepare(_ w: TransferWorkflows<D>) throws -> () throws -> (results: [StrategyResult], notes: [String], before: (source: Tensor, target: Tensor)?) {
+        let (train, test) = try task.load(w.domain)
+        w.options.classWeights = try training.weights(classNames: train.classNames, labels: train.labels)
+        let evalName = datasetName(task.test!)
+        return {
+            var results: [StrategyResult] = []
+            if !task.noBaseline {
+                results.append(try w.scratch(train: train, test: test, labelsPerClass: task.labelsPerClass, evalName: evalName))
+            }
+            results.append(try w.finetune(train: train, test: test, labelsPerClass: task.labelsPerClass, evalName: evalName).result)
+            return (results, [], nil)
+        }
+    }
+}
+
+struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
+    static var configuration: CommandConfiguration {
+        CommandConfiguration(commandName: "adapt",
+                             abstract: "Unsupervised domain adaptation: labelled source, unlabelled target.",
+                             discussion: """
+                             Methods: source-only (baseline), dann (gradient reversal + domain discriminator, \
+                             lambda 2/(1+exp(-10p))-1), coral (Deep CORAL), adabn (BatchNorm statistics re-estimated \
+                             on the target), pseudo (self-training on confident pseudo-labels), all. \
+                             Levels: features (a head with a 256-wide bottleneck on cached features) and end-to-end \
+                             (the backbone's top blocks trained too). With --target-test, the target-supervised oracle \
+                             (5-fold cross-validation on that set) is reported as well.
+                             """)
+    }
+
+    @Option(help: "Labelled source data: a folder per class, or a table with a label column.")
+    var source: String?
+    @Option(help: "Unlabelled target data: a folder of files, or a table without labels.")
+    var target: String?
+    @Option(help: "Labelled target data, for evaluation only.")
+    var targetTest: String?
+    @Option(help: "Method: source-only, dann, coral, adabn, pseudo or all.")
+    var method = "all"
+    @Option(help: "Level: features, end-to-end or both.")
+    var level = "features"
+    @Option(help: "Weight of the DANN domain-discriminator loss.")
+    var dannWeight: Float = AdaptationOptions().dannWeight
+    @Option(help: "Weight of the Deep CORAL loss.")
+    var coralWeight: Float = AdaptationOptions().coralWeight
+    @Option(help: "Minimum probability for a pseudo-label.")
+    var pseudoThreshold: Float = AdaptationOptions().pseudoThreshold
+    @Option(help: "Self-training rounds (feature level).")
+    var pseudoRounds: Int = AdaptationOptions().pseudoRounds
+    @OptionGroup var fine: FineTuneOptions
+    @OptionGroup var training: TrainingFlags
+    @OptionGroup var runOptions: RunOptions
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var domainOptions: D.Options
+
+    var methods: [AdaptationMethod] {
+        method == "all" ? AdaptationMethod.allCases : (AdaptationMethod(rawValue: method).map { [$0] } ?? [])
+    }
+
+    var levels: [AdaptationLevel] {
+        level == "both" ? AdaptationLevel.allCases : (AdaptationLevel(rawValue: level).map { [$0] } ?? [])
+    }
+
+    func validate() throws {
+        if methods.isEmpty { throw ValidationError("--method must be source-only, dann, coral, adabn, pseudo or all; got '\(method)'") }
+        if levels.isEmpty { throw ValidationError("--level must be features, end-to-end or both; got '\(level)'") }
+    }
+
+    func configure(_ options: inout WorkflowOptions, domain: D) throws {
+        training.apply(to: &options)
+        fine.apply(to: &options)
+    }
+
+    func prepare(_ w: TransferWorkflows<D>) throws -> () throws -> (results: [StrategyResult], notes: [String], before: (source: Tensor, target: Tensor)?) {
+        let sourceSet = try w.domain.labelled(at: try requirePath(source, "--source"))
+        try sourceSet.validateForTraining()
+        let targetSamples = try w.domain.unlabelled(at: try requirePath(target, "--target"))
+        guard !targetSamples.isEmpty else { throw EngineError.invalidFile(target!, "no samples in the target set") }
+        let test = try targetTest.map { try w.domain.labelled(at: try requirePath($0, "--target-test")).relabelled(to: sourceSet.classNames) }
+        w.options.classWeights = try training.weights(classNames: sourceSet.classNames, labels: sourceSet.labels)
+        let methods = self.methods, levels = self.levels
+        return {
+            let evalSet = test ?? LabelledSet(samples: [], labels: [], classNames: sourceSet.classNames, source: "none")
+            var settings = AdaptationOptions()
+            settings.dannWeight = dannWeight
+            settings.coralWeight = coralWeight
+            settings.pseudoThreshold = pseudoThreshold
+            settings.pseudoRounds = pseudoRounds
+            let results = try w.adapt(source: sourceSet, target: targetSamples, targetTest: evalSet, methods: methods,
+                                      levels: levels, oracle: test != nil, settings: settings,
+                                      evalName: test.map { _ in datasetName(targetTest!) } ?? "none")
+            let fS = try w.features(sourceSet.samples, name: "source"), fT = try w.features(targetSamples, name: "target")
+            let (mean, scale) = ClassifierHead.statistics(fS)
+            let before = ((fS - mean) / scale, (fT - mean) / scale)
+            return (results, test == nil ? ["no --target-test: target accuracy not measured"] : [], before)
+        }
+    }
+}
+
+struct DemoCommand<D: CommandLineDomain>: TrainingCommand {
+    static var configuration: CommandConfiguration {
+        CommandConfiguration(commandName: "demo",
+                             abstract: "Run everything on the fixtures and print one comparison table.")
+    }
+
+    @Option(help: "Fixtures folder (default: $TL_FIXTURES_DIR, else ./Fixtures).")
+    var fixtures: String?
+    @OptionGroup var training: TrainingFlags
+    @OptionGroup var runOptions: RunOptions
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var domainOptions: D.Options
+
+    func configure(_ options: inout WorkflowOptions, domain: D) throws { training.apply(to: &options) }
+
+    func prepare(_ w: TransferWorkflows<D>) throws -> () throws -> (results: [StrategyResult], notes: [String], before: (source: Tensor, target: Tensor)?) {
+        let root = fixtures ?? ProcessInfo.processInfo.environment["TL_FIXTURES_DIR"] ?? "Fixtures"
+        let plan = D.demo
+        func path(_ p: String) throws -> URL { try requirePath(URL(fileURLWithPath: root).appendingPathComponent(p).path, "--fixtures") }
+        let task = try plan.task.map { t -> (LabelledSet<D.Sample>, LabelledSet<D.Sample>, DemoPlan.Task) in
+            let train = try w.domain.labelled(at: try path(t.train))
+            try train.validateForTraining()
+            return (train, try w.domain.labelled(at: try path(t.test)).relabelled(to: train.classNames), t)
+        }
+        let shift = try plan.shift.map { s -> (LabelledSet<D.Sample>, [D.Sample], LabelledSet<D.Sample>, DemoPlan.Shift) in
+            let src = try w.domain.labelled(at: try path(s.source))
+            try src.validateForTraining()
+            return (src, try w.domain.unlabelled(at: try path(s.target)),
+                    try w.domain.labelled(at: try path(s.targetTest)).relabelled(to: src.classNames), s)
+        }
+        return {
+            var results: [StrategyResult] = []
+            var before: (source: Tensor, target: Tensor)?
+            if let (train, test, t) = task {
+                let evalName = datasetName(t.test)
+                for k in t.labelsPerClass {
+                    results.append(try w.scratch(train: train, test: test, labelsPerClass: k, evalName: evalName))
+                    results.append(try w.extract(train: train, test: test, labelsPerClass: k, evalName: evalName).result)
+                    results.append(try w.finetune(train: train, test: test, labelsPerClass: k, evalName: evalName).result)
+                }
+            }
+            if let (source, target, test, s) = shift {
+                results += try w.adapt(source: source, target: target, targetTest: test, methods: s.methods, levels: s.levels,
+                                       oracle: true, evalName: datasetName(s.targetTest))
+                let fS = try w.features(source.samples, name: "source"), fT = try w.features(target, name: "target")
+                let (mean, scale) = ClassifierHead.statistics(fS)
+                before = ((fS - mean) / scale, (fT - mean) / scale)
+            }
+            return (results, [], before)
+        }
+    }
+}
+
+/// `evaluate`: scores a saved run on a labelled set.
+struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
+    static var configuration: CommandConfiguration {
+        CommandConfiguration(commandName: "evaluate", abstract: "Score a saved run's model on a labelled set.")
+    }
+
+    @Option(help: "Run directory made by extract, finetune, adapt or demo.")
+    var model: String
+    @Option(help: "Labelled data: a folder per class, or a table with a label column.")
+    var data: String
+    @Option(help: "Which of the run's models (default: the run's best). Names are listed in run.json.")
+    var strategy: String?
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var domainOptions: D.Options
+
+    func run() throws {
+        common.apply()
+        let saved = try SavedRun(model, app: D.appName)
+        let m = try saved.model(strategy)
+        let domain = try D(options: domainOptions)
+        let set = try domain.labelled(at: try requirePath(data, "--data"))
+        guard set.classNames.count <= m.classNames.count else {
+            throw EngineError.invalidFile(data, "has \(set.classNames.count) classes, the model knows \(m.classNames.count) (\(m.classNames.joined(separator: ", ")))")
+        }
+        let test = try set.relabelled(to: m.classNames)
+        var options = WorkflowOptions()
+        options.seed = common.seed
+        options.cache = common.featureCache
+        domain.adjust(&options)
+        let w = TransferWorkflows(domain: domain, options: options)
+        let p = try w.probabilities(m, samples: test.samples, name: datasetName(data))
+        let report = ClassificationReport(predictions: p.argmaxRows(), labels: test.labels, classNames: m.classNames)
+        let result = StrategyResult(strategy: strategy ?? saved.record.defaultModel ?? "model", level: nil, eval: datasetName(data),
+                                    labelsPerClass: nil, report: report, trainSeconds: 0, history: [])
+        if common.json {
+            print(Output.json(app: D.appName, command: "evaluate", results: [result]))
+        } else {
+            print(report.table)
+        }
+    }
+}
+
+/// `predict`: top-k labels with probabilities for files.
+struct PredictCommand<D: CommandLineDomain>: ParsableCommand {
+    static var configuration: CommandConfiguration {
+        CommandConfiguration(commandName: "predict", abstract: "Print the top-k labels with probabilities for files.")
+    }
+
+    @Option(help: "Run directory made by extract, finetune, adapt or demo.")
+    var model: String
+    @Option(help: "Which of the run's models (default: the run's best).")
+    var strategy: String?
+    @Option(help: "How many labels to show per input.")
+    var top = 3
+    @Argument(help: "Files to classify.")
+    var files: [String]
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var domainOptions: D.Options
+
+    func validate() throws {
+        if files.isEmpty { throw ValidationError("give at least one file to classify") }
+        if top < 1 { throw ValidationError("--top must be at least 1") }
+    }
+
+    func run() throws {
+        common.apply()
+        let saved = try SavedRun(model, app: D.appName)
+        let m = try saved.model(strategy)
+        let domain = try D(options: domainOptions)
+        var samples: [D.Sample] = []
+        for f in files { samples += try domain.predictionSamples(try requirePath(f, "FILE")) }
+        var options = WorkflowOptions()
+        options.seed = common.seed
+        options.cache = nil
+        domain.adjust(&options)
+        let w = TransferWorkflows(domain: domain, options: options)
+        let p = try w.probabilities(m, samples: samples, name: "inputs")
+        let k = m.classNames.count
+        var rows: [[String: Any]] = []
+        for (i, s) in samples.enumerated() {
+            let ranked = (0..<k).sorted { p[flat: i * k + $0] > p[flat: i * k + $1] }.prefix(top)
+            let top = ranked.map { (m.classNames[$0], Double(p[flat: i * k + $0])) }
+            if common.json {
+                rows.append(["input": domain.describe(s), "top": top.map { ["label": $0.0, "probability": $0.1] }])
+            } else {
+                print("\(domain.describe(s))\t" + top.map { String(format: "%@ %.3f", $0.0 as NSString, $0.1) }.joined(separator: "\t"))
+            }
+        }
+        if common.json { print(Output.encode(["app": D.appName, "command": "predict", "predictions": rows])) }
+    }
+}

@@ -1,0 +1,102 @@
+import ArgumentParser
+import Foundation
+import TransferEngine
+
+/// Options every subcommand shares.
+struct CommonOptions: ParsableArguments {
+    @Option(help: "Seed for every random choice: initialisation, shuffling, splits, augmentation.")
+    var seed: UInt64 = 42
+
+    @Option(help: "Threads for OpenBLAS and the engine's own loops (default: every core).")
+    var threads: Int?
+
+    @Flag(help: "Print exactly one JSON object on stdout instead of a table.")
+    var json = false
+
+    @Flag(help: "No progress output on stderr.")
+    var quiet = false
+
+    @Option(help: "Feature cache folder (default: $TL_CACHE_DIR, else ~/.cache/transfer-suite).")
+    var cache: String?
+
+    @Flag(help: "Do not read or write the feature cache.")
+    var noCache = false
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+    }
+
+    func apply() {
+        Runtime.setThreads(threads)
+        if quiet || json { ProgressReporter.quiet = true }
+    }
+
+    var featureCache: FeatureCache? {
+        noCache ? nil : FeatureCache(directory: cache.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? FeatureCache.defaultDirectory)
+    }
+}
+
+/// Training hyper-parameters a user may override.
+struct TrainingFlags: ParsableArguments {
+    @Option(help: "Training epochs (default: 60 for heads on features, 15 for fine-tuning, 30 from scratch; early stopping on a validation split may end sooner).")
+    var epochs: Int?
+
+    @Option(help: "Mini-batch size for training (default: 32).")
+    var batchSize: Int?
+
+    @Option(help: "Learning rate of the new head (default: 0.001, AdamW with warmup + cosine).")
+    var lr: Float?
+
+    @Option(help: "Class weights for the loss: none, auto (n / (classes x n_class)), or a file of 'class weight' lines.")
+    var classWeights: String = "none"
+
+    func validate() throws {
+        if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
+        if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if let lr, !(lr > 0) { throw ValidationError("--lr must be positive") }
+    }
+
+    func apply(to o: inout WorkflowOptions) {
+        if let epochs { o.headTraining.epochs = epochs; o.fineTuning.epochs = epochs }
+        if let batchSize { o.headTraining.batchSize = batchSize; o.fineTuning.batchSize = batchSize }
+        if let lr { o.headTraining.learningRate = lr; o.fineTuning.learningRate = lr }
+    }
+
+    /// The weights for `classNames` from `--class-weights` and the training labels.
+    func weights(classNames: [String], labels: [Int]) throws -> [Float]? {
+        switch classWeights {
+        case "none": return nil
+        case "auto":
+            var counts = [Int](repeating: 0, count: classNames.count)
+            for y in labels { counts[y] += 1 }
+            return counts.map { Float(labels.count) / Float(classNames.count * max($0, 1)) }
+        default:
+            let path = classWeights
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw EngineError.invalidFile(path, "cannot read the class-weights file")
+            }
+            var w = [String: Float]()
+            for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let parts = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "," })
+                if parts.isEmpty { continue }
+                guard parts.count == 2, let v = Float(parts[1]), v >= 0 else {
+                    throw EngineError.invalidFile("\(path):\(n + 1)", "expected 'class weight', got '\(line)'")
+                }
+                w[String(parts[0])] = v
+            }
+            return try classNames.map { name in
+                guard let v = w[name] else { throw EngineError.invalidFile(path, "no weight for class '\(name)'") }
+                return v
+            }
+        }
+    }
+}
+
+/// Where a run writes its results, and resuming a killed one.
+struct RunOptions: ParsableArguments {
+    @Option(help: "Run directory to create (weights, options, metrics, plots). Must not exist yet.")
+    var out: String?
+
+    @Option(help: "Continue the killed run RUN_DIR from its last checkpoint (the other options are read from it).")
+    var resume: String?
+}

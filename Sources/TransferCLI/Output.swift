@@ -1,0 +1,126 @@
+import Foundation
+import TransferEngine
+
+/// Results on stdout (a table, or exactly one JSON object) and the artefacts of a run directory.
+enum Output {
+    /// The stable JSON shape documented in the README.
+    static func json(app: String, command: String, results: [StrategyResult]) -> String {
+        let rows: [[String: Any]] = results.map { r in
+            [
+                "strategy": r.strategy,
+                "level": r.level.map { $0 as Any } ?? NSNull(),
+                "eval": r.eval,
+                "labels_per_class": r.labelsPerClass.map { $0 as Any } ?? NSNull(),
+                "accuracy": r.accuracy.map { $0 as Any } ?? NSNull(),
+                "macro_f1": r.macroF1.map { $0 as Any } ?? NSNull(),
+                "train_seconds": (r.trainSeconds * 1000).rounded() / 1000,
+            ]
+        }
+        return encode(["app": app, "command": command, "results": rows])
+    }
+
+    static func encode(_ object: [String: Any]) -> String {
+        let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func table(_ results: [StrategyResult]) -> String {
+        var rows: [[String]] = [["strategy", "level", "eval", "labels/class", "accuracy", "macro-F1", "train s"]]
+        for r in results {
+            var row = [r.strategy, r.level ?? "-", r.eval, "all", "-", "-", String(format: "%.1f", r.trainSeconds)]
+            if let k = r.labelsPerClass { row[3] = String(k) }
+            if let report = r.report {
+                row[4] = String(format: "%.4f", report.accuracy)
+                row[5] = String(format: "%.4f", report.macroF1)
+            }
+            rows.append(row)
+        }
+        return alignedColumns(rows, ruleAfterFirst: true)
+    }
+
+    /// Left-aligned columns separated by two spaces, optionally with a dashed rule under the first row.
+    static func alignedColumns(_ rows: [[String]], ruleAfterFirst: Bool) -> String {
+        var widths = [Int](repeating: 0, count: rows.first?.count ?? 0)
+        for row in rows { for i in row.indices { widths[i] = max(widths[i], row[i].count) } }
+        var lines: [String] = []
+        for (n, row) in rows.enumerated() {
+            var cells: [String] = []
+            for i in row.indices { cells.append(row[i].padding(toLength: widths[i], withPad: " ", startingAt: 0)) }
+            lines.append(cells.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+            if n == 0 && ruleAfterFirst {
+                lines.append(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  "))
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// Prints results as a table (plus notes) or as JSON.
+    static func print(app: String, command: String, results: [StrategyResult], json: Bool, notes: [String] = []) {
+        if json {
+            Swift.print(Output.json(app: app, command: command, results: results))
+        } else {
+            Swift.print(table(results))
+            for n in notes { Swift.print(n) }
+        }
+    }
+
+    /// Writes metrics, models and plots into the run directory.
+    static func save(_ results: [StrategyResult], app: String, command: String, to run: RunDirectory,
+                     record: inout RunDirectory.Record, alignmentBefore: (source: Tensor, target: Tensor)? = nil) throws {
+        var detailed: [[String: Any]] = []
+        for r in results {
+            let id = r.identifier
+            if let model = r.model {
+                try run.saveModel(model, name: id, app: app)
+                if !record.models.contains(id) { record.models.append(id) }
+            }
+            var entry: [String: Any] = ["id": id, "strategy": r.strategy, "eval": r.eval,
+                                        "train_seconds": r.trainSeconds]
+            if let report = r.report {
+                let data = try JSONEncoder().encode(report)
+                entry["report"] = try JSONSerialization.jsonObject(with: data)
+                try run.write(Data(Plots.confusionMatrix(report.confusion, classNames: report.classNames,
+                                                         title: "\(id) on \(r.eval)")), to: "plots/confusion-\(id).png")
+            }
+            entry["history"] = try JSONSerialization.jsonObject(with: try JSONEncoder().encode(r.history))
+            detailed.append(entry)
+            if !r.history.isEmpty {
+                let series: [(name: String, values: [Double])] = [
+                    ("train loss", r.history.map(\.trainLoss)),
+                    ("validation loss", r.history.map { $0.validationLoss ?? .nan }),
+                    ("train accuracy", r.history.map(\.trainAccuracy)),
+                    ("validation accuracy", r.history.map { $0.validationAccuracy ?? .nan }),
+                ]
+                try run.write(Data(Plots.learningCurves(series: series, yLabel: "loss / accuracy", title: "\(id): learning curves")),
+                              to: "plots/learning-\(id).png")
+            }
+            if let after = r.alignment {
+                try run.write(Data(alignmentPlot(after, title: "\(id): source vs target, after adaptation")),
+                              to: "plots/alignment-\(id).png")
+            }
+        }
+        if let before = alignmentBefore {
+            try run.write(Data(alignmentPlot(before, title: "source vs target features before adaptation")),
+                          to: "plots/alignment-before.png")
+        }
+        // The default model for evaluate/predict: the best-scoring one that has a model.
+        record.defaultModel = results.filter { $0.model != nil }
+            .max { ($0.accuracy ?? -1) < ($1.accuracy ?? -1) }?.identifier ?? record.defaultModel
+        let summary = Output.json(app: app, command: command, results: results)
+        var metrics = try JSONSerialization.jsonObject(with: Data(summary.utf8)) as! [String: Any]
+        metrics["details"] = detailed
+        try run.write(Data(encode(metrics).utf8), to: "metrics.json")
+        try run.writeRecord(record)
+    }
+
+    /// PCA (fitted on both sets together) of standardised source and target rows, as a scatter plot.
+    static func alignmentPlot(_ sets: (source: Tensor, target: Tensor), title: String) -> [UInt8] {
+        let both = Tensor.concatenateRows([sets.source, sets.target])
+        let pca = PCA.fit(both, components: 2)
+        func points(_ t: Tensor) -> [(Double, Double)] {
+            let p = pca.transform(t)
+            return (0..<p.shape[0]).map { (Double(p[flat: 2 * $0]), Double(p[flat: 2 * $0 + 1])) }
+        }
+        return Plots.scatter(groups: [("source", points(sets.source)), ("target", points(sets.target))], title: title)
+    }
+}

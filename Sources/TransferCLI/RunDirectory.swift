@@ -1,0 +1,151 @@
+import Foundation
+import TransferEngine
+
+/// A run directory. Work happens in `RUN.partial/` and is renamed to `RUN/` only when the run completes, so an
+/// interrupted or failed run never looks finished. A killed run keeps `RUN.partial/` with its checkpoints
+/// for `--resume RUN`; a run that fails on bad input removes it.
+final class RunDirectory: TrainingCheckpointer {
+    let final: URL
+    let partial: URL
+
+    struct Record: Codable {
+        var app: String
+        var version: String
+        var command: String
+        /// The command-line arguments after the subcommand (replayed by --resume).
+        var arguments: [String]
+        var seed: UInt64
+        var options: [String: String]
+        var models: [String]
+        var defaultModel: String?
+        var created: String
+    }
+
+    private init(final: URL) {
+        self.final = final
+        partial = URL(fileURLWithPath: final.path + ".partial", isDirectory: true)
+    }
+
+    /// Starts a new run at `path`: neither `path` nor `path.partial` may exist.
+    static func create(_ path: String, record: Record) throws -> RunDirectory {
+        let dir = RunDirectory(final: URL(fileURLWithPath: path, isDirectory: true))
+        let fm = FileManager.default
+        if fm.fileExists(atPath: dir.final.path) {
+            throw EngineError.invalidFile(path, "already exists; choose another --out or remove it")
+        }
+        if fm.fileExists(atPath: dir.partial.path) {
+            throw EngineError.invalidFile(dir.partial.path, "an unfinished run is there; continue it with --resume \(path) or remove it")
+        }
+        try fm.createDirectory(at: dir.partial.appendingPathComponent("checkpoints"), withIntermediateDirectories: true)
+        try dir.writeRecord(record)
+        return dir
+    }
+
+    /// Reopens the unfinished run at `path` for `--resume`.
+    static func resume(_ path: String, app: String, command: String) throws -> (RunDirectory, Record) {
+        let dir = RunDirectory(final: URL(fileURLWithPath: path, isDirectory: true))
+        let fm = FileManager.default
+        guard fm.fileExists(atPath: dir.partial.path) else {
+            if fm.fileExists(atPath: dir.final.path) { throw EngineError.invalidFile(path, "this run already finished; nothing to resume") }
+            throw EngineError.invalidFile(path, "no unfinished run here (expected \(dir.partial.lastPathComponent))")
+        }
+        let record = try readRecord(dir.partial, path: path)
+        guard record.app == app else { throw EngineError.invalidFile(path, "this run was made by \(record.app), not \(app)") }
+        guard record.command == command else {
+            throw EngineError.invalidFile(path, "this run is a '\(record.command)' run; resume it with \(app) \(record.command) --resume \(path)")
+        }
+        return (dir, record)
+    }
+
+    static func readRecord(_ folder: URL, path: String) throws -> Record {
+        let url = folder.appendingPathComponent("run.json")
+        guard let data = try? Data(contentsOf: url) else {
+            throw EngineError.invalidFile(path, "not a run directory (no run.json)")
+        }
+        do { return try JSONDecoder().decode(Record.self, from: data) } catch {
+            throw EngineError.invalidFile(url.path, "run.json is damaged")
+        }
+    }
+
+    func writeRecord(_ record: Record) throws {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(try enc.encode(record), to: partial.appendingPathComponent("run.json"))
+    }
+
+    func write(_ data: Data, to relative: String) throws {
+        let url = partial.appendingPathComponent(relative)
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try AtomicFile.write(data, to: url)
+    }
+
+    func saveModel(_ model: SavedModel, name: String, app: String) throws {
+        var meta = model.metadata
+        meta["app"] = app
+        let url = partial.appendingPathComponent("models/\(name).safetensors")
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try SafeTensors.write(model.tensors, metadata: meta, to: url)
+    }
+
+    /// Completes the run: checkpoints are dropped and `RUN.partial` becomes `RUN`.
+    func finish() throws {
+        try? FileManager.default.removeItem(at: partial.appendingPathComponent("checkpoints"))
+        try FileManager.default.moveItem(at: partial, to: final)
+    }
+
+    /// Removes the unfinished run (after an error that resuming would only repeat).
+    func discard() { try? FileManager.default.removeItem(at: partial) }
+
+    // MARK: TrainingCheckpointer
+
+    func checkpointURL(_ name: String) -> URL { partial.appendingPathComponent("checkpoints/\(name).safetensors") }
+
+    func save(_ name: String, tensors: [String: Tensor], info: [String: String]) throws {
+        try SafeTensors.write(tensors, metadata: info, to: checkpointURL(name))
+        savedCheckpoints += 1
+        // Test hook: die like a killed process right after the N-th checkpoint (tests of --resume).
+        if let n = ProcessInfo.processInfo.environment["TL_TEST_KILL_AFTER_CHECKPOINTS"].flatMap(Int.init), savedCheckpoints == n {
+            kill(getpid(), SIGKILL)
+        }
+    }
+
+    private var savedCheckpoints = 0
+
+    func load(_ name: String) throws -> (tensors: [String: Tensor], info: [String: String])? {
+        let url = checkpointURL(name)
+        guard FileManager.default.fileExists(atPath: url.path) else { return nil }
+        let file = try SafeTensors.read(url)
+        return (try file.tensors(), file.metadata)
+    }
+}
+
+/// A finished run, for `evaluate`, `predict` and `info --model`.
+struct SavedRun {
+    let record: RunDirectory.Record
+    let folder: URL
+
+    init(_ path: String, app: String) throws {
+        folder = URL(fileURLWithPath: path, isDirectory: true)
+        guard FileManager.default.fileExists(atPath: folder.path) else {
+            if FileManager.default.fileExists(atPath: path + ".partial") {
+                throw EngineError.invalidFile(path, "this run did not finish; continue it with --resume \(path)")
+            }
+            throw EngineError.invalidFile(path, "no such run directory")
+        }
+        record = try RunDirectory.readRecord(folder, path: path)
+        guard record.app == app else { throw EngineError.invalidFile(path, "this run was made by \(record.app), not \(app)") }
+    }
+
+    /// The model `name` (default: the run's default model).
+    func model(_ name: String?) throws -> SavedModel {
+        guard let id = name ?? record.defaultModel else {
+            throw EngineError.invalidFile(folder.path, "this run saved no model")
+        }
+        guard record.models.contains(id) else {
+            throw EngineError.invalidFile(folder.path, "no model '\(id)'; this run has: \(record.models.joined(separator: ", "))")
+        }
+        let url = folder.appendingPathComponent("models/\(id).safetensors")
+        let file = try SafeTensors.read(url)
+        return try SavedModel(tensors: try file.tensors(), metadata: file.metadata, source: url.path)
+    }
+}

@@ -1,0 +1,343 @@
+import Foundation
+
+/// Unsupervised domain adaptation methods (labelled source, unlabelled target).
+public enum AdaptationMethod: String, CaseIterable, Codable, Sendable {
+    case sourceOnly = "source-only", dann, coral, adabn, pseudo
+}
+
+/// Where adaptation acts: on cached features (a trainable head with a bottleneck; seconds), or end to end
+/// (the backbone's top blocks unfrozen).
+public enum AdaptationLevel: String, CaseIterable, Codable, Sendable {
+    case features, endToEnd = "end-to-end"
+}
+
+/// Settings of the adaptation methods.
+public struct AdaptationOptions: Sendable {
+    /// Weight of the Deep CORAL loss (on the head's representation).
+    public var coralWeight: Float = 1
+    /// Weight of the domain-discriminator loss in DANN (its gradient reversal ramps 0 -> 1 by 2/(1+exp(-10p))-1).
+    public var dannWeight: Float = 1
+    /// Pseudo-labels need at least this probability.
+    public var pseudoThreshold: Float = 0.9
+    /// Self-training rounds.
+    public var pseudoRounds = 3
+    /// Folds for the target-supervised oracle (cross-validation on the labelled target test set).
+    public var oracleFolds = 5
+
+    public init() {}
+}
+
+/// A two-layer domain classifier for DANN.
+final class DomainDiscriminator: Module {
+    let fc1: Linear, fc2: Linear
+    init(inputs: Int, hidden: Int = 256, rng: inout RNG) {
+        fc1 = Linear(inputs: inputs, outputs: hidden, rng: &rng)
+        fc2 = Linear(inputs: hidden, outputs: 1, rng: &rng)
+        super.init()
+        child("fc1", fc1)
+        child("fc2", fc2)
+    }
+    func callAsFunction(_ x: Variable) -> Variable { fc2(fc1(x).relu()) }
+}
+
+extension Variable {
+    /// Deep CORAL: ||C_a - C_b||²_F / (4 d²) between the feature covariances of two batches [n, d].
+    public static func coralLoss(_ a: Variable, _ b: Variable) -> Variable {
+        precondition(a.rank == 2 && b.rank == 2 && a.shape[1] == b.shape[1],
+                     "coralLoss: shapes \(a.shape) and \(b.shape) clash")
+        func covariance(_ x: Variable) -> Variable {
+            let centred = x - x.mean(axis: 0, keepingDimension: true)
+            return centred.matmul(centred, transposeSelf: true) * (1 / Float(max(x.shape[0] - 1, 1)))
+        }
+        let d = Float(a.shape[1])
+        return (covariance(a) - covariance(b)).square().sum() * (1 / (4 * d * d))
+    }
+}
+
+extension TransferWorkflows {
+    /// Runs the chosen methods at the chosen levels. Reports target accuracy on `targetTest`, next to
+    /// source-only and, with `oracle`, the target-supervised oracle (k-fold cross-validation on `targetTest`:
+    /// each fold is predicted by a head trained on the other folds, so no example scores itself).
+    public func adapt(source: LabelledSet<D.Sample>, target: [D.Sample], targetTest: LabelledSet<D.Sample>,
+                      methods: [AdaptationMethod], levels: [AdaptationLevel], oracle: Bool,
+                      settings: AdaptationOptions = AdaptationOptions(), evalName: String) throws -> [StrategyResult] {
+        guard !target.isEmpty else { throw EngineError.invalidArgument("the target set has no samples") }
+        let test = try targetTest.relabelled(to: source.classNames)
+        var results: [StrategyResult] = []
+        let fS = try features(source.samples, name: "source")
+        let fT = try features(target, name: "target")
+        let fTest = try features(test.samples, name: evalName)
+        if levels.contains(.features) {
+            results += try adaptFeatures(source: source, fS: fS, fT: fT, test: test, fTest: fTest,
+                                         methods: methods, settings: settings, evalName: evalName)
+        }
+        if levels.contains(.endToEnd) {
+            results += try adaptEndToEnd(source: source, target: target, fS: fS, fT: fT, test: test,
+                                         methods: methods, settings: settings, evalName: evalName)
+        }
+        if oracle { results.append(try self.oracle(test: test, fTest: fTest, settings: settings, evalName: evalName)) }
+        return results
+    }
+
+    func result(_ method: String, _ level: AdaptationLevel?, _ report: ClassificationReport, _ start: Date,
+                _ history: [EpochLog], _ evalName: String, model: SavedModel? = nil) -> StrategyResult {
+        StrategyResult(strategy: method, level: level?.rawValue, eval: evalName, labelsPerClass: nil, report: report,
+                       trainSeconds: Date().timeIntervalSince(start), history: history, model: model)
+    }
+
+    /// A feature-level result: the head's model and its source/target representations for the alignment plot.
+    func headResult(_ method: String, _ head: ClassifierHead, _ fS: Tensor, _ fT: Tensor, _ fTest: Tensor,
+                    _ test: LabelledSet<D.Sample>, _ start: Date, _ history: [EpochLog], _ evalName: String,
+                    classNames: [String]) -> StrategyResult {
+        var r = result(method, .features, evaluate(head, fTest, test), start, history, evalName,
+                       model: SavedModel(kind: .head, head: head, classNames: classNames))
+        var rng = RNG(seed: 0)
+        r.alignment = Autograd.noGrad {
+            (head.representation(Variable(fS), training: false, rng: &rng).value,
+             head.representation(Variable(fT), training: false, rng: &rng).value)
+        }
+        return r
+    }
+
+    /// A random batch of target rows for the alignment losses.
+    func targetBatch(_ count: Int, size: Int, rng: inout RNG) -> [Int] {
+        (0..<min(size, max(count, 1))).map { _ in rng.int(below: count) }
+    }
+
+    // MARK: Feature level
+
+    func adaptFeatures(source: LabelledSet<D.Sample>, fS: Tensor, fT: Tensor, test: LabelledSet<D.Sample>, fTest: Tensor,
+                       methods: [AdaptationMethod], settings: AdaptationOptions, evalName: String) throws -> [StrategyResult] {
+        let classes = source.classNames.count
+        var results: [StrategyResult] = []
+        var start = Date()
+        var rng = RNG(seed: options.seed)
+        // Every method builds on the same architecture: standardisation -> bottleneck MLP -> classifier.
+        let (sourceHead, sourceHistory) = try trainHead(features: fS, labels: source.labels, classes: classes, kind: .mlp,
+                                                        name: "adapt-features-source-only", rng: &rng)
+        let sourceSeconds = Date().timeIntervalSince(start)
+        for method in methods {
+            start = Date()
+            var r = RNG(seed: options.seed &+ UInt64(AdaptationMethod.allCases.firstIndex(of: method)!))
+            switch method {
+            case .sourceOnly:
+                var res = headResult("source-only", sourceHead, fS, fT, fTest, test, start, sourceHistory, evalName,
+                                     classNames: source.classNames)
+                res.trainSeconds = sourceSeconds
+                results.append(res)
+            case .adabn:
+                // AdaBN on the head's normalisation: the same source-trained head, standardised with target statistics.
+                let saved = sourceHead.stateDict()
+                sourceHead.standardise(from: fT)
+                results.append(headResult("adabn", sourceHead, fS, fT, fTest, test, start, [], evalName,
+                                          classNames: source.classNames))
+                try sourceHead.load(saved)
+            case .coral:
+                let (head, history) = try trainHead(features: fS, labels: source.labels, classes: classes, kind: .mlp,
+                                                    name: "adapt-features-coral", rng: &r) { head in
+                    self.coralExtra(head: head, targetFeatures: fT, weight: settings.coralWeight)
+                }
+                results.append(headResult("coral", head, fS, fT, fTest, test, start, history, evalName,
+                                          classNames: source.classNames))
+            case .dann:
+                var discriminatorRNG = RNG(seed: options.seed &+ 101)
+                let (head, history) = try trainHead(features: fS, labels: source.labels, classes: classes, kind: .mlp,
+                                                    name: "adapt-features-dann", rng: &r) { head in
+                    self.dannExtra(width: head.representationWidth, weight: settings.dannWeight, rng: &discriminatorRNG,
+                                   targetCount: fT.shape[0]) { idx, rng in
+                        head.representation(Variable(fT.gatherRows(idx)), training: true, rng: &rng)
+                    }
+                }
+                results.append(headResult("dann", head, fS, fT, fTest, test, start, history, evalName,
+                                          classNames: source.classNames))
+            case .pseudo:
+                var head = sourceHead
+                var history: [EpochLog] = []
+                for round in 0..<settings.pseudoRounds {
+                    let (idx, labels) = confident(probabilities(head, fT), threshold: settings.pseudoThreshold, classes: classes)
+                    if idx.isEmpty { break }
+                    let x = Tensor.concatenateRows([fS, fT.gatherRows(idx)])
+                    (head, history) = try trainHead(features: x, labels: source.labels + labels, classes: classes, kind: .mlp,
+                                                    name: "adapt-features-pseudo-\(round)", rng: &r)
+                }
+                results.append(headResult("pseudo", head, fS, fT, fTest, test, start, history, evalName,
+                                          classNames: source.classNames))
+            }
+        }
+        return results
+    }
+
+    /// Confident pseudo-labels: rows whose top probability reaches `threshold`, at most as many per class as
+    /// the rarest confident class has times two (so one dominant class cannot take over self-training).
+    func confident(_ p: Tensor, threshold: Float, classes: Int) -> (indices: [Int], labels: [Int]) {
+        let n = p.shape[0]
+        var byClass = [[(Int, Float)]](repeating: [], count: classes)
+        for i in 0..<n {
+            var best = 0
+            for c in 1..<classes where p[flat: i * classes + c] > p[flat: i * classes + best] { best = c }
+            let conf = p[flat: i * classes + best]
+            if conf >= threshold { byClass[best].append((i, conf)) }
+        }
+        let nonEmpty = byClass.filter { !$0.isEmpty }.map(\.count)
+        let cap = max(1, (nonEmpty.min() ?? 0) * 2)
+        var idx: [Int] = [], labels: [Int] = []
+        for (c, members) in byClass.enumerated() {
+            for (i, _) in members.sorted(by: { $0.1 > $1.1 }).prefix(cap) { idx.append(i); labels.append(c) }
+        }
+        return (idx, labels)
+    }
+
+    func coralExtra(head: ClassifierHead, targetFeatures fT: Tensor, weight: Float) -> ExtraLoss {
+        ExtraLoss(modules: []) { h, _, _, rng in
+            let idx = self.targetBatch(fT.shape[0], size: h.shape[0], rng: &rng)
+            let ht = head.representation(Variable(fT.gatherRows(idx)), training: true, rng: &rng)
+            return Variable.coralLoss(h, ht) * weight
+        }
+    }
+
+    /// DANN: a domain discriminator on the representation behind a gradient reversal whose strength ramps up.
+    func dannExtra(width: Int, weight: Float, rng: inout RNG, targetCount: Int,
+                   target: @escaping ([Int], inout RNG) throws -> Variable) -> ExtraLoss {
+        let disc = DomainDiscriminator(inputs: width, rng: &rng)
+        return ExtraLoss(modules: [("discriminator", disc)]) { h, _, progress, rng in
+            let lambda = Float(2 / (1 + Foundation.exp(-10 * progress)) - 1)
+            let idx = self.targetBatch(targetCount, size: h.shape[0], rng: &rng)
+            let ht = try target(idx, &rng)
+            let zs = disc(h.gradientReversal(lambda: lambda)), zt = disc(ht.gradientReversal(lambda: lambda))
+            let ls = Variable.binaryCrossEntropy(logits: zs, targets: Tensor(zeros: zs.shape))
+            let lt = Variable.binaryCrossEntropy(logits: zt, targets: Tensor(shape: zt.shape, repeating: 1))
+            return (ls + lt) * (0.5 * weight)
+        }
+    }
+
+    // MARK: End to end
+
+    func adaptEndToEnd(source: LabelledSet<D.Sample>, target: [D.Sample], fS: Tensor, fT: Tensor, test: LabelledSet<D.Sample>,
+                       methods: [AdaptationMethod], settings: AdaptationOptions, evalName: String) throws -> [StrategyResult] {
+        let classes = source.classNames.count
+        var results: [StrategyResult] = []
+        let bb = try backbone()
+        let first = bb.blocks.count - min(options.unfreeze, bb.blocks.count)
+        // Target activations below the trained blocks, computed once (the frozen part never changes).
+        var targetActs: (parts: [Tensor], rowsPerSample: Int)?
+        func targetRepresentation(_ head: ClassifierHead) throws -> ([Int], inout RNG) throws -> Variable {
+            if targetActs == nil { targetActs = try activations(target, through: first, name: "target", backbone: bb) }
+            let acts = targetActs!
+            return { idx, rng in
+                let a = Activation.join(idx.map { acts.parts[$0] }, sequences: bb.activationsAreSequences,
+                                        rowsPerSample: acts.rowsPerSample)
+                return head.representation(bb.forward(a, from: first), training: true, rng: &rng)
+            }
+        }
+        func newHead(_ name: String, _ rng: inout RNG) throws -> (ClassifierHead, [EpochLog]) {
+            try trainHead(features: fS, labels: source.labels, classes: classes, kind: .mlp,
+                          name: "adapt-e2e-probe-\(name)", rng: &rng)
+        }
+        var sourceOnlyModel: FineTuned?
+        for method in methods {
+            let start = Date()
+            var rng = RNG(seed: options.seed)
+            switch method {
+            case .sourceOnly:
+                let (head, probe) = try newHead("source-only", &rng)
+                let tuned = try trainTop(head: head, samples: source.samples, labels: source.labels, classes: classes,
+                                         name: "adapt-e2e-source-only", rng: &rng)
+                sourceOnlyModel = tuned.model
+                results.append(result("source-only", .endToEnd, try evaluate(tuned.model, test, name: evalName), start,
+                                      probe + tuned.history, evalName, model: tuned.model.saved(classNames: source.classNames)))
+            case .coral, .dann:
+                let (head, probe) = try newHead(method.rawValue, &rng)
+                let targetRep = try targetRepresentation(head)
+                let extra: ExtraLoss
+                if method == .coral {
+                    extra = ExtraLoss(modules: []) { h, _, _, rng in
+                        let ht = try targetRep(self.targetBatch(target.count, size: h.shape[0], rng: &rng), &rng)
+                        return Variable.coralLoss(h, ht) * settings.coralWeight
+                    }
+                } else {
+                    extra = dannExtra(width: head.representationWidth, weight: settings.dannWeight, rng: &rng,
+                                      targetCount: target.count, target: targetRep)
+                }
+                let tuned = try trainTop(head: head, samples: source.samples, labels: source.labels, classes: classes,
+                                         name: "adapt-e2e-\(method.rawValue)", rng: &rng, extra: extra)
+                results.append(result(method.rawValue, .endToEnd, try evaluate(tuned.model, test, name: evalName), start,
+                                      probe + tuned.history, evalName, model: tuned.model.saved(classNames: source.classNames)))
+            case .adabn:
+                results.append(try adaBN(source: source, target: target, test: test, start: start, evalName: evalName))
+            case .pseudo:
+                // Self-training end to end: pseudo-label the target with the source-only model, then train on both.
+                let teacher: FineTuned
+                if let m = sourceOnlyModel { teacher = m } else {
+                    let (head, _) = try newHead("pseudo-teacher", &rng)
+                    teacher = try trainTop(head: head, samples: source.samples, labels: source.labels, classes: classes,
+                                           name: "adapt-e2e-pseudo-teacher", rng: &rng).model
+                }
+                let p = probabilities(teacher.head, try features(teacher, target, name: "target"))
+                let (idx, labels) = confident(p, threshold: settings.pseudoThreshold, classes: classes)
+                let (head, probe) = try newHead("pseudo", &rng)
+                let tuned = try trainTop(head: head, samples: source.samples + idx.map { target[$0] },
+                                         labels: source.labels + labels, classes: classes,
+                                         name: "adapt-e2e-pseudo", rng: &rng)
+                results.append(result("pseudo", .endToEnd, try evaluate(tuned.model, test, name: evalName), start,
+                                      probe + tuned.history, evalName, model: tuned.model.saved(classNames: source.classNames)))
+            }
+        }
+        return results
+    }
+
+    /// AdaBN: every BatchNorm of the backbone re-estimates its statistics on each domain's data. The head is
+    /// trained on source features computed with source statistics and applied to target features computed with
+    /// target statistics. Without BatchNorm layers only the head's standardisation can adapt: said in a note.
+    func adaBN(source: LabelledSet<D.Sample>, target: [D.Sample], test: LabelledSet<D.Sample>, start: Date,
+               evalName: String) throws -> StrategyResult {
+        let bb = try backbone()
+        let layers = bb.batchNormLayers()
+        if layers.isEmpty {
+            ProgressReporter.note("adabn: this backbone has no BatchNorm layers; only the head's feature standardisation is re-estimated on the target")
+        }
+        func reestimate(on samples: [D.Sample], name: String) throws {
+            for (_, bn) in layers { bn.resetRunningStatistics(); bn.momentum = nil; bn.frozenStatistics = false }
+            bb.train(true)
+            _ = try runBackbone(samples, name: "BatchNorm statistics on \(name)") { input -> [Int] in
+                _ = bb.features(input)
+                return []
+            }
+            bb.train(false)
+        }
+        var rng = RNG(seed: options.seed)
+        try reestimate(on: source.samples, name: "source")
+        let fS = try features(source.samples, name: "source (source statistics)")
+        let (head, history) = try trainHead(features: fS, labels: source.labels, classes: source.classNames.count,
+                                            kind: .mlp, name: "adapt-e2e-adabn", rng: &rng)
+        try reestimate(on: target, name: "target")
+        let fT = try features(target, name: "target (target statistics)")
+        head.standardise(from: fT)
+        let fTest = try features(test.samples, name: "\(evalName) (target statistics)")
+        let report = evaluate(head, fTest, test)
+        let statistics = bb.namedBuffers().reduce(into: [String: Tensor]()) { $0[$1.name] = $1.variable.value }
+        _ = try backbone()   // back to the pristine pretrained weights and statistics
+        return result("adabn", .endToEnd, report, start, history, evalName,
+                      model: SavedModel(kind: .finetuned, head: head, classNames: source.classNames, backbone: statistics))
+    }
+
+    // MARK: Oracle
+
+    func oracle(test: LabelledSet<D.Sample>, fTest: Tensor, settings: AdaptationOptions, evalName: String) throws -> StrategyResult {
+        let start = Date()
+        var rng = RNG(seed: options.seed)
+        let k = max(2, min(settings.oracleFolds, test.classCounts.min() ?? 2))
+        let folds = Splits.folds(labels: test.labels, classCount: test.classNames.count, k: k, rng: &rng)
+        var predictions = [Int](repeating: 0, count: test.count)
+        var history: [EpochLog] = []
+        for (i, fold) in folds.enumerated() {
+            let held = Set(fold)
+            let trainIdx = (0..<test.count).filter { !held.contains($0) }
+            let (head, h) = try trainHead(features: fTest.gatherRows(trainIdx), labels: trainIdx.map { test.labels[$0] },
+                                          classes: test.classNames.count, kind: .mlp, name: "oracle-\(i)", rng: &rng)
+            history = h
+            for (j, p) in zip(fold, probabilities(head, fTest.gatherRows(fold)).argmaxRows()) { predictions[j] = p }
+        }
+        let report = ClassificationReport(predictions: predictions, labels: test.labels, classNames: test.classNames)
+        return result("oracle", .features, report, start, history, evalName)
+    }
+}

@@ -1,0 +1,178 @@
+import Foundation
+
+/// A labelled dataset: samples with class indices into `classNames`.
+public struct LabelledSet<Sample> {
+    public var samples: [Sample]
+    public var labels: [Int]
+    public var classNames: [String]
+    /// Where it came from (a folder or table path), for messages and the dataset name in reports.
+    public var source: String
+
+    public init(samples: [Sample], labels: [Int], classNames: [String], source: String) {
+        precondition(samples.count == labels.count, "LabelledSet: \(samples.count) samples but \(labels.count) labels")
+        self.samples = samples
+        self.labels = labels
+        self.classNames = classNames
+        self.source = source
+    }
+
+    public var count: Int { samples.count }
+
+    /// Samples per class.
+    public var classCounts: [Int] {
+        var c = [Int](repeating: 0, count: classNames.count)
+        for y in labels { c[y] += 1 }
+        return c
+    }
+
+    public func subset(_ indices: [Int]) -> LabelledSet {
+        LabelledSet(samples: indices.map { samples[$0] }, labels: indices.map { labels[$0] },
+                    classNames: classNames, source: source)
+    }
+
+    /// Checks what training needs: at least two classes, none empty. One line naming the set on failure.
+    public func validateForTraining() throws {
+        guard classNames.count >= 2 else {
+            throw EngineError.invalidFile(source, "needs at least 2 classes, found \(classNames.count)\(classNames.first.map { " ('\($0)')" } ?? "")")
+        }
+        for (name, n) in zip(classNames, classCounts) where n == 0 {
+            throw EngineError.invalidFile(source, "class '\(name)' has no samples")
+        }
+    }
+
+    /// Re-indexes labels to `names` (e.g. a test set onto the training classes). Unknown classes are an error.
+    public func relabelled(to names: [String]) throws -> LabelledSet {
+        if names == classNames { return self }
+        let index = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, $0) })
+        var out = [Int]()
+        for y in labels {
+            guard let j = index[classNames[y]] else {
+                throw EngineError.invalidFile(source, "class '\(classNames[y])' is not one of the model's classes (\(names.joined(separator: ", ")))")
+            }
+            out.append(j)
+        }
+        return LabelledSet(samples: samples, labels: out, classNames: names, source: source)
+    }
+}
+
+/// What flows between backbone blocks: a batch of activations, possibly sequences with valid lengths.
+///
+/// `value` is [B·rowsPerSample, ...]; sequences are [B, T, D] with `lengths` giving each sample's valid
+/// tokens (the rest is padding). The per-sample split/join lets the fine-tuning workflow cache the frozen
+/// part's output sample by sample and batch it again in any order.
+public struct Activation {
+    public var value: Variable
+    public var lengths: [Int]?
+    public var rowsPerSample: Int
+
+    public init(_ value: Variable, lengths: [Int]? = nil, rowsPerSample: Int = 1) {
+        self.value = value
+        self.lengths = lengths
+        self.rowsPerSample = rowsPerSample
+    }
+
+    public var batchSize: Int { value.shape[0] / rowsPerSample }
+
+    /// [B, T] with 1 for valid positions, 0 for padding (nil when not a sequence).
+    public var validMask: Tensor? {
+        guard let lengths else { return nil }
+        let t = value.shape[1]
+        var m = Tensor(zeros: [lengths.count, t])
+        for (i, l) in lengths.enumerated() { for j in 0..<min(l, t) { m[flat: i * t + j] = 1 } }
+        return m
+    }
+
+    /// One tensor per sample (sequences trimmed to their length).
+    public func split() -> [Tensor] {
+        (0..<batchSize).map { i in
+            var rows = value.value.rows(i * rowsPerSample..<(i + 1) * rowsPerSample)
+            if let lengths {
+                rows = rows.reshaped(Array(rows.shape.dropFirst()))   // [T, D]
+                rows = rows.rows(0..<lengths[i])
+            }
+            return rows
+        }
+    }
+
+    /// Batches per-sample tensors from `split()` again (sequences padded with zeros to the longest).
+    public static func join(_ parts: [Tensor], sequences: Bool, rowsPerSample: Int) -> Activation {
+        guard sequences else {
+            return Activation(Variable(Tensor.concatenateRows(parts)), rowsPerSample: rowsPerSample)
+        }
+        let lengths = parts.map { $0.shape[0] }
+        let t = lengths.max() ?? 0
+        let d = parts.first.map { $0.count / max($0.shape[0], 1) } ?? 0
+        var out = Tensor(zeros: [parts.count, t] + Array(parts.first?.shape.dropFirst() ?? []))
+        let o = out.mutablePointer
+        for (i, p) in parts.enumerated() { (o + i * t * d).update(from: p.pointer, count: p.count) }
+        return Activation(Variable(out), lengths: lengths, rowsPerSample: 1)
+    }
+}
+
+/// A pretrained (or from-scratch) network that turns inputs into a feature vector, as a stack of named blocks.
+///
+/// `blocks` are parameter-name prefixes bottom to top (e.g. `_conv_stem`+`_bn0`, `_blocks.0` ...
+/// `_conv_head`+`_bn1`); "unfreeze the top k" means the last k of them. Block 0 consumes the raw input.
+public protocol Backbone<Input>: Module {
+    associatedtype Input
+    /// Width of the pooled feature vector.
+    var featureCount: Int { get }
+    /// For each block, the parameter-name prefixes that belong to it, bottom to top.
+    var blocks: [[String]] { get }
+    /// Human-readable block names, parallel to `blocks`.
+    var blockNames: [String] { get }
+    /// Runs blocks 0..<end on the raw input.
+    func forward(_ input: Input, through end: Int) -> Activation
+    /// Runs blocks start..<blocks.count on an intermediate activation, then pools to [B, featureCount].
+    func forward(_ activation: Activation, from start: Int) -> Variable
+    /// Whether intermediate activations are sequences (split/join by length).
+    var activationsAreSequences: Bool { get }
+}
+
+extension Backbone {
+    /// Pooled features [B, featureCount] of a batch.
+    public func features(_ input: Input) -> Variable {
+        forward(forward(input, through: blocks.count), from: blocks.count)
+    }
+
+    /// Parameter prefixes of the top `k` blocks.
+    public func topBlockPrefixes(_ k: Int) -> [String] { blocks.suffix(max(0, min(k, blocks.count))).flatMap { $0 } }
+
+    /// Freezes everything, then unfreezes the top `k` blocks. BatchNorm layers outside them keep frozen statistics.
+    public func setTrainableTop(_ k: Int) {
+        freeze()
+        let prefixes = topBlockPrefixes(k)
+        if !prefixes.isEmpty { unfreeze(prefixes) }
+        for (name, bn) in batchNormLayers() {
+            bn.frozenStatistics = !prefixes.contains { Module.matches(name, $0) || name == $0 }
+        }
+    }
+}
+
+/// What the workflows need from a domain: reading data, building batches, the pretrained backbone and a
+/// from-scratch baseline. Adding a domain is one type conforming to this plus a few-line app.
+public protocol TransferDomain {
+    /// One example as a reference (a file URL, a line of text): cheap to hold, loaded by `batch`.
+    associatedtype Sample
+    associatedtype Input
+
+    /// Short name, e.g. "vision".
+    static var name: String { get }
+    /// Loads a labelled set: a folder per class, or a table with a label column.
+    func labelled(at url: URL) throws -> LabelledSet<Sample>
+    /// Loads unlabelled samples: a folder of files or a table without labels.
+    func unlabelled(at url: URL) throws -> [Sample]
+    /// The pretrained backbone, loaded from the models folder.
+    func pretrainedBackbone() throws -> any Backbone<Input>
+    /// A small randomly initialised network on the same kind of input, for the from-scratch baseline.
+    func scratchBackbone(rng: inout RNG) -> any Backbone<Input>
+    /// Loads and preprocesses samples into one batch. `augment` applies the domain's seeded augmentation;
+    /// `scratch` selects the from-scratch network's preprocessing.
+    func batch(_ samples: [Sample], augment: Bool, scratch: Bool, rng: inout RNG) throws -> Input
+    /// Identity of a sample for the feature cache (e.g. path, size and modification time).
+    func cacheKey(_ sample: Sample) -> String
+    /// Everything about preprocessing that changes features (input size, normalisation...).
+    var preprocessingKey: String { get }
+    /// How to show a sample (file name) in predictions.
+    func describe(_ sample: Sample) -> String
+}

@@ -1,0 +1,44 @@
+import Foundation
+
+/// Backbone outputs cached on disk, keyed by weights hash + samples + preprocessing, so a second run or a
+/// second head skips the backbone. One safetensors file per key; written atomically.
+public struct FeatureCache {
+    public let directory: URL
+
+    public init(directory: URL) { self.directory = directory }
+
+    /// `$TL_CACHE_DIR`, else `$XDG_CACHE_HOME/transfer-suite`, else `~/.cache/transfer-suite`.
+    public static var defaultDirectory: URL {
+        let env = ProcessInfo.processInfo.environment
+        if let d = env["TL_CACHE_DIR"], !d.isEmpty { return URL(fileURLWithPath: d, isDirectory: true) }
+        if let x = env["XDG_CACHE_HOME"], !x.isEmpty {
+            return URL(fileURLWithPath: x, isDirectory: true).appendingPathComponent("transfer-suite")
+        }
+        return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/transfer-suite")
+    }
+
+    /// The key for `parts` (weights hash, preprocessing, sample keys, ...).
+    public static func key(_ parts: [String]) -> String {
+        var h = FNV64()
+        for p in parts { h.add(p) }
+        // A second, differently salted hash makes accidental collisions of the 64-bit key irrelevant.
+        var h2 = FNV64()
+        h2.add("salt")
+        for p in parts.reversed() { h2.add(p) }
+        return h.hex + h2.hex
+    }
+
+    func url(_ key: String) -> URL { directory.appendingPathComponent("\(key).safetensors") }
+
+    /// Cached tensors for `key`, or nil (a damaged cache file is ignored and recomputed).
+    public func load(_ key: String) -> [String: Tensor]? {
+        let u = url(key)
+        guard FileManager.default.fileExists(atPath: u.path) else { return nil }
+        return try? SafeTensors.read(u).tensors()
+    }
+
+    public func store(_ key: String, _ tensors: [String: Tensor]) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try SafeTensors.write(tensors, to: url(key))
+    }
+}

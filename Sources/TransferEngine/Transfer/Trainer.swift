@@ -1,0 +1,174 @@
+import Foundation
+
+/// Hyper-parameters of one training run. Defaults follow the anchors (Keras / fastai transfer recipes):
+/// AdamW, warmup + cosine, early stopping on validation loss with the best weights restored.
+public struct TrainOptions: Codable, Sendable {
+    public var epochs: Int = 30
+    public var batchSize: Int = 32
+    public var learningRate: Float = 1e-3
+    public var weightDecay: Float = 1e-4
+    /// Fraction of all steps spent in linear warmup before the cosine decay.
+    public var warmupFraction: Double = 0.05
+    public var labelSmoothing: Float = 0
+    /// Epochs without validation improvement before stopping (nil: never stop early).
+    public var patience: Int? = 8
+    /// Gradient clipping by global norm (nil: off).
+    public var clipNorm: Float? = 5
+
+    public init() {}
+}
+
+/// One epoch of a training history.
+public struct EpochLog: Codable, Equatable, Sendable {
+    public var epoch: Int
+    public var trainLoss: Double
+    public var trainAccuracy: Double
+    public var validationLoss: Double?
+    public var validationAccuracy: Double?
+    public var learningRate: Double
+}
+
+/// Saves and restores a trainer's state so a killed run resumes where it stopped.
+public protocol TrainingCheckpointer: AnyObject {
+    /// Stores `tensors` and `info` under `name`, atomically.
+    func save(_ name: String, tensors: [String: Tensor], info: [String: String]) throws
+    /// The latest state saved under `name`, if any.
+    func load(_ name: String) throws -> (tensors: [String: Tensor], info: [String: String])?
+}
+
+/// The loss of one batch, and the logits to score training accuracy with.
+public struct BatchResult {
+    public var loss: Variable
+    public var logits: Tensor?
+    public var labels: [Int]
+
+    public init(loss: Variable, logits: Tensor? = nil, labels: [Int] = []) {
+        self.loss = loss
+        self.logits = logits
+        self.labels = labels
+    }
+}
+
+/// A mini-batch training loop shared by every workflow: seeded shuffling, AdamW over parameter groups,
+/// warmup + cosine schedule, gradient clipping, validation, early stopping that restores the best weights,
+/// and per-epoch checkpoints (weights, optimizer, RNG, history) for `--resume`.
+public final class Trainer {
+    public let options: TrainOptions
+    public let module: Module
+    public let optimizer: AdamW
+    let name: String
+    let checkpointer: TrainingCheckpointer?
+    public private(set) var history: [EpochLog] = []
+    /// Called after every epoch (for progress output).
+    public var onEpoch: ((EpochLog) -> Void)?
+
+    /// `module` is everything whose state a checkpoint or the restore-best must capture; `groups` are the
+    /// trainable parameter groups (discriminative learning rates).
+    public init(name: String, module: Module, groups: [ParameterGroup], options: TrainOptions,
+                checkpointer: TrainingCheckpointer? = nil) {
+        self.name = name
+        self.module = module
+        self.options = options
+        self.checkpointer = checkpointer
+        optimizer = AdamW(groups: groups, learningRate: options.learningRate, weightDecay: options.weightDecay)
+    }
+
+    /// Trains for `options.epochs` over `count` samples in shuffled batches. `step` computes a batch's loss
+    /// from sample indices (with the RNG for augmentation and dropout); `validate` returns (loss, accuracy).
+    public func fit(count: Int, rng: inout RNG, step: (_ indices: [Int], _ rng: inout RNG) throws -> BatchResult,
+                    validate: (() throws -> (loss: Double, accuracy: Double))? = nil) throws {
+        precondition(count > 0, "Trainer.fit: nothing to train on")
+        let batchesPerEpoch = (count + options.batchSize - 1) / options.batchSize
+        let totalSteps = max(1, batchesPerEpoch * options.epochs)
+        let schedule = WarmupCosineSchedule(baseLR: options.learningRate,
+                                            warmupSteps: Int(Double(totalSteps) * options.warmupFraction))
+        var startEpoch = 0
+        var best: (loss: Double, state: [String: Tensor])?
+        var badEpochs = 0
+        if let saved = try checkpointer?.load(name) {
+            (startEpoch, best, badEpochs) = try restore(saved, rng: &rng)
+            if startEpoch >= options.epochs || (options.patience != nil && badEpochs >= options.patience!) {
+                if let best { try module.load(best.state, source: "checkpoint \(name)") }
+                module.train(false)
+                return
+            }
+        }
+        for epoch in startEpoch..<options.epochs {
+            module.train(true)
+            let order = rng.permutation(count)
+            var lossSum = 0.0, correct = 0, seen = 0
+            for b in 0..<batchesPerEpoch {
+                let indices = Array(order[(b * options.batchSize)..<min(count, (b + 1) * options.batchSize)])
+                optimizer.zeroGrad()
+                let result = try step(indices, &rng)
+                result.loss.backward()
+                if let clip = options.clipNorm { _ = clipGradientNorm(optimizer.parameters, maxNorm: clip) }
+                optimizer.step(lr: schedule.learningRate(step: epoch * batchesPerEpoch + b, totalSteps: totalSteps))
+                lossSum += Double(result.loss.value.scalar) * Double(indices.count)
+                seen += indices.count
+                if let logits = result.logits {
+                    correct += zip(logits.argmaxRows(), result.labels).filter { $0 == $1 }.count
+                }
+            }
+            module.train(false)
+            var log = EpochLog(epoch: epoch + 1, trainLoss: lossSum / Double(seen),
+                               trainAccuracy: Double(correct) / Double(seen),
+                               validationLoss: nil, validationAccuracy: nil,
+                               learningRate: Double(optimizer.learningRate))
+            if let validate {
+                let (vl, va) = try Autograd.noGrad { try validate() }
+                log.validationLoss = vl
+                log.validationAccuracy = va
+                if best == nil || vl < best!.loss - 1e-6 {
+                    best = (vl, module.stateDict())
+                    badEpochs = 0
+                } else {
+                    badEpochs += 1
+                }
+            }
+            history.append(log)
+            onEpoch?(log)
+            let stop = options.patience.map { badEpochs >= $0 } ?? false
+            try saveCheckpoint(epoch: epoch + 1, best: best, badEpochs: badEpochs, rng: rng)
+            if stop { break }
+        }
+        if let best { try module.load(best.state, source: "best weights of \(name)") }
+        module.train(false)
+    }
+
+    private func saveCheckpoint(epoch: Int, best: (loss: Double, state: [String: Tensor])?, badEpochs: Int, rng: RNG) throws {
+        guard let checkpointer else { return }
+        var tensors: [String: Tensor] = [:]
+        for (k, v) in module.stateDict() { tensors["model." + k] = v }
+        for (k, v) in optimizer.stateDict() { tensors["optimizer." + k] = v }
+        if let best { for (k, v) in best.state { tensors["best." + k] = v } }
+        let historyJSON = String(decoding: try JSONEncoder().encode(history), as: UTF8.self)
+        try checkpointer.save(name, tensors: tensors, info: [
+            "epoch": String(epoch), "bad_epochs": String(badEpochs),
+            "best_loss": best.map { String($0.loss) } ?? "",
+            "rng": rng.stateWords.map(String.init).joined(separator: ","),
+            "history": historyJSON,
+        ])
+    }
+
+    private func restore(_ saved: (tensors: [String: Tensor], info: [String: String]), rng: inout RNG) throws
+        -> (Int, (loss: Double, state: [String: Tensor])?, Int) {
+        let source = "checkpoint \(name)"
+        func part(_ prefix: String) -> [String: Tensor] {
+            Dictionary(uniqueKeysWithValues: saved.tensors.filter { $0.key.hasPrefix(prefix) }
+                .map { (String($0.key.dropFirst(prefix.count)), $0.value) })
+        }
+        try module.load(part("model."), source: source)
+        try optimizer.loadStateDict(part("optimizer."), source: source)
+        guard let epoch = saved.info["epoch"].flatMap(Int.init),
+              let words = saved.info["rng"]?.split(separator: ",").compactMap({ UInt64($0) }), words.count == 4,
+              let historyData = saved.info["history"]?.data(using: .utf8) else {
+            throw EngineError.invalidFile(source, "checkpoint metadata is incomplete")
+        }
+        rng = RNG(stateWords: words)
+        history = try JSONDecoder().decode([EpochLog].self, from: historyData)
+        let bestState = part("best.")
+        let best = (saved.info["best_loss"].flatMap(Double.init)).map { ($0, bestState) }
+        return (epoch, best, Int(saved.info["bad_epochs"] ?? "0") ?? 0)
+    }
+}

@@ -1,0 +1,506 @@
+import Foundation
+
+/// The outcome of one strategy on one evaluation set (one row of a results table / the JSON `results`).
+public struct StrategyResult: Codable {
+    /// scratch | extract | finetune | source-only | dann | coral | adabn | pseudo | oracle
+    public var strategy: String
+    /// "features" or "end-to-end" for adaptation methods; nil otherwise.
+    public var level: String?
+    /// Name of the evaluation set.
+    public var eval: String
+    /// Labelled training examples per class, nil when all were used.
+    public var labelsPerClass: Int?
+    /// nil when there was no labelled set to evaluate on.
+    public var report: ClassificationReport?
+    public var trainSeconds: Double
+    public var history: [EpochLog]
+    /// The trained model, to save in a run directory (not encoded with the result).
+    public var model: SavedModel?
+    /// Source and target representations after adaptation (for the PCA plot; not encoded).
+    public var alignment: (source: Tensor, target: Tensor)?
+
+    public var accuracy: Double? { report?.accuracy }
+    public var macroF1: Double? { report?.macroF1 }
+
+    enum CodingKeys: String, CodingKey { case strategy, level, eval, labelsPerClass, report, trainSeconds, history }
+
+    public init(strategy: String, level: String?, eval: String, labelsPerClass: Int?, report: ClassificationReport?,
+                trainSeconds: Double, history: [EpochLog], model: SavedModel? = nil) {
+        self.strategy = strategy
+        self.level = level
+        self.eval = eval
+        self.labelsPerClass = labelsPerClass
+        self.report = report
+        self.trainSeconds = trainSeconds
+        self.history = history
+        self.model = model
+    }
+
+    /// A short identifier: strategy, level and labels per class ("finetune-10", "dann-end-to-end").
+    public var identifier: String {
+        [strategy, level, labelsPerClass.map { "\($0)" }].compactMap { $0 }.joined(separator: "-")
+    }
+}
+
+/// A trained model as saved in a run: tensors under "head.", "backbone." (what differs from the pretrained
+/// weights) or "net." (from-scratch network), and what is needed to rebuild it.
+public struct SavedModel {
+    public enum Kind: String, Codable, Sendable { case head, finetuned, scratch }
+    public var kind: Kind
+    public var headKind: ClassifierHead.Kind
+    public var headInputs: Int
+    public var headHidden: Int
+    public var classNames: [String]
+    public var tensors: [String: Tensor]
+
+    public init(kind: Kind, head: ClassifierHead, classNames: [String], backbone: [String: Tensor] = [:],
+                net: [String: Tensor] = [:]) {
+        self.kind = kind
+        headKind = head.kind
+        headInputs = head.inputs
+        headHidden = head.hidden
+        self.classNames = classNames
+        var t: [String: Tensor] = [:]
+        for (k, v) in head.stateDict() { t["head." + k] = v }
+        for (k, v) in backbone { t["backbone." + k] = v }
+        for (k, v) in net { t["net." + k] = v }
+        tensors = t
+    }
+
+    public var metadata: [String: String] {
+        ["kind": kind.rawValue, "head_kind": headKind.rawValue, "head_inputs": String(headInputs),
+         "head_hidden": String(headHidden),
+         "class_names": String(decoding: try! JSONEncoder().encode(classNames), as: UTF8.self)]
+    }
+
+    public init(tensors: [String: Tensor], metadata: [String: String], source: String) throws {
+        guard let kind = metadata["kind"].flatMap(Kind.init(rawValue:)),
+              let headKind = metadata["head_kind"].flatMap(ClassifierHead.Kind.init(rawValue:)),
+              let inputs = metadata["head_inputs"].flatMap(Int.init), let hidden = metadata["head_hidden"].flatMap(Int.init),
+              let namesData = metadata["class_names"]?.data(using: .utf8),
+              let names = try? JSONDecoder().decode([String].self, from: namesData) else {
+            throw EngineError.invalidFile(source, "not a model saved by this suite (metadata missing or damaged)")
+        }
+        self.kind = kind
+        self.headKind = headKind
+        headInputs = inputs
+        headHidden = hidden
+        classNames = names
+        self.tensors = tensors
+    }
+
+    /// Tensors under `prefix` with the prefix removed.
+    public func part(_ prefix: String) -> [String: Tensor] {
+        Dictionary(uniqueKeysWithValues: tensors.filter { $0.key.hasPrefix(prefix) }.map { (String($0.key.dropFirst(prefix.count)), $0.value) })
+    }
+
+    /// The head, rebuilt and loaded.
+    public func makeHead() throws -> ClassifierHead {
+        var rng = RNG(seed: 0)
+        let head = ClassifierHead(kind: headKind, inputs: headInputs, classes: classNames.count, hidden: headHidden, rng: &rng)
+        try head.load(part("head."), source: "saved head")
+        return head
+    }
+}
+
+/// Options of the transfer workflows. Defaults are documented in the README and in `--help`.
+public struct WorkflowOptions {
+    public var seed: UInt64 = 42
+    /// Batch size for running the backbone without gradients (feature extraction, evaluation).
+    public var inferenceBatchSize = 64
+    public var head: ClassifierHead.Kind = .linear
+    /// Training of heads on cached features (extraction, linear probe, feature-level adaptation).
+    public var headTraining: TrainOptions = {
+        var o = TrainOptions()
+        o.epochs = 60; o.batchSize = 32; o.learningRate = 1e-3; o.weightDecay = 1e-4; o.patience = 10
+        return o
+    }()
+    /// Fine-tuning (and end-to-end adaptation, and the from-scratch baseline).
+    public var fineTuning: TrainOptions = {
+        var o = TrainOptions()
+        o.epochs = 15; o.batchSize = 32; o.learningRate = 1e-3; o.weightDecay = 1e-4; o.patience = 5
+        return o
+    }()
+    /// Top blocks to unfreeze when fine-tuning (Int.max: all).
+    public var unfreeze = 2
+    /// Backbone learning rate = head learning rate x this (discriminative learning rates).
+    public var backboneLRMultiplier: Float = 0.1
+    /// Unfreeze one more block per epoch (top first) until `unfreeze` are trainable.
+    public var gradualUnfreezing = false
+    /// Apply the domain's augmentation while fine-tuning. When off, the frozen part runs once and is cached.
+    public var augment = false
+    /// Per-class loss weights (nil: none).
+    public var classWeights: [Float]?
+    public var cache: FeatureCache?
+
+    public init() {}
+}
+
+/// A module holding the parts of a model (for checkpoints and restore-best).
+final class ModelParts: Module {
+    init(_ parts: [(String, Module)]) {
+        super.init()
+        for (n, m) in parts { child(n, m) }
+    }
+}
+
+/// The three techniques (feature extraction, fine-tuning, domain adaptation) plus the from-scratch baseline,
+/// generic over a domain. Nothing here knows about images, audio or text.
+public final class TransferWorkflows<D: TransferDomain> {
+    public let domain: D
+    public var options: WorkflowOptions
+    public var checkpointer: TrainingCheckpointer?
+    private var pretrained: (any Backbone<D.Input>)?
+    private var pristineBackbone: [String: Tensor]?
+
+    public init(domain: D, options: WorkflowOptions) {
+        self.domain = domain
+        self.options = options
+    }
+
+    /// The pretrained backbone (loaded once; every workflow starts from its pristine weights).
+    public func backbone() throws -> any Backbone<D.Input> {
+        if let b = pretrained {
+            if let pristine = pristineBackbone { try b.load(pristine, source: "pretrained weights") }
+            b.freeze()
+            for (_, bn) in b.batchNormLayers() { bn.frozenStatistics = false }
+            b.train(false)
+            return b
+        }
+        let b = try domain.pretrainedBackbone()
+        b.freeze()
+        b.train(false)
+        pretrained = b
+        pristineBackbone = b.stateDict()
+        return b
+    }
+
+    // MARK: Features
+
+    /// Pooled features [N, F] through the frozen pretrained backbone, cached on disk.
+    public func features(_ samples: [D.Sample], name: String) throws -> Tensor {
+        let bb = try backbone()
+        let key = FeatureCache.key(["features", D.name, bb.weightsHash(), domain.preprocessingKey]
+                                   + samples.map(domain.cacheKey))
+        if let cached = options.cache?.load(key)?["features"], cached.shape == [samples.count, bb.featureCount] {
+            return cached
+        }
+        let acts = try runBackbone(samples, name: "features of \(name)") { input in
+            [bb.features(input).value]
+        }
+        let f = Tensor.concatenateRows(acts)
+        try options.cache?.store(key, ["features": f])
+        return f
+    }
+
+    /// Per-sample activations below block `end` of the pretrained backbone, plus rows per sample.
+    func activations(_ samples: [D.Sample], through end: Int, name: String,
+                     backbone bb: any Backbone<D.Input>) throws -> (parts: [Tensor], rowsPerSample: Int) {
+        var rows = 1
+        let parts = try runBackbone(samples, name: "frozen blocks on \(name)") { input in
+            let a = bb.forward(input, through: end)
+            rows = a.rowsPerSample
+            return a.split()
+        }
+        return (parts, rows)
+    }
+
+    /// Runs `body` over batches of samples without gradients, with progress, collecting its outputs.
+    func runBackbone<T>(_ samples: [D.Sample], name: String, _ body: (D.Input) throws -> [T]) throws -> [T] {
+        var out: [T] = []
+        out.reserveCapacity(samples.count)
+        let progress = ProgressReporter(label: name, total: samples.count, unit: "samples")
+        var rng = RNG(seed: options.seed)
+        try Autograd.noGrad {
+            for start in stride(from: 0, to: samples.count, by: options.inferenceBatchSize) {
+                let chunk = Array(samples[start..<min(samples.count, start + options.inferenceBatchSize)])
+                out += try body(try domain.batch(chunk, augment: false, scratch: false, rng: &rng))
+                progress.advance(by: chunk.count)
+            }
+        }
+        progress.finish()
+        return out
+    }
+
+    // MARK: Heads on features
+
+    /// Trains a head on features with a Create ML validation split and early stopping.
+    /// `extra` adds a loss on each batch's representation (feature-level adaptation); its modules train too.
+    func trainHead(features: Tensor, labels: [Int], classes: Int, kind: ClassifierHead.Kind,
+                   name: String, rng: inout RNG,
+                   extra: ((ClassifierHead) -> ExtraLoss)? = nil) throws -> (ClassifierHead, [EpochLog]) {
+        let split = Splits.trainValidation(labels: labels, classCount: classes,
+                                           fraction: Splits.validationFraction(forCount: labels.count), rng: &rng)
+        let head = ClassifierHead(kind: kind, inputs: features.shape[1], classes: classes, rng: &rng)
+        head.standardise(from: features.gatherRows(split.train))
+        var opts = options.headTraining
+        // Alignment losses trade source loss for domain invariance, so the source validation loss is a poor
+        // stopping rule for them (as the adaptation literature finds): they train for the full schedule.
+        if split.validation.isEmpty || extra != nil { opts.patience = nil }
+        let extraLoss = extra?(head)
+        let parts = ModelParts([("head", head)] + (extraLoss?.modules ?? []))
+        let trainer = Trainer(name: name, module: parts, groups: [ParameterGroup(module: parts)], options: opts,
+                              checkpointer: checkpointer)
+        let stepsPerEpoch = (split.train.count + opts.batchSize - 1) / opts.batchSize
+        var steps = 0
+        let xTrain = features.gatherRows(split.train), yTrain = split.train.map { labels[$0] }
+        let xVal = features.gatherRows(split.validation), yVal = split.validation.map { labels[$0] }
+        let weights = options.classWeights
+        try trainer.fit(count: split.train.count, rng: &rng, step: { idx, rng in
+            let h = head.representation(Variable(xTrain.gatherRows(idx)), training: true, rng: &rng)
+            let logits = head.classify(h)
+            let y = idx.map { yTrain[$0] }
+            var loss = Variable.crossEntropy(logits: logits, labels: y, labelSmoothing: opts.labelSmoothing,
+                                             classWeights: weights)
+            if let extraLoss {
+                loss = loss + (try extraLoss.loss(h, logits, Double(steps) / Double(max(1, stepsPerEpoch * opts.epochs)), &rng))
+            }
+            steps += 1
+            return BatchResult(loss: loss, logits: logits.value, labels: y)
+        }, validate: split.validation.isEmpty ? nil : {
+            var r = RNG(seed: 0)  // evaluation draws nothing
+            let logits = head(Variable(xVal), training: false, rng: &r)
+            let loss = Variable.crossEntropy(logits: logits, labels: yVal, classWeights: weights).value.scalar
+            let acc = zip(logits.value.argmaxRows(), yVal).filter { $0 == $1 }.count
+            return (Double(loss), Double(acc) / Double(yVal.count))
+        })
+        return (head, trainer.history)
+    }
+
+    /// Class probabilities [N, K] of a head on features.
+    public func probabilities(_ head: ClassifierHead, _ features: Tensor) -> Tensor {
+        var rng = RNG(seed: 0)
+        return Autograd.noGrad { head(Variable(features), training: false, rng: &rng).softmax(axis: -1).value }
+    }
+
+    func evaluate(_ head: ClassifierHead, _ features: Tensor, _ set: LabelledSet<D.Sample>) -> ClassificationReport {
+        ClassificationReport(predictions: probabilities(head, features).argmaxRows(), labels: set.labels,
+                             classNames: set.classNames)
+    }
+
+    /// The training set, subsampled to `labelsPerClass` per class when given (stratified, seeded).
+    public func trainingSet(_ train: LabelledSet<D.Sample>, labelsPerClass: Int?) -> LabelledSet<D.Sample> {
+        guard let k = labelsPerClass else { return train }
+        var rng = RNG(seed: options.seed ^ 0x5AB5)
+        return train.subset(Splits.subsample(labels: train.labels, classCount: train.classNames.count, perClass: k, rng: &rng))
+    }
+
+    // MARK: Feature extraction
+
+    /// Frozen backbone, cached features, new head.
+    public func extract(train: LabelledSet<D.Sample>, test: LabelledSet<D.Sample>, labelsPerClass: Int? = nil,
+                        evalName: String) throws -> (result: StrategyResult, head: ClassifierHead) {
+        let set = trainingSet(train, labelsPerClass: labelsPerClass)
+        let fTrain = try features(set.samples, name: "train")
+        let fTest = try features(test.samples, name: evalName)
+        var rng = RNG(seed: options.seed)
+        let start = Date()
+        let (head, history) = try trainHead(features: fTrain, labels: set.labels, classes: set.classNames.count,
+                                            kind: options.head, name: "extract-\(labelsPerClass ?? 0)", rng: &rng)
+        let seconds = Date().timeIntervalSince(start)
+        return (StrategyResult(strategy: "extract", level: nil, eval: evalName, labelsPerClass: labelsPerClass,
+                               report: evaluate(head, fTest, test), trainSeconds: seconds, history: history,
+                               model: SavedModel(kind: .head, head: head, classNames: set.classNames)), head)
+    }
+
+    // MARK: Fine-tuning
+
+    /// A fine-tuned model: the backbone (top blocks trained) and its head, with where the trained part starts.
+    public struct FineTuned {
+        public var backbone: any Backbone<D.Input>
+        public var head: ClassifierHead
+        public var firstTrainableBlock: Int
+
+        /// Head plus the trained blocks' parameters and statistics (what differs from the pretrained file).
+        public func saved(classNames: [String]) -> SavedModel {
+            let prefixes = backbone.blocks[firstTrainableBlock...].flatMap { $0 }
+            let trained = backbone.stateDict().filter { kv in prefixes.contains { Module.matches(kv.key, $0) } }
+            return SavedModel(kind: .finetuned, head: head, classNames: classNames, backbone: trained)
+        }
+    }
+
+    /// Linear probe, then the top `options.unfreeze` blocks trained with discriminative learning rates.
+    public func finetune(train: LabelledSet<D.Sample>, test: LabelledSet<D.Sample>, labelsPerClass: Int? = nil,
+                         evalName: String) throws -> (result: StrategyResult, model: FineTuned) {
+        let set = trainingSet(train, labelsPerClass: labelsPerClass)
+        let classes = set.classNames.count
+        var rng = RNG(seed: options.seed)
+        let start = Date()
+        // 1. Linear probe on cached features (the extraction head).
+        let fTrain = try features(set.samples, name: "train")
+        let (head, probeHistory) = try trainHead(features: fTrain, labels: set.labels, classes: classes, kind: options.head,
+                                                 name: "finetune-probe-\(labelsPerClass ?? 0)", rng: &rng)
+        // 2. Unfreeze the top blocks and train them with the head.
+        let tuned = try trainTop(head: head, samples: set.samples, labels: set.labels, classes: classes,
+                                 name: "finetune-\(labelsPerClass ?? 0)", rng: &rng)
+        let seconds = Date().timeIntervalSince(start)
+        let report = try evaluate(tuned.model, test, name: evalName)
+        return (StrategyResult(strategy: "finetune", level: nil, eval: evalName, labelsPerClass: labelsPerClass,
+                               report: report, trainSeconds: seconds, history: probeHistory + tuned.history,
+                               model: tuned.model.saved(classNames: set.classNames)), tuned.model)
+    }
+
+    /// Trains the top blocks of the pretrained backbone together with `head` on labelled samples, plus an
+    /// optional extra loss on the batch's features (for end-to-end adaptation).
+    func trainTop(head: ClassifierHead, samples: [D.Sample], labels: [Int], classes: Int, name: String,
+                  rng: inout RNG, extra: ExtraLoss? = nil) throws -> (model: FineTuned, history: [EpochLog]) {
+        let bb = try backbone()
+        let k = min(options.unfreeze, bb.blocks.count)
+        let first = bb.blocks.count - k
+        bb.setTrainableTop(options.gradualUnfreezing ? 1 : k)
+        let split = Splits.trainValidation(labels: labels, classCount: classes,
+                                           fraction: Splits.validationFraction(forCount: labels.count), rng: &rng)
+        // The frozen part is deterministic without augmentation: run it once and train over its cache.
+        let cached = options.augment ? nil : try activations(samples, through: first, name: "train", backbone: bb)
+        var opts = options.fineTuning
+        if split.validation.isEmpty || extra != nil { opts.patience = nil }
+        let parts = ModelParts([("backbone", bb), ("head", head)] + (extra?.modules ?? []))
+        var groups = [ParameterGroup(module: head, namePrefix: "head."),
+                      ParameterGroup(module: bb, prefixes: bb.topBlockPrefixes(k), namePrefix: "backbone.",
+                                     lrMultiplier: options.backboneLRMultiplier)]
+        for (n, m) in extra?.modules ?? [] { groups.append(ParameterGroup(module: m, namePrefix: n + ".")) }
+        let trainer = Trainer(name: name, module: parts, groups: groups, options: opts, checkpointer: checkpointer)
+        if options.gradualUnfreezing {
+            trainer.onEpoch = { log in bb.setTrainableTop(min(k, log.epoch + 1)) }
+        }
+        let weights = options.classWeights
+        func batchFeatures(_ indices: [Int], training: Bool, rng: inout RNG) throws -> Variable {
+            if let cached {
+                let act = Activation.join(indices.map { cached.parts[$0] }, sequences: bb.activationsAreSequences,
+                                          rowsPerSample: cached.rowsPerSample)
+                return bb.forward(act, from: first)
+            }
+            let input = try domain.batch(indices.map { samples[$0] }, augment: training, scratch: false, rng: &rng)
+            return bb.forward(bb.forward(input, through: first), from: first)
+        }
+        var totalSteps = 0
+        let stepsPerEpoch = (split.train.count + opts.batchSize - 1) / opts.batchSize
+        try trainer.fit(count: split.train.count, rng: &rng, step: { idx, rng in
+            let chosen = idx.map { split.train[$0] }
+            let f = try batchFeatures(chosen, training: true, rng: &rng)
+            let h = head.representation(f, training: true, rng: &rng)
+            let logits = head.classify(h)
+            let y = chosen.map { labels[$0] }
+            var loss = Variable.crossEntropy(logits: logits, labels: y, labelSmoothing: opts.labelSmoothing, classWeights: weights)
+            if let extra {
+                let progress = Double(totalSteps) / Double(max(1, stepsPerEpoch * opts.epochs))
+                loss = loss + (try extra.loss(h, logits, progress, &rng))
+            }
+            totalSteps += 1
+            return BatchResult(loss: loss, logits: logits.value, labels: y)
+        }, validate: split.validation.isEmpty ? nil : {
+            var r = RNG(seed: 0)
+            let y = split.validation.map { labels[$0] }
+            let f = try batchFeatures(split.validation, training: false, rng: &r)
+            let logits = head(f, training: false, rng: &r)
+            let loss = Variable.crossEntropy(logits: logits, labels: y, classWeights: weights).value.scalar
+            return (Double(loss), Double(zip(logits.value.argmaxRows(), y).filter { $0 == $1 }.count) / Double(y.count))
+        })
+        bb.freeze()
+        return (FineTuned(backbone: bb, head: head, firstTrainableBlock: first), trainer.history)
+    }
+
+    /// An extra training loss computed from a batch's head representation and logits (adaptation methods).
+    struct ExtraLoss {
+        var modules: [(String, Module)]
+        /// (representation, logits, training progress in [0, 1], rng) -> loss
+        var loss: (Variable, Variable, Double, inout RNG) throws -> Variable
+    }
+
+    /// Pooled features [N, F] through a fine-tuned model (frozen part run from the pretrained weights).
+    public func features(_ model: FineTuned, _ samples: [D.Sample], name: String) throws -> Tensor {
+        let bb = model.backbone
+        bb.train(false)
+        let parts = try runBackbone(samples, name: "\(name) through the fine-tuned model") { input in
+            [bb.forward(bb.forward(input, through: model.firstTrainableBlock), from: model.firstTrainableBlock).value]
+        }
+        return Tensor.concatenateRows(parts)
+    }
+
+    public func evaluate(_ model: FineTuned, _ test: LabelledSet<D.Sample>, name: String) throws -> ClassificationReport {
+        evaluate(model.head, try features(model, test.samples, name: name), test)
+    }
+
+    // MARK: From scratch
+
+    /// A small randomly initialised network of the domain's choosing, trained on the same data.
+    public func scratch(train: LabelledSet<D.Sample>, test: LabelledSet<D.Sample>, labelsPerClass: Int? = nil,
+                        evalName: String, augment: Bool = true) throws -> StrategyResult {
+        let set = trainingSet(train, labelsPerClass: labelsPerClass)
+        let classes = set.classNames.count
+        var rng = RNG(seed: options.seed)
+        let net = domain.scratchBackbone(rng: &rng)
+        net.unfreeze()
+        let head = ClassifierHead(kind: .linear, inputs: net.featureCount, classes: classes, rng: &rng)
+        let split = Splits.trainValidation(labels: set.labels, classCount: classes,
+                                           fraction: Splits.validationFraction(forCount: set.count), rng: &rng)
+        var opts = options.fineTuning
+        opts.epochs = max(opts.epochs, 30)
+        if split.validation.isEmpty { opts.patience = nil }
+        let parts = ModelParts([("net", net), ("head", head)])
+        let trainer = Trainer(name: "scratch-\(labelsPerClass ?? 0)", module: parts,
+                              groups: [ParameterGroup(module: parts)], options: opts, checkpointer: checkpointer)
+        let start = Date()
+        func logits(_ idx: [Int], of s: LabelledSet<D.Sample>, training: Bool, rng: inout RNG) throws -> Variable {
+            let input = try domain.batch(idx.map { s.samples[$0] }, augment: training && augment, scratch: true, rng: &rng)
+            return head(net.features(input), training: training, rng: &rng)
+        }
+        let weights = options.classWeights
+        try trainer.fit(count: split.train.count, rng: &rng, step: { idx, rng in
+            let chosen = idx.map { split.train[$0] }
+            let z = try logits(chosen, of: set, training: true, rng: &rng)
+            let y = chosen.map { set.labels[$0] }
+            return BatchResult(loss: Variable.crossEntropy(logits: z, labels: y, classWeights: weights), logits: z.value, labels: y)
+        }, validate: split.validation.isEmpty ? nil : {
+            var r = RNG(seed: 0)
+            let z = try logits(split.validation, of: set, training: false, rng: &r)
+            let y = split.validation.map { set.labels[$0] }
+            let loss = Variable.crossEntropy(logits: z, labels: y, classWeights: weights).value.scalar
+            return (Double(loss), Double(zip(z.value.argmaxRows(), y).filter { $0 == $1 }.count) / Double(y.count))
+        })
+        let seconds = Date().timeIntervalSince(start)
+        var predictions: [Int] = []
+        var r = RNG(seed: 0)
+        try Autograd.noGrad {
+            for s in stride(from: 0, to: test.count, by: options.inferenceBatchSize) {
+                let idx = Array(s..<min(test.count, s + options.inferenceBatchSize))
+                predictions += try logits(idx, of: test, training: false, rng: &r).value.argmaxRows()
+            }
+        }
+        return StrategyResult(strategy: "scratch", level: nil, eval: evalName, labelsPerClass: labelsPerClass,
+                              report: ClassificationReport(predictions: predictions, labels: test.labels, classNames: test.classNames),
+                              trainSeconds: seconds, history: trainer.history,
+                              model: SavedModel(kind: .scratch, head: head, classNames: set.classNames, net: net.stateDict()))
+    }
+
+    // MARK: Saved models
+
+    /// Class probabilities [N, K] of a saved model on samples.
+    public func probabilities(_ saved: SavedModel, samples: [D.Sample], name: String) throws -> Tensor {
+        let head = try saved.makeHead()
+        switch saved.kind {
+        case .head:
+            return probabilities(head, try features(samples, name: name))
+        case .finetuned:
+            let bb = try backbone()
+            try bb.load(saved.part("backbone."), strict: false, source: "saved backbone")
+            defer { _ = try? backbone() }
+            let f = try runBackbone(samples, name: name) { [bb.features($0).value] }
+            return probabilities(head, Tensor.concatenateRows(f))
+        case .scratch:
+            var rng = RNG(seed: options.seed)
+            let net = domain.scratchBackbone(rng: &rng)
+            try net.load(saved.part("net."), source: "saved network")
+            net.train(false)
+            var r = RNG(seed: 0)
+            var parts: [Tensor] = []
+            try Autograd.noGrad {
+                for s in stride(from: 0, to: samples.count, by: options.inferenceBatchSize) {
+                    let chunk = Array(samples[s..<min(samples.count, s + options.inferenceBatchSize)])
+                    parts.append(net.features(try domain.batch(chunk, augment: false, scratch: true, rng: &r)).value)
+                }
+            }
+            return probabilities(head, Tensor.concatenateRows(parts))
+        }
+    }
+}

@@ -1,0 +1,4 @@
+import ToyTL
+import TransferCLI
+
+TransferCLI.main(ToyDomain.self)
