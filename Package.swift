@@ -28,13 +28,22 @@ let package = Package(
         .target(name: "CPNGShim", dependencies: ["CPNG"], path: "Sources/CPNGShim",
                 cSettings: [.unsafeFlags(["-O2"])]),
 
+        // Vectorised C loops (multiversioned for AVX-512 / AVX2 / baseline) behind a few engine ops.
+        .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+
         // The engine: knows nothing about images, audio or text.
-        .target(name: "TransferEngine", dependencies: ["CBLAS"], swiftSettings: fast),
+        .target(name: "TransferEngine", dependencies: ["CBLAS", "CKernels"], swiftSettings: fast),
 
         // One module per domain.
-        .target(name: "VisionTL", dependencies: ["TransferEngine", "CPNGShim"], swiftSettings: fast),
-        .target(name: "SpeechTL", dependencies: ["TransferEngine", "CSndFile"], swiftSettings: fast),
-        .target(name: "TextTL", dependencies: ["TransferEngine"], swiftSettings: fast),
+        .target(name: "VisionTL", dependencies: [
+            "TransferEngine", "CPNGShim", "TransferCLI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: fast),
+        .target(name: "SpeechTL", dependencies: [
+            "TransferEngine", "CSndFile", "TransferCLI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: fast),
+        .target(name: "TextTL", dependencies: [
+            "TransferEngine", "TransferCLI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: fast),
         // The smallest complete domain (numeric vectors from CSV): the worked example and the workflows' test bed.
         .target(name: "ToyTL", dependencies: [
             "TransferEngine", "TransferCLI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -52,7 +61,7 @@ let package = Package(
         .executableTarget(name: "text-tl", dependencies: ["TransferCLI", "TextTL"], path: "apps/text-tl"),
         .executableTarget(name: "toy-tl", dependencies: ["TransferCLI", "ToyTL"], path: "apps/toy-tl"),
         .executableTarget(name: "tl-bench", dependencies: [
-            "TransferEngine", "CBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "TransferEngine", "CBLAS", "VisionTL", "SpeechTL", "TextTL", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "apps/tl-bench", swiftSettings: fast),
 
         .testTarget(name: "TransferEngineTests", dependencies: ["TransferEngine"], exclude: ["Golden"]),

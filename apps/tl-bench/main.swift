@@ -7,7 +7,7 @@ import TransferEngine
 /// release build. `scripts/bench-peers` runs the same workloads on PyTorch / onnxruntime / Pillow.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "tl-bench", abstract: "Benchmark the engine's workloads (W1: sgemm).",
+        commandName: "tl-bench", abstract: "Benchmark the engine's workloads with the real pretrained weights (see README: Benchmarks).",
         version: "tl-bench \(TransferEngineVersion.string)")
 
     @Option(help: "Comma-separated workload ids to run, e.g. W1 (default: all).")
@@ -29,19 +29,19 @@ struct Bench: ParsableCommand {
         let wanted = only.map { Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).uppercased() }) }
         var results: [BenchResult] = []
         for w in workloads() where wanted == nil || wanted!.contains(w.group) {
-            results.append(measure(w))
+            results.append(try measure(w))
             if !json { FileHandle.standardError.write("done \(w.id)\n".data(using: .utf8)!) }
         }
         report(results)
     }
 
-    func measure(_ w: Workload) -> BenchResult {
-        var body = w.setup()
-        _ = body()  // warm-up
+    func measure(_ w: Workload) throws -> BenchResult {
+        let body = try w.setup()
+        _ = try body()  // warm-up
         var rates: [Double] = []
         for _ in 0..<repetitions {
             let start = DispatchTime.now().uptimeNanoseconds
-            let units = body()
+            let units = try body()
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             rates.append(units / seconds)
         }
@@ -75,34 +75,12 @@ struct BenchResult { var id, description, unit: String; var min, median, max: Do
 /// A workload: `setup` prepares inputs once and returns the timed body, which returns the units of work done.
 struct Workload {
     var id: String, group: String, description: String, unit: String
-    var setup: () -> () -> Double
+    var setup: () throws -> () throws -> Double
 }
 
+/// Every workload, in id order. Each domain's workloads live in their own file.
 func workloads() -> [Workload] {
-    var list: [Workload] = []
-    for n in [1024, 256] {
-        let flops = 2 * Double(n) * Double(n) * Double(n)
-        list.append(Workload(id: "W1-\(n)", group: "W1", description: "sgemm \(n)^3, engine matmul", unit: "GFLOPS") {
-            var rng = RNG(seed: 1)
-            let a = rng.uniformTensor([n, n], -1, 1), b = rng.uniformTensor([n, n], -1, 1)
-            let reps = n >= 1024 ? 1 : 16
-            return { for _ in 0..<reps { _ = a.matmul(b) }; return flops * Double(reps) / 1e9 }
-        })
-        list.append(Workload(id: "W1-\(n)-raw", group: "W1", description: "sgemm \(n)^3, raw cblas_sgemm", unit: "GFLOPS") {
-            var rng = RNG(seed: 1)
-            let a = rng.uniformTensor([n, n], -1, 1).scalars, b = rng.uniformTensor([n, n], -1, 1).scalars
-            var c = [Float](repeating: 0, count: n * n)
-            let reps = n >= 1024 ? 1 : 16
-            return {
-                for _ in 0..<reps {
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1, a, Int32(n),
-                                b, Int32(n), 0, &c, Int32(n))
-                }
-                return flops * Double(reps) / 1e9
-            }
-        })
-    }
-    return list
+    engineWorkloads() + visionWorkloads() + speechWorkloads() + textWorkloads()
 }
 
 Runtime.prepare()

@@ -1,0 +1,4 @@
+import TransferEngine
+
+/// The vision domain's workloads (added with its backbone).
+func visionWorkloads() -> [Workload] { [] }
