@@ -20,6 +20,10 @@ func requirePath(_ value: String?, _ option: String) throws -> URL {
     return URL(fileURLWithPath: value)
 }
 
+/// What a training command produced: results, notes for the table, and source/target features before
+/// adaptation (for the alignment plot).
+typealias RunOutcome = (results: [StrategyResult], notes: [String], before: (source: Tensor, target: Tensor)?)
+
 /// A command that trains: creates (or resumes) a run directory, runs, prints and saves the results.
 protocol TrainingCommand: ParsableCommand {
     associatedtype D: CommandLineDomain
@@ -27,7 +31,7 @@ protocol TrainingCommand: ParsableCommand {
     var runOptions: RunOptions { get }
     var domainOptions: D.Options { get }
     /// Loads and checks the inputs (before any run directory exists), then returns the work to do.
-    func prepare(_ workflows: TransferWorkflows<D>) throws -> () throws -> (results: [StrategyResult], notes: [String], before: (source: Tensor, target: Tensor)?)
+    func prepare(_ workflows: TransferWorkflows<D>) throws -> () throws -> RunOutcome
     /// Applies command-specific options to the workflow options.
     func configure(_ options: inout WorkflowOptions, domain: D) throws
 }
@@ -46,13 +50,7 @@ extension TrainingCommand {
 
     func execute(run existing: RunDirectory?, record existingRecord: RunDirectory.Record?) throws {
         common.apply()
-        let domain = try D(options: domainOptions)
-        var options = WorkflowOptions()
-        options.seed = common.seed
-        options.cache = common.featureCache
-        domain.adjust(&options)
-        try configure(&options, domain: domain)
-        let workflows = TransferWorkflows(domain: domain, options: options)
+        let workflows = try makeWorkflows(D.self, domainOptions, common) { try configure(&$0, domain: $1) }
         let work = try prepare(workflows)
         let name = Self.configuration.commandName!
         var run = existing
@@ -60,7 +58,7 @@ extension TrainingCommand {
         if run == nil, let out = runOptions.out {
             let args = Array(CommandLine.arguments.dropFirst(2))
             let r = RunDirectory.Record(app: D.appName, version: TransferEngineVersion.string, command: name, arguments: args,
-                                        seed: common.seed, options: domain.optionsSummary, models: [], defaultModel: nil,
+                                        seed: common.seed, options: workflows.domain.optionsSummary, models: [], defaultModel: nil,
                                         created: ISO8601DateFormatter().string(from: Date()))
             run = try RunDirectory.create(out, record: r)
             record = r
@@ -81,6 +79,19 @@ extension TrainingCommand {
     }
 }
 
+/// The domain and its workflows: seed and cache from the common options, then the domain's defaults, then
+/// the command's own options.
+func makeWorkflows<D: CommandLineDomain>(_: D.Type, _ domainOptions: D.Options, _ common: CommonOptions,
+                                         configure: (inout WorkflowOptions, D) throws -> Void = { _, _ in }) throws -> TransferWorkflows<D> {
+    let domain = try D(options: domainOptions)
+    var options = WorkflowOptions()
+    options.seed = common.seed
+    options.cache = common.featureCache
+    domain.adjust(&options)
+    try configure(&options, domain)
+    return TransferWorkflows(domain: domain, options: options)
+}
+
 /// Options for the new-task commands (extract, finetune).
 struct TaskOptions: ParsableArguments {
     @Option(help: "Labelled training data: a folder per class, or a table with a label column.")
@@ -98,11 +109,21 @@ struct TaskOptions: ParsableArguments {
         if let labelsPerClass, labelsPerClass < 1 { throw ValidationError("--labels-per-class must be at least 1") }
     }
 
-    func load<D: TransferDomain>(_ domain: D) throws -> (train: LabelledSet<D.Sample>, test: LabelledSet<D.Sample>) {
-        let train = try domain.labelled(at: try requirePath(self.train, "--train"))
+    /// Loads and checks the sets, then returns the work: the from-scratch baseline (unless skipped) and `strategy`.
+    func work<D: TransferDomain>(_ w: TransferWorkflows<D>, training: TrainingFlags,
+                                 strategy: @escaping (LabelledSet<D.Sample>, LabelledSet<D.Sample>, Int?, String) throws -> StrategyResult)
+        throws -> () throws -> RunOutcome {
+        let train = try w.domain.labelled(at: try requirePath(self.train, "--train"))
         try train.validateForTraining()
-        let test = try domain.labelled(at: try requirePath(self.test, "--test")).relabelled(to: train.classNames)
-        return (train, test)
+        let test = try w.domain.labelled(at: try requirePath(self.test, "--test")).relabelled(to: train.classNames)
+        w.options.classWeights = try training.weights(classNames: train.classNames, labels: train.labels)
+        let evalName = datasetName(self.test!), k = labelsPerClass, baseline = !noBaseline
+        return {
+            var results: [StrategyResult] = []
+            if baseline { results.append(try w.scratch(train: train, test: test, labelsPerClass: k, evalName: evalName)) }
+            results.append(try strategy(train, test, k, evalName))
+            return (results, [], nil)
+        }
     }
 }
 
@@ -123,18 +144,8 @@ struct ExtractCommand<D: CommandLineDomain>: TrainingCommand {
         options.head = task.head
     }
 
-    func prepare(_ w: TransferWorkflows<D>) throws -> () throws -> (results: [StrategyResult], notes: [String], before: (source: Tensor, target: Tensor)?) {
-        let (train, test) = try task.load(w.domain)
-        w.options.classWeights = try training.weights(classNames: train.classNames, labels: train.labels)
-        let evalName = datasetName(task.test!)
-        return {
-            var results: [StrategyResult] = []
-            if !task.noBaseline {
-                results.append(try w.scratch(train: train, test: test, labelsPerClass: task.labelsPerClass, evalName: evalName))
-            }
-            results.append(try w.extract(train: train, test: test, labelsPerClass: task.labelsPerClass, evalName: evalName).result)
-            return (results, [], nil)
-        }
+    func prepare(_ w: TransferWorkflows<D>) throws -> () throws -> RunOutcome {
+        try task.work(w, training: training) { try w.extract(train: $0, test: $1, labelsPerClass: $2, evalName: $3).result }
     }
 }
 
@@ -187,18 +198,8 @@ struct FinetuneCommand<D: CommandLineDomain>: TrainingCommand {
         options.head = task.head
     }
 
-    func prepare(_ w: TransferWorkflows<D>) throws -> () throws -> (results: [StrategyResult], notes: [String], before: (source: Tensor, target: Tensor)?) {
-        let (train, test) = try task.load(w.domain)
-        w.options.classWeights = try training.weights(classNames: train.classNames, labels: train.labels)
-        let evalName = datasetName(task.test!)
-        return {
-            var results: [StrategyResult] = []
-            if !task.noBaseline {
-                results.append(try w.scratch(train: train, test: test, labelsPerClass: task.labelsPerClass, evalName: evalName))
-            }
-            results.append(try w.finetune(train: train, test: test, labelsPerClass: task.labelsPerClass, evalName: evalName).result)
-            return (results, [], nil)
-        }
+    func prepare(_ w: TransferWorkflows<D>) throws -> () throws -> RunOutcome {
+        try task.work(w, training: training) { try w.finetune(train: $0, test: $1, labelsPerClass: $2, evalName: $3).result }
     }
 }
 
@@ -258,7 +259,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         fine.apply(to: &options)
     }
 
-    func prepare(_ w: TransferWorkflows<D>) throws -> () throws -> (results: [StrategyResult], notes: [String], before: (source: Tensor, target: Tensor)?) {
+    func prepare(_ w: TransferWorkflows<D>) throws -> () throws -> RunOutcome {
         let sourceSet = try w.domain.labelled(at: try requirePath(source, "--source"))
         try sourceSet.validateForTraining()
         let targetSamples = try w.domain.unlabelled(at: try requirePath(target, "--target"))
@@ -299,7 +300,7 @@ struct DemoCommand<D: CommandLineDomain>: TrainingCommand {
 
     func configure(_ options: inout WorkflowOptions, domain: D) throws { training.apply(to: &options) }
 
-    func prepare(_ w: TransferWorkflows<D>) throws -> () throws -> (results: [StrategyResult], notes: [String], before: (source: Tensor, target: Tensor)?) {
+    func prepare(_ w: TransferWorkflows<D>) throws -> () throws -> RunOutcome {
         let root = fixtures ?? ProcessInfo.processInfo.environment["TL_FIXTURES_DIR"] ?? "Fixtures"
         let plan = D.demo
         func path(_ p: String) throws -> URL { try requirePath(URL(fileURLWithPath: root).appendingPathComponent(p).path, "--fixtures") }
@@ -356,17 +357,12 @@ struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
         common.apply()
         let saved = try SavedRun(model, app: D.appName)
         let m = try saved.model(strategy)
-        let domain = try D(options: domainOptions)
-        let set = try domain.labelled(at: try requirePath(data, "--data"))
+        let w = try makeWorkflows(D.self, domainOptions, common)
+        let set = try w.domain.labelled(at: try requirePath(data, "--data"))
         guard set.classNames.count <= m.classNames.count else {
             throw EngineError.invalidFile(data, "has \(set.classNames.count) classes, the model knows \(m.classNames.count) (\(m.classNames.joined(separator: ", ")))")
         }
         let test = try set.relabelled(to: m.classNames)
-        var options = WorkflowOptions()
-        options.seed = common.seed
-        options.cache = common.featureCache
-        domain.adjust(&options)
-        let w = TransferWorkflows(domain: domain, options: options)
         let p = try w.probabilities(m, samples: test.samples, name: datasetName(data))
         let report = ClassificationReport(predictions: p.argmaxRows(), labels: test.labels, classNames: m.classNames)
         let result = StrategyResult(strategy: strategy ?? saved.record.defaultModel ?? "model", level: nil, eval: datasetName(data),
@@ -405,14 +401,10 @@ struct PredictCommand<D: CommandLineDomain>: ParsableCommand {
         common.apply()
         let saved = try SavedRun(model, app: D.appName)
         let m = try saved.model(strategy)
-        let domain = try D(options: domainOptions)
+        let w = try makeWorkflows(D.self, domainOptions, common)
+        let domain = w.domain
         var samples: [D.Sample] = []
         for f in files { samples += try domain.predictionSamples(try requirePath(f, "FILE")) }
-        var options = WorkflowOptions()
-        options.seed = common.seed
-        options.cache = nil
-        domain.adjust(&options)
-        let w = TransferWorkflows(domain: domain, options: options)
         let p = try w.probabilities(m, samples: samples, name: "inputs")
         let k = m.classNames.count
         var rows: [[String: Any]] = []
