@@ -14,6 +14,15 @@ public struct TrainOptions: Codable, Sendable {
     public var patience: Int? = 8
     /// Gradient clipping by global norm (nil: off).
     public var clipNorm: Float? = 5
+    /// Small datasets give few batches per epoch: epochs are raised until training takes at least this many
+    /// optimizer steps (0: exactly `epochs`, as when the user sets --epochs).
+    public var minimumSteps = 0
+
+    /// Epochs to run for `count` samples: `epochs`, raised to reach `minimumSteps`.
+    public func epochs(forCount count: Int) -> Int {
+        let perEpoch = max(1, (count + batchSize - 1) / batchSize)
+        return max(epochs, (minimumSteps + perEpoch - 1) / perEpoch)
+    }
 
     public init() {}
 }
@@ -64,6 +73,7 @@ public final class Trainer {
 
     /// `module` is everything whose state a checkpoint or the restore-best must capture; `groups` are the
     /// trainable parameter groups (discriminative learning rates).
+    /// `options.epochs` is taken as given; use `TrainOptions.epochs(forCount:)` to apply `minimumSteps` first.
     public init(name: String, module: Module, groups: [ParameterGroup], options: TrainOptions,
                 checkpointer: TrainingCheckpointer? = nil) {
         self.name = name
@@ -93,6 +103,8 @@ public final class Trainer {
                 return
             }
         }
+        let progress = ProgressReporter(label: "training \(name)", total: options.epochs - startEpoch, unit: "epochs")
+        defer { progress.finish() }
         for epoch in startEpoch..<options.epochs {
             module.train(true)
             let order = rng.permutation(count)
@@ -128,6 +140,7 @@ public final class Trainer {
             }
             history.append(log)
             onEpoch?(log)
+            progress.advance()
             let stop = options.patience.map { badEpochs >= $0 } ?? false
             try saveCheckpoint(epoch: epoch + 1, best: best, badEpochs: badEpochs, rng: rng)
             if stop { break }

@@ -112,13 +112,15 @@ public struct WorkflowOptions {
     /// Training of heads on cached features (extraction, linear probe, feature-level adaptation).
     public var headTraining: TrainOptions = {
         var o = TrainOptions()
-        o.epochs = 60; o.batchSize = 32; o.learningRate = 1e-3; o.weightDecay = 1e-4; o.patience = 10
+        o.epochs = 60; o.batchSize = 32; o.learningRate = 1e-2; o.weightDecay = 1e-4; o.patience = 10
+        o.minimumSteps = 300
         return o
     }()
     /// Fine-tuning (and end-to-end adaptation, and the from-scratch baseline).
     public var fineTuning: TrainOptions = {
         var o = TrainOptions()
         o.epochs = 15; o.batchSize = 32; o.learningRate = 1e-3; o.weightDecay = 1e-4; o.patience = 5
+        o.minimumSteps = 150
         return o
     }()
     /// Top blocks to unfreeze when fine-tuning (Int.max: all).
@@ -237,6 +239,7 @@ public final class TransferWorkflows<D: TransferDomain> {
         // Alignment losses trade source loss for domain invariance, so the source validation loss is a poor
         // stopping rule for them (as the adaptation literature finds): they train for the full schedule.
         if split.validation.isEmpty || extra != nil { opts.patience = nil }
+        opts.epochs = opts.epochs(forCount: split.train.count)
         let extraLoss = extra?(head)
         let parts = ModelParts([("head", head)] + (extraLoss?.modules ?? []))
         let trainer = Trainer(name: name, module: parts, groups: [ParameterGroup(module: parts)], options: opts,
@@ -354,6 +357,7 @@ public final class TransferWorkflows<D: TransferDomain> {
         let cached = options.augment ? nil : try activations(samples, through: first, name: "train", backbone: bb)
         var opts = options.fineTuning
         if split.validation.isEmpty || extra != nil { opts.patience = nil }
+        opts.epochs = opts.epochs(forCount: split.train.count)
         let parts = ModelParts([("backbone", bb), ("head", head)] + (extra?.modules ?? []))
         var groups = [ParameterGroup(module: head, namePrefix: "head."),
                       ParameterGroup(module: bb, prefixes: bb.topBlockPrefixes(k), namePrefix: "backbone.",
@@ -436,7 +440,9 @@ public final class TransferWorkflows<D: TransferDomain> {
                                            fraction: Splits.validationFraction(forCount: set.count), rng: &rng)
         var opts = options.fineTuning
         opts.epochs = max(opts.epochs, 30)
+        opts.minimumSteps = max(opts.minimumSteps, 300)
         if split.validation.isEmpty { opts.patience = nil }
+        opts.epochs = opts.epochs(forCount: split.train.count)
         let parts = ModelParts([("net", net), ("head", head)])
         let trainer = Trainer(name: "scratch-\(labelsPerClass ?? 0)", module: parts,
                               groups: [ParameterGroup(module: parts)], options: opts, checkpointer: checkpointer)
