@@ -52,6 +52,7 @@ extension TrainingCommand {
         common.apply()
         let workflows = try makeWorkflows(D.self, domainOptions, common) { try configure(&$0, domain: $1) }
         let work = try prepare(workflows)
+        _ = try workflows.backbone()  // a missing or damaged model fails here, before any training
         let name = Self.configuration.commandName!
         var run = existing
         var record = existingRecord

@@ -153,6 +153,13 @@ extension ToyWorkflowTests {
             XCTAssertFalse(FileManager.default.fileExists(atPath: out))
             XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".partial"))
         }
+        // Missing pretrained model: the error says which command fetches it.
+        let noModels = try CLITests.run("toy-tl", ["extract", "--train", trainCSV, "--test", testCSV, "--no-cache", "--out", out],
+                                        environment: ["TL_MODELS_DIR": bad.appendingPathComponent("no-models").path])
+        XCTAssertNotEqual(noModels.status, 0)
+        XCTAssertTrue(noModels.stderr.contains("scripts/fetch-models"), noModels.stderr)
+        XCTAssertEqual(noModels.stderr.split(separator: "\n").filter { !$0.isEmpty }.count, 1, noModels.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".partial"))
         let notRun = try toy(["evaluate", "--model", bad.path, "--data", testCSV])
         XCTAssertNotEqual(notRun.status, 0)
         XCTAssertTrue(notRun.stderr.contains("not a run directory"), notRun.stderr)
