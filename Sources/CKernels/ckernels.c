@@ -1,1 +1,345 @@
+// Vectorised inner loops, written once with Clang vector types and instantiated per instruction set.
+//
+// Each kernel body is a macro expanded three times: for AVX-512 (16-float vectors), AVX2+FMA (8) and baseline
+// SSE2 (4), each in a function carrying that `target` attribute, so the compiler emits the matching
+// instructions. A small resolver picks one variant per kernel the first time it is called, with
+// __builtin_cpu_supports (which also checks that the OS saves the wider registers). This is function
+// multiversioning done by hand rather than with target_clones, because the register tiling differs per
+// instruction set (32 zmm registers hold a 6x32 GEMM tile; 16 ymm registers only a 6x16 one).
 #include "ckernels.h"
+
+#include <string.h>
+
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+typedef float v8 __attribute__((vector_size(32), aligned(4)));
+typedef float v4 __attribute__((vector_size(16), aligned(4)));
+
+#define LOAD(V, p) (*(const V *)(p))
+#define STORE(V, p, v) (*(V *)(p) = (v))
+// A vector of zeros plus a constant folds to a constant vector; for run-time scalars the kernels multiply scalar
+// by vector directly, which compiles to a broadcast (`(V){0} + s` would keep an add, since 0 + -0.0 is +0.0).
+#define SPLAT(V, s) ((V){0} + (s))
+
+#define T_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c,bmi,bmi2")))
+#define T_AVX2 __attribute__((target("avx2,fma,f16c,bmi,bmi2")))
+#define T_SSE2
+
+static inline float act1(float v, int act) {
+    if (act == CK_ACT_RELU) return v > 0 ? v : 0;
+    if (act == CK_ACT_RELU6) return v < 0 ? 0 : (v > 6 ? 6 : v);
+    return v;
+}
+
+#define ACTV(V, v, act)                                                                                       \
+    ((act) == CK_ACT_NONE ? (v)                                                                               \
+     : (act) == CK_ACT_RELU ? __builtin_elementwise_max((v), SPLAT(V, 0.0f))                                  \
+                            : __builtin_elementwise_min(__builtin_elementwise_max((v), SPLAT(V, 0.0f)), SPLAT(V, 6.0f)))
+
+// ---------------------------------------------------------------------------------------------------------------
+// Pointwise GEMM: row tiles of R rows x (NV vectors of L floats) columns held in registers across the whole k loop.
+
+#define DEFINE_POINTWISE(SUFFIX, TARGET, V, L, R, NV)                                                          \
+    TARGET static void pointwise_tile_##SUFFIX(const float *x, size_t ldx, size_t rows, size_t cin,            \
+                                               const float *w, size_t cout_pad, const float *bias,              \
+                                               const float *residual, size_t ldr, float *y, size_t ldy,         \
+                                               size_t o0, size_t ncols, int act) {                              \
+        /* rows <= R, ncols <= NV * L: one register tile starting at column o0. */                             \
+        V acc[R][NV];                                                                                          \
+        for (size_t r = 0; r < R; r++)                                                                         \
+            for (size_t v = 0; v < NV; v++) acc[r][v] = SPLAT(V, 0.0f);                                        \
+        const float *wp = w + o0;                                                                              \
+        if (rows == R) {                                                                                       \
+            for (size_t k = 0; k < cin; k++) {                                                                 \
+                V b[NV];                                                                                       \
+                for (size_t v = 0; v < NV; v++) b[v] = LOAD(V, wp + k * cout_pad + v * L);                     \
+                for (size_t r = 0; r < R; r++) {                                                               \
+                    float a = x[r * ldx + k];                                                                  \
+                    for (size_t v = 0; v < NV; v++) acc[r][v] += a * b[v];                                     \
+                }                                                                                              \
+            }                                                                                                  \
+        } else {                                                                                               \
+            for (size_t k = 0; k < cin; k++) {                                                                 \
+                V b[NV];                                                                                       \
+                for (size_t v = 0; v < NV; v++) b[v] = LOAD(V, wp + k * cout_pad + v * L);                     \
+                for (size_t r = 0; r < rows; r++) {                                                            \
+                    float a = x[r * ldx + k];                                                                  \
+                    for (size_t v = 0; v < NV; v++) acc[r][v] += a * b[v];                                     \
+                }                                                                                              \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (size_t r = 0; r < rows; r++) {                                                                    \
+            float *yr = y + r * ldy + o0;                                                                      \
+            const float *rr = residual ? residual + r * ldr + o0 : 0;                                          \
+            for (size_t v = 0; v < NV; v++) {                                                                  \
+                size_t c0 = v * L;                                                                             \
+                if (c0 >= ncols) break;                                                                        \
+                V s = acc[r][v];                                                                               \
+                if (c0 + L <= ncols) {                                                                         \
+                    if (bias) s += LOAD(V, bias + o0 + c0);                                                    \
+                    if (rr) s += LOAD(V, rr + c0);                                                             \
+                    s = ACTV(V, s, act);                                                                       \
+                    STORE(V, yr + c0, s);                                                                      \
+                } else {                                                                                       \
+                    float t[L];                                                                                \
+                    memcpy(t, &s, sizeof t);                                                                   \
+                    for (size_t j = c0; j < ncols; j++) {                                                      \
+                        float u = t[j - c0] + (bias ? bias[o0 + j] : 0) + (rr ? rr[j] : 0);                    \
+                        yr[j] = act1(u, act);                                                                  \
+                    }                                                                                          \
+                }                                                                                              \
+            }                                                                                                  \
+        }                                                                                                      \
+    }                                                                                                          \
+    TARGET static void pointwise_##SUFFIX(const float *x, size_t ldx, size_t rows, size_t cin, const float *w, \
+                                          size_t cout_pad, const float *bias, const float *residual,           \
+                                          size_t ldr, float *y, size_t ldy, size_t cout, int act) {            \
+        /* Column blocks outside (a block of packed weights stays in L1), row tiles inside. */                 \
+        const size_t width = NV * L;                                                                           \
+        for (size_t o0 = 0; o0 < cout; o0 += width) {                                                          \
+            size_t ncols = cout - o0 < width ? cout - o0 : width;                                              \
+            for (size_t r0 = 0; r0 < rows; r0 += R) {                                                          \
+                size_t nr = rows - r0 < R ? rows - r0 : R;                                                     \
+                pointwise_tile_##SUFFIX(x + r0 * ldx, ldx, nr, cin, w, cout_pad, bias,                         \
+                                        residual ? residual + r0 * ldr : 0, ldr, y + r0 * ldy, ldy, o0, ncols, \
+                                        act);                                                                  \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+
+DEFINE_POINTWISE(avx512, T_AVX512, v16, 16, 6, 2)
+DEFINE_POINTWISE(avx2, T_AVX2, v8, 8, 6, 2)
+DEFINE_POINTWISE(sse2, T_SSE2, v4, 4, 4, 2)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Depthwise convolution. Interior pixels (whole window inside the image) go through a register-blocked routine
+// with the kernel width and stride fixed at compile time: PB neighbouring output pixels share each weight load
+// and their overlapping input loads, so a tap costs about 1.5 loads instead of 2. Border pixels and other
+// kernel shapes take the generic loop.
+
+#define DW_PB 8
+
+#define DEFINE_DW_INTERIOR(SUFFIX, TARGET, V, L, KW, S)                                                        \
+    TARGET static inline __attribute__((always_inline)) void dw_interior_##SUFFIX##_##KW##_##S(               \
+        const float *x, size_t w, size_t c, const float *wt, V b, size_t kh, size_t ky0, size_t ky1, long iy0,  \
+        long ix0, size_t j, float *out, int act) {                                                             \
+        /* DW_PB outputs at ix0, ix0 + S, ...; out points at the first one's channel j. */                    \
+        V acc[DW_PB];                                                                                          \
+        for (int p = 0; p < DW_PB; p++) acc[p] = b;                                                            \
+        for (size_t ky = ky0; ky < ky1; ky++) {                                                                \
+            const float *xr = x + ((size_t)(iy0 + (long)ky) * w + (size_t)ix0) * c + j;                        \
+            const float *wr = wt + ky * KW * c + j;                                                            \
+            V xs[(DW_PB - 1) * S + KW];                                                                        \
+            for (int q = 0; q < (DW_PB - 1) * S + KW; q++) xs[q] = LOAD(V, xr + (size_t)q * c);                \
+            for (int kx = 0; kx < KW; kx++) {                                                                  \
+                V wv = LOAD(V, wr + (size_t)kx * c);                                                           \
+                for (int p = 0; p < DW_PB; p++) acc[p] += xs[p * S + kx] * wv;                                 \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int p = 0; p < DW_PB; p++) STORE(V, out + (size_t)p * c, ACTV(V, acc[p], act));                   \
+    }
+
+#define DEFINE_DEPTHWISE(SUFFIX, TARGET, V, L)                                                                 \
+    DEFINE_DW_INTERIOR(SUFFIX, TARGET, V, L, 3, 1)                                                             \
+    DEFINE_DW_INTERIOR(SUFFIX, TARGET, V, L, 3, 2)                                                             \
+    DEFINE_DW_INTERIOR(SUFFIX, TARGET, V, L, 5, 1)                                                             \
+    DEFINE_DW_INTERIOR(SUFFIX, TARGET, V, L, 5, 2)                                                             \
+    TARGET static void depthwise_##SUFFIX(const float *x, size_t h, size_t w, size_t c, const float *wt,       \
+                                          const float *bias, size_t kh, size_t kw, size_t stride,              \
+                                          size_t pad_top, size_t pad_left, size_t oh, size_t ow, size_t oy0,   \
+                                          size_t oy1, float *y, int act) {                                     \
+        (void)oh;                                                                                              \
+        /* Output columns whose whole window lies inside the image: ox_lo <= ox < ox_hi. */                    \
+        size_t ox_lo = (pad_left + stride - 1) / stride;                                                       \
+        size_t ox_hi = (w + pad_left >= kw) ? (w + pad_left - kw) / stride + 1 : 0;                            \
+        if (ox_hi > ow) ox_hi = ow;                                                                            \
+        if (ox_lo > ox_hi) ox_lo = ox_hi;                                                                      \
+        int fast = (kw == 3 || kw == 5) && (stride == 1 || stride == 2);                                       \
+        for (size_t oy = oy0; oy < oy1; oy++) {                                                                \
+            long iy0 = (long)(oy * stride) - (long)pad_top;                                                    \
+            size_t ky0 = iy0 < 0 ? (size_t)(-iy0) : 0;                                                         \
+            size_t ky1 = (long)h - iy0 < (long)kh ? (size_t)((long)h - iy0) : kh;                              \
+            float *yrow = y + oy * ow * c;                                                                     \
+            size_t j = 0;                                                                                      \
+            for (; j + L <= c; j += L) {                                                                       \
+                V b = bias ? LOAD(V, bias + j) : SPLAT(V, 0.0f);                                               \
+                size_t ox = 0;                                                                                 \
+                while (ox < ow) {                                                                              \
+                    long ix0 = (long)(ox * stride) - (long)pad_left;                                           \
+                    if (fast && ox >= ox_lo && ox + DW_PB <= ox_hi) {                                          \
+                        float *o = yrow + ox * c + j;                                                          \
+                        if (kw == 3 && stride == 1)                                                            \
+                            dw_interior_##SUFFIX##_3_1(x, w, c, wt, b, kh, ky0, ky1, iy0, ix0, j, o, act);     \
+                        else if (kw == 3)                                                                      \
+                            dw_interior_##SUFFIX##_3_2(x, w, c, wt, b, kh, ky0, ky1, iy0, ix0, j, o, act);     \
+                        else if (stride == 1)                                                                  \
+                            dw_interior_##SUFFIX##_5_1(x, w, c, wt, b, kh, ky0, ky1, iy0, ix0, j, o, act);     \
+                        else                                                                                   \
+                            dw_interior_##SUFFIX##_5_2(x, w, c, wt, b, kh, ky0, ky1, iy0, ix0, j, o, act);     \
+                        ox += DW_PB;                                                                           \
+                        continue;                                                                              \
+                    }                                                                                          \
+                    size_t kx0 = ix0 < 0 ? (size_t)(-ix0) : 0;                                                 \
+                    size_t kx1 = (long)w - ix0 < (long)kw ? (size_t)((long)w - ix0) : kw;                      \
+                    V acc = b;                                                                                 \
+                    for (size_t ky = ky0; ky < ky1; ky++) {                                                    \
+                        const float *xr = x + ((size_t)(iy0 + (long)ky) * w) * c + j;                          \
+                        for (size_t kx = kx0; kx < kx1; kx++)                                                  \
+                            acc += LOAD(V, xr + (size_t)(ix0 + (long)kx) * c) * LOAD(V, wt + (ky * kw + kx) * c + j); \
+                    }                                                                                          \
+                    STORE(V, yrow + ox * c + j, ACTV(V, acc, act));                                            \
+                    ox++;                                                                                      \
+                }                                                                                              \
+            }                                                                                                  \
+            for (; j < c; j++) {                                                                               \
+                for (size_t ox = 0; ox < ow; ox++) {                                                           \
+                    long ix0 = (long)(ox * stride) - (long)pad_left;                                           \
+                    size_t kx0 = ix0 < 0 ? (size_t)(-ix0) : 0;                                                 \
+                    size_t kx1 = (long)w - ix0 < (long)kw ? (size_t)((long)w - ix0) : kw;                      \
+                    float acc = bias ? bias[j] : 0;                                                            \
+                    for (size_t ky = ky0; ky < ky1; ky++)                                                      \
+                        for (size_t kx = kx0; kx < kx1; kx++)                                                  \
+                            acc += x[((size_t)(iy0 + (long)ky) * w + (size_t)(ix0 + (long)kx)) * c + j] *      \
+                                   wt[(ky * kw + kx) * c + j];                                                 \
+                    yrow[ox * c + j] = act1(acc, act);                                                         \
+                }                                                                                              \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+
+DEFINE_DEPTHWISE(avx512, T_AVX512, v16, 16)
+DEFINE_DEPTHWISE(avx2, T_AVX2, v8, 8)
+DEFINE_DEPTHWISE(sse2, T_SSE2, v4, 4)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Direct convolution for few input channels: output channels in registers, input taps broadcast.
+
+#define DEFINE_CONV_DIRECT(SUFFIX, TARGET, V, L)                                                               \
+    TARGET static void conv_direct_##SUFFIX(const float *x, size_t h, size_t w, size_t cin, const float *wt,   \
+                                            size_t cout_pad, const float *bias, size_t cout, size_t kh,        \
+                                            size_t kw, size_t stride, size_t pad_top, size_t pad_left,         \
+                                            size_t oh, size_t ow, size_t oy0, size_t oy1, float *y, int act) { \
+        (void)oh;                                                                                              \
+        enum { NV = CK_PACK_COLUMNS / L };                                                                     \
+        for (size_t oy = oy0; oy < oy1; oy++) {                                                                \
+            long iy0 = (long)(oy * stride) - (long)pad_top;                                                    \
+            size_t ky0 = iy0 < 0 ? (size_t)(-iy0) : 0;                                                         \
+            size_t ky1 = (long)h - iy0 < (long)kh ? (size_t)((long)h - iy0) : kh;                              \
+            for (size_t ox = 0; ox < ow; ox++) {                                                               \
+                long ix0 = (long)(ox * stride) - (long)pad_left;                                               \
+                size_t kx0 = ix0 < 0 ? (size_t)(-ix0) : 0;                                                     \
+                size_t kx1 = (long)w - ix0 < (long)kw ? (size_t)((long)w - ix0) : kw;                          \
+                float *out = y + (oy * ow + ox) * cout;                                                        \
+                for (size_t o0 = 0; o0 < cout; o0 += CK_PACK_COLUMNS) {                                        \
+                    V acc[NV];                                                                                 \
+                    for (size_t v = 0; v < NV; v++) acc[v] = SPLAT(V, 0.0f);                                   \
+                    for (size_t ky = ky0; ky < ky1; ky++) {                                                    \
+                        for (size_t kx = kx0; kx < kx1; kx++) {                                                \
+                            const float *xp = x + ((size_t)(iy0 + (long)ky) * w + (size_t)(ix0 + (long)kx)) * cin; \
+                            const float *wp = wt + ((ky * kw + kx) * cin) * cout_pad + o0;                     \
+                            for (size_t ci = 0; ci < cin; ci++) {                                              \
+                                float a = xp[ci];                                                              \
+                                for (size_t v = 0; v < NV; v++) acc[v] += a * LOAD(V, wp + ci * cout_pad + v * L); \
+                            }                                                                                  \
+                        }                                                                                      \
+                    }                                                                                          \
+                    for (size_t v = 0; v < NV; v++) {                                                          \
+                        size_t c0 = o0 + v * L;                                                                \
+                        if (c0 >= cout) break;                                                                 \
+                        if (c0 + L <= cout) {                                                                  \
+                            V s = acc[v];                                                                      \
+                            if (bias) s += LOAD(V, bias + c0);                                                 \
+                            STORE(V, out + c0, ACTV(V, s, act));                                               \
+                        } else {                                                                               \
+                            float t[L];                                                                        \
+                            memcpy(t, &acc[v], sizeof t);                                                      \
+                            for (size_t j = c0; j < cout; j++) out[j] = act1(t[j - c0] + (bias ? bias[j] : 0), act); \
+                        }                                                                                      \
+                    }                                                                                          \
+                }                                                                                              \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+
+DEFINE_CONV_DIRECT(avx512, T_AVX512, v16, 16)
+DEFINE_CONV_DIRECT(avx2, T_AVX2, v8, 8)
+DEFINE_CONV_DIRECT(sse2, T_SSE2, v4, 4)
+
+// ---------------------------------------------------------------------------------------------------------------
+
+#define DEFINE_COLUMN_MEAN(SUFFIX, TARGET, V, L)                                                               \
+    TARGET static void column_mean_##SUFFIX(const float *x, size_t rows, size_t c, float scale, float *out) {  \
+        size_t j = 0;                                                                                          \
+        for (; j + L <= c; j += L) {                                                                           \
+            V s = SPLAT(V, 0.0f);                                                                              \
+            for (size_t r = 0; r < rows; r++) s += LOAD(V, x + r * c + j);                                     \
+            STORE(V, out + j, s * scale);                                                                      \
+        }                                                                                                      \
+        for (; j < c; j++) {                                                                                   \
+            float s = 0;                                                                                       \
+            for (size_t r = 0; r < rows; r++) s += x[r * c + j];                                               \
+            out[j] = s * scale;                                                                                \
+        }                                                                                                      \
+    }
+
+DEFINE_COLUMN_MEAN(avx512, T_AVX512, v16, 16)
+DEFINE_COLUMN_MEAN(avx2, T_AVX2, v8, 8)
+DEFINE_COLUMN_MEAN(sse2, T_SSE2, v4, 4)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Dispatch
+
+enum { ISA_UNKNOWN = 0, ISA_SSE2, ISA_AVX2, ISA_AVX512 };
+static int isa_level = ISA_UNKNOWN;
+
+static int isa(void) {
+    int level = __atomic_load_n(&isa_level, __ATOMIC_RELAXED);
+    if (level != ISA_UNKNOWN) return level;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
+        && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+        && __builtin_cpu_supports("bmi2"))
+        level = ISA_AVX512;
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2"))
+        level = ISA_AVX2;
+    else
+        level = ISA_SSE2;
+    __atomic_store_n(&isa_level, level, __ATOMIC_RELAXED);
+    return level;
+}
+
+const char *ck_isa(void) {
+    switch (isa()) {
+    case ISA_AVX512: return "avx512";
+    case ISA_AVX2: return "avx2";
+    default: return "sse2";
+    }
+}
+
+#define DISPATCH(NAME, ...)                                                                                    \
+    switch (isa()) {                                                                                           \
+    case ISA_AVX512: NAME##_avx512(__VA_ARGS__); break;                                                        \
+    case ISA_AVX2: NAME##_avx2(__VA_ARGS__); break;                                                            \
+    default: NAME##_sse2(__VA_ARGS__); break;                                                                  \
+    }
+
+void ck_pointwise(const float *x, size_t ldx, size_t rows, size_t cin, const float *w, size_t cout_pad,
+                  const float *bias, const float *residual, size_t ldr, float *y, size_t ldy, size_t cout, int act) {
+    DISPATCH(pointwise, x, ldx, rows, cin, w, cout_pad, bias, residual, ldr, y, ldy, cout, act)
+}
+
+void ck_depthwise(const float *x, size_t h, size_t w, size_t c, const float *wt, const float *bias, size_t kh,
+                  size_t kw, size_t stride, size_t pad_top, size_t pad_left, size_t oh, size_t ow, size_t oy0,
+                  size_t oy1, float *y, int act) {
+    DISPATCH(depthwise, x, h, w, c, wt, bias, kh, kw, stride, pad_top, pad_left, oh, ow, oy0, oy1, y, act)
+}
+
+void ck_conv_direct(const float *x, size_t h, size_t w, size_t cin, const float *wt, size_t cout_pad,
+                    const float *bias, size_t cout, size_t kh, size_t kw, size_t stride, size_t pad_top,
+                    size_t pad_left, size_t oh, size_t ow, size_t oy0, size_t oy1, float *y, int act) {
+    DISPATCH(conv_direct, x, h, w, cin, wt, cout_pad, bias, cout, kh, kw, stride, pad_top, pad_left, oh, ow, oy0,
+             oy1, y, act)
+}
+
+void ck_column_mean(const float *x, size_t rows, size_t c, float scale, float *out) {
+    DISPATCH(column_mean, x, rows, c, scale, out)
+}

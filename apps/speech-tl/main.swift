@@ -1,4 +1,4 @@
-import TransferCLI
 import SpeechTL
+import TransferCLI
 
-TransferCLI.main(AppInfo(name: SpeechTL.appName, summary: SpeechTL.summary))
+TransferCLI.main(SpeechDomain.self)

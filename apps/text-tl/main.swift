@@ -1,4 +1,4 @@
-import TransferCLI
 import TextTL
+import TransferCLI
 
-TransferCLI.main(AppInfo(name: TextTL.appName, summary: TextTL.summary))
+TransferCLI.main(TextDomain.self)

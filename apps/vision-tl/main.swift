@@ -1,4 +1,4 @@
 import TransferCLI
 import VisionTL
 
-TransferCLI.main(AppInfo(name: VisionTL.appName, summary: VisionTL.summary))
+TransferCLI.main(VisionDomain.self)

@@ -1,6 +1,53 @@
 #ifndef CKERNELS_H
 #define CKERNELS_H
-// Hot loops that need wider vectors than Swift's baseline x86-64 target gives (SSE2): compiled with
-// function multiversioning so the best variant the CPU supports is picked at load time.
+// Hot loops that need wider vectors than Swift's baseline x86-64 target gives (SSE2). Each entry point picks, once,
+// the variant the running CPU supports: AVX-512 (with the OS saving zmm state), AVX2+FMA, or baseline SSE2.
+// Never an instruction the CPU lacks: the choice goes through __builtin_cpu_supports.
+//
+// Layouts are channels-last (NHWC) as in the engine. Every function works on one image (or one row range of one
+// image) and is single-threaded: callers parallelise over images or rows.
 #include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Which variant the dispatch picked: "avx512", "avx2" or "sse2".
+const char *ck_isa(void);
+
+/// Columns of a packed pointwise weight are padded to a multiple of this.
+#define CK_PACK_COLUMNS 32
+
+/// Activation applied by the fused kernels after the bias (and residual).
+enum { CK_ACT_NONE = 0, CK_ACT_RELU = 1, CK_ACT_RELU6 = 2 };
+
+/// Pointwise (1x1) convolution as a GEMM with its epilogue fused:
+///   y[r * ldy + o] = act(bias[o] + sum_k x[r * ldx + k] * w[k * cout_pad + o] (+ residual[r * ldr + o]))
+/// for r < rows, o < cout. `w` is packed [cin][cout_pad] (cout_pad = cout rounded up to CK_PACK_COLUMNS, padding
+/// columns zero); `bias` and `residual` may be NULL. The residual is added before the activation.
+void ck_pointwise(const float *x, size_t ldx, size_t rows, size_t cin, const float *w, size_t cout_pad,
+                  const float *bias, const float *residual, size_t ldr, float *y, size_t ldy, size_t cout, int act);
+
+/// Depthwise convolution of one NHWC image [h, w, c] with weights [kh][kw][c] (taps of one kernel position
+/// contiguous over channels), stride `stride` in both directions, padding `pad_top`/`pad_left` (the
+/// bottom/right padding follows from oh/ow), output rows [oy0, oy1) of y [oh, ow, c]:
+///   y = act(bias + sum over in-bounds taps of x * w). `bias` may be NULL.
+void ck_depthwise(const float *x, size_t h, size_t w, size_t c, const float *wt, const float *bias, size_t kh,
+                  size_t kw, size_t stride, size_t pad_top, size_t pad_left, size_t oh, size_t ow, size_t oy0,
+                  size_t oy1, float *y, int act);
+
+/// Direct convolution with few input channels (e.g. an RGB stem) of one NHWC image [h, w, cin], weights packed
+/// [kh][kw][cin][cout_pad] (cout_pad = cout rounded up to CK_PACK_COLUMNS, padding zero), output rows [oy0, oy1)
+/// of y [oh, ow, cout]: y = act(bias + sum of in-bounds taps). `bias` may be NULL.
+void ck_conv_direct(const float *x, size_t h, size_t w, size_t cin, const float *wt, size_t cout_pad,
+                    const float *bias, size_t cout, size_t kh, size_t kw, size_t stride, size_t pad_top,
+                    size_t pad_left, size_t oh, size_t ow, size_t oy0, size_t oy1, float *y, int act);
+
+/// out[j] = scale * sum_r x[r * c + j] for j < c (global average pooling of one image with scale 1/rows).
+void ck_column_mean(const float *x, size_t rows, size_t c, float scale, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+
 #endif

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 // 2-D convolution over NHWC tensors: im2col + one sgemm per group, a plain GEMM for 1x1 convolutions, and a
@@ -328,10 +329,24 @@ struct ConvolutionPlan {
     // remaining channels.
 
     /// y[n, oy, ox, c] = b[c] + Σ x[n, iy, ix, c] · w[ky, kx, c] with w as [KH, KW, C]. Parallel over output rows.
+    /// Square strides without dilation run the vectorised C kernel (`ck_depthwise`: AVX-512/AVX2 where the CPU
+    /// has them; the Swift loop below is compiled for baseline SSE2 only).
     func depthwiseForward(_ px: UnsafePointer<Float>, _ pw: UnsafePointer<Float>, _ pb: UnsafePointer<Float>?,
                           _ py: UnsafeMutablePointer<Float>) {
         let (h, w, c, kh, kw, sh, sw, dh, dw) = (g.h, g.w, g.c, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw)
         let (top, left, oh, ow) = (g.top, g.left, g.oh, g.ow)
+        if sh == sw && dh == 1 && dw == 1 {
+            Parallel.forEach(g.n * oh, minimumChunk: max(1, 32768 / max(1, ow * c * kh * kw))) { rows in
+                var r = rows.lowerBound
+                while r < rows.upperBound {
+                    let n = r / oh, oy0 = r % oh, oy1 = min(oh, oy0 + rows.upperBound - r)
+                    ck_depthwise(px + n * h * w * c, h, w, c, pw, pb, kh, kw, sh, top, left, oh, ow, oy0, oy1,
+                                 py + n * oh * ow * c, Int32(CK_ACT_NONE))
+                    r += oy1 - oy0
+                }
+            }
+            return
+        }
         let blocked = c - c % Lanes.width
         Parallel.forEach(g.n * oh, minimumChunk: max(1, 32768 / max(1, ow * c * kh * kw))) { rows in
             for r in rows {

@@ -99,6 +99,74 @@ extension Variable {
         }
     }
 
+    /// LayerNorm(x·Wᵀ + b + residual): a Linear layer (W [C, K] stored [out, in]) whose output joins a residual
+    /// stream and is normalised, as every sublayer of a post-LN transformer (BERT) ends. x [N, K], residual
+    /// [N, C] -> [N, C]. The GEMM's output starts as residual + bias (beta = 1); normalisation is one more pass.
+    public func linearResidualLayerNorm(weight: Variable, bias: Variable, residual: Variable, normWeight: Variable,
+                                        normBias: Variable, eps: Float) -> Variable {
+        let x = self
+        precondition(x.rank == 2 && weight.rank == 2 && weight.shape[1] == x.shape[1], "linearResidualLayerNorm: shapes \(x.shape) and weight \(weight.shape) clash")
+        let n = x.shape[0], k = x.shape[1], c = weight.shape[0]
+        precondition(bias.shape == [c] && residual.shape == [n, c] && normWeight.shape == [c] && normBias.shape == [c],
+                     "linearResidualLayerNorm: shapes bias \(bias.shape), residual \(residual.shape), norm \(normWeight.shape) / \(normBias.shape) clash with [\(n), \(c)]")
+        var h = Tensor(uninitializedShape: [n, c])
+        let ph = h.mutablePointer, pr = residual.value.pointer, pb = bias.value.pointer
+        Parallel.forEach(n, minimumChunk: max(1, 16384 / max(c, 1))) { range in
+            for r in range { for j in 0..<c { ph[r * c + j] = pr[r * c + j] + pb[j] } }
+        }
+        BLAS.sgemm(transB: true, m: n, n: c, k: k, a: x.value.pointer, lda: k, b: weight.value.pointer, ldb: k,
+                   beta: 1, c: ph, ldc: c)
+        var y = Tensor(uninitializedShape: [n, c])
+        var rowMean = [Float](repeating: 0, count: n), rowRstd = [Float](repeating: 0, count: n)
+        let py = y.mutablePointer, pw = normWeight.value.pointer, pnb = normBias.value.pointer
+        rowMean.withUnsafeMutableBufferPointer { pm in
+            rowRstd.withUnsafeMutableBufferPointer { prs in
+                Parallel.forEach(n, minimumChunk: max(1, 16384 / max(c, 1))) { range in
+                    for r in range {
+                        let (m, inv) = normaliseRow(ph + r * c, py + r * c, c, weight: pw, bias: pnb, eps: eps)
+                        pm[r] = m; prs[r] = inv
+                    }
+                }
+            }
+        }
+        let mean = rowMean, rstd = rowRstd, summed = h
+        let parents = [x, weight, bias, residual, normWeight, normBias]
+        return Autograd.result(y, parents, record: Autograd.needsGrad(parents)) { g in
+            let pg = g.pointer, ph = summed.pointer, pw = normWeight.value.pointer
+            // dh = rstd · (ĝ - mean(ĝ) - ĥ · mean(ĝ ⊙ ĥ)) with ĝ = g ⊙ weight, ĥ the normalised h.
+            var dh = Tensor(uninitializedShape: [n, c])
+            let o = dh.mutablePointer
+            Parallel.forEach(n, minimumChunk: max(1, 16384 / max(c, 1))) { range in
+                for r in range {
+                    let m = mean[r], inv = rstd[r], hr = ph + r * c, gr = pg + r * c, dr = o + r * c
+                    var a: Float = 0, b: Float = 0
+                    for j in 0..<c {
+                        let gh = gr[j] * pw[j]
+                        a += gh
+                        b += gh * (hr[j] - m) * inv
+                    }
+                    a /= Float(c); b /= Float(c)
+                    for j in 0..<c { dr[j] = inv * (gr[j] * pw[j] - a - (hr[j] - m) * inv * b) }
+                }
+            }
+            if normWeight.requiresGrad || normBias.requiresGrad {
+                let s = columnSums(rows: n, columns: 2 * c) { range, acc in
+                    for r in range {
+                        let m = mean[r], inv = rstd[r], hr = ph + r * c, gr = pg + r * c
+                        for j in 0..<c {
+                            acc[j] += Double(gr[j] * (hr[j] - m) * inv)
+                            acc[c + j] += Double(gr[j])
+                        }
+                    }
+                }
+                if normWeight.requiresGrad { normWeight.accumulate(Tensor(shape: [c], scalars: s[..<c].map { Float($0) })) }
+                if normBias.requiresGrad { normBias.accumulate(Tensor(shape: [c], scalars: s[c...].map { Float($0) })) }
+            }
+            if residual.requiresGrad { residual.accumulate(dh) }
+            linearBackward(dh, x: x, weight: weight, bias: bias)
+        }
+    }
+
     /// Batch normalisation over every axis but the last (channels): x [..., C] (e.g. NHWC), weight/bias [C]
     /// (nil means 1 and 0), running statistics [C].
     ///
@@ -210,4 +278,34 @@ extension Variable {
             }
         }
     }
+}
+
+/// LayerNorm of one row of `c` values: y = (x - mean) · rstd · weight + bias, eight lanes at a time. Returns
+/// (mean, rstd).
+@inline(__always)
+func normaliseRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ c: Int,
+                  weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float) -> (Float, Float) {
+    typealias V = SIMD8<Float>
+    let vectorEnd = c & ~7
+    var sv = V(repeating: 0)
+    var j = 0
+    while j < vectorEnd { sv += UnsafeRawPointer(x + j).loadUnaligned(as: V.self); j += 8 }
+    var s = sv.sum()
+    while j < c { s += x[j]; j += 1 }
+    let m = s / Float(c)
+    var qv = V(repeating: 0)
+    j = 0
+    while j < vectorEnd { let d = UnsafeRawPointer(x + j).loadUnaligned(as: V.self) - m; qv += d * d; j += 8 }
+    var q = qv.sum()
+    while j < c { let d = x[j] - m; q += d * d; j += 1 }
+    let inv = 1 / (q / Float(c) + eps).squareRoot()
+    j = 0
+    while j < vectorEnd {
+        let v = (UnsafeRawPointer(x + j).loadUnaligned(as: V.self) - m) * inv
+            * UnsafeRawPointer(weight + j).loadUnaligned(as: V.self) + UnsafeRawPointer(bias + j).loadUnaligned(as: V.self)
+        UnsafeMutableRawPointer(y + j).storeBytes(of: v, as: V.self)
+        j += 8
+    }
+    while j < c { y[j] = (x[j] - m) * inv * weight[j] + bias[j]; j += 1 }
+    return (m, inv)
 }

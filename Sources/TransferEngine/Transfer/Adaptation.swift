@@ -234,6 +234,9 @@ extension TransferWorkflows {
                           name: "adapt-e2e-probe-\(name)", rng: &rng)
         }
         var sourceOnlyModel: FineTuned?
+        // The backbone object is shared: later methods reload the pristine weights into it, so the source-only
+        // model's trained blocks are kept aside for the pseudo-label teacher.
+        var sourceOnlyState: [String: Tensor] = [:]
         for method in methods {
             let start = Date()
             var rng = RNG(seed: options.seed)
@@ -243,6 +246,7 @@ extension TransferWorkflows {
                 let tuned = try trainTop(head: head, samples: source.samples, labels: source.labels, classes: classes,
                                          name: "adapt-e2e-source-only", rng: &rng)
                 sourceOnlyModel = tuned.model
+                sourceOnlyState = tuned.model.backbone.stateDict()
                 results.append(result("source-only", .endToEnd, try evaluate(tuned.model, test, name: evalName), start,
                                       probe + tuned.history, evalName, model: tuned.model.saved(classNames: source.classNames)))
             case .coral, .dann:
@@ -267,7 +271,10 @@ extension TransferWorkflows {
             case .pseudo:
                 // Self-training end to end: pseudo-label the target with the source-only model, then train on both.
                 let teacher: FineTuned
-                if let m = sourceOnlyModel { teacher = m } else {
+                if let m = sourceOnlyModel {
+                    try m.backbone.load(sourceOnlyState, source: "source-only model")
+                    teacher = m
+                } else {
                     let (head, _) = try newHead("pseudo-teacher", &rng)
                     teacher = try trainTop(head: head, samples: source.samples, labels: source.labels, classes: classes,
                                            name: "adapt-e2e-pseudo-teacher", rng: &rng).model
@@ -295,24 +302,34 @@ extension TransferWorkflows {
         if layers.isEmpty {
             ProgressReporter.note("adabn: this backbone has no BatchNorm layers; only the head's feature standardisation is re-estimated on the target")
         }
+        let momenta = layers.map(\.layer.momentum)
+        defer { for ((_, bn), m) in zip(layers, momenta) { bn.momentum = m } }
+        var order = RNG(seed: options.seed &+ 7)
         func reestimate(on samples: [D.Sample], name: String) throws {
             for (_, bn) in layers { bn.resetRunningStatistics(); bn.momentum = nil; bn.frozenStatistics = false }
             bb.train(true)
-            _ = try runBackbone(samples, name: "BatchNorm statistics on \(name)") { input -> [Int] in
+            // Shuffled: labelled sets are often stored class by class, and one-class batches would give each layer
+            // within-class variances (and normalise the next layers' inputs per class).
+            let shuffled = order.permutation(samples.count).map { samples[$0] }
+            _ = try runBackbone(shuffled, name: "BatchNorm statistics on \(name)") { input -> [Int] in
                 _ = bb.features(input)
                 return []
             }
             bb.train(false)
         }
+        // Features with the statistics just estimated (`features(_:name:)` reloads the pristine backbone first).
+        func currentFeatures(_ samples: [D.Sample], name: String) throws -> Tensor {
+            Tensor.concatenateRows(try runBackbone(samples, name: "features of \(name)") { [bb.features($0).value] })
+        }
         var rng = RNG(seed: options.seed)
         try reestimate(on: source.samples, name: "source")
-        let fS = try features(source.samples, name: "source (source statistics)")
+        let fS = try currentFeatures(source.samples, name: "source (source statistics)")
         let (head, history) = try trainHead(features: fS, labels: source.labels, classes: source.classNames.count,
                                             kind: .mlp, name: "adapt-e2e-adabn", rng: &rng)
         try reestimate(on: target, name: "target")
-        let fT = try features(target, name: "target (target statistics)")
+        let fT = try currentFeatures(target, name: "target (target statistics)")
         head.standardise(from: fT)
-        let fTest = try features(test.samples, name: "\(evalName) (target statistics)")
+        let fTest = try currentFeatures(test.samples, name: "\(evalName) (target statistics)")
         let report = evaluate(head, fTest, test)
         let statistics = bb.namedBuffers().reduce(into: [String: Tensor]()) { $0[$1.name] = $1.variable.value }
         _ = try backbone()   // back to the pristine pretrained weights and statistics

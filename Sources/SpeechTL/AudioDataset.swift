@@ -1,0 +1,144 @@
+import Foundation
+import TransferEngine
+
+/// Reading speech datasets: a folder per class, a flat (or nested) folder of unlabelled clips, or a CSV table.
+///
+/// - Labelled folder: `<root>/<label>/*.{wav,flac,ogg}`; classes are the sub-folders, in sorted order.
+/// - Unlabelled folder: every audio file under the folder (sub-folders included), sorted by path.
+/// - CSV (`.csv`): `path,label` per line (labelled) or `path` (unlabelled; further columns are ignored), an
+///   optional header whose first field is `path`, fields optionally double-quoted. Relative paths are relative
+///   to the CSV file's folder.
+///
+/// Problems are one line naming the file (and line): a missing folder or file, no audio files, a bad row.
+public enum AudioDataset {
+    public static let extensions: Set<String> = ["wav", "flac", "ogg"]
+
+    static func isAudio(_ url: URL) -> Bool { extensions.contains(url.pathExtension.lowercased()) }
+
+    static func isCSV(_ url: URL) -> Bool { url.pathExtension.lowercased() == "csv" }
+
+    static func isDirectory(_ url: URL) -> Bool {
+        var d: ObjCBool = false
+        return FileManager.default.fileExists(atPath: url.path, isDirectory: &d) && d.boolValue
+    }
+
+    static func visibleContents(_ url: URL) throws -> [URL] {
+        do {
+            return try FileManager.default.contentsOfDirectory(at: url, includingPropertiesForKeys: nil, options: [.skipsHiddenFiles])
+                .sorted { $0.lastPathComponent < $1.lastPathComponent }
+        } catch {
+            throw EngineError.invalidFile(url.path, "cannot list the folder")
+        }
+    }
+
+    /// A labelled set from a class-per-folder tree or a `path,label` CSV.
+    public static func labelled(at url: URL) throws -> LabelledSet<URL> {
+        if isCSV(url) {
+            let rows = try csvRows(url, columns: 2)
+            let names = Array(Set(rows.map { $0.label! })).sorted()
+            let index = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, $0) })
+            return LabelledSet(samples: rows.map(\.url), labels: rows.map { index[$0.label!]! }, classNames: names, source: url.path)
+        }
+        guard isDirectory(url) else {
+            throw EngineError.invalidFile(url.path, "is neither a folder of class folders nor a .csv table")
+        }
+        let folders = try visibleContents(url).filter(isDirectory)
+        guard !folders.isEmpty else {
+            throw EngineError.invalidFile(url.path, "has no class folders (expected <root>/<label>/*.wav|flac|ogg)")
+        }
+        var samples: [URL] = [], labels: [Int] = []
+        for (i, folder) in folders.enumerated() {
+            for f in try visibleContents(folder) where isAudio(f) && !isDirectory(f) {
+                samples.append(f)
+                labels.append(i)
+            }
+        }
+        guard !samples.isEmpty else {
+            throw EngineError.invalidFile(url.path, "holds no audio files (.wav, .flac, .ogg) in its class folders")
+        }
+        return LabelledSet(samples: samples, labels: labels, classNames: folders.map(\.lastPathComponent), source: url.path)
+    }
+
+    /// Unlabelled clips: every audio file under a folder, a `path` CSV, or one audio file.
+    public static func unlabelled(at url: URL) throws -> [URL] {
+        if isCSV(url) { return try csvRows(url, columns: 1).map(\.url) }
+        if !isDirectory(url) {
+            guard FileManager.default.fileExists(atPath: url.path) else { throw EngineError.invalidFile(url.path, "no such file or folder") }
+            guard isAudio(url) else { throw EngineError.invalidFile(url.path, "is not a .wav, .flac or .ogg file, a folder or a .csv table") }
+            return [url]
+        }
+        var out: [URL] = []
+        func walk(_ dir: URL) throws {
+            for f in try visibleContents(dir) {
+                if isDirectory(f) { try walk(f) } else if isAudio(f) { out.append(f) }
+            }
+        }
+        try walk(url)
+        guard !out.isEmpty else { throw EngineError.invalidFile(url.path, "holds no audio files (.wav, .flac, .ogg)") }
+        return out
+    }
+
+    struct Row { var url: URL; var label: String? }
+
+    /// Rows of a CSV: `path` (columns 1) or `path,label` (columns 2).
+    static func csvRows(_ url: URL, columns: Int) throws -> [Row] {
+        let text: String
+        do { text = try String(contentsOf: url, encoding: .utf8) } catch {
+            throw EngineError.invalidFile(url.path, FileManager.default.fileExists(atPath: url.path) ? "is not UTF-8 text" : "no such file")
+        }
+        let base = url.deletingLastPathComponent()
+        var rows: [Row] = []
+        // "\r\n" is one Character in Swift: isNewline covers it, "\n" and "\r".
+        for (n, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
+            let line = String(rawLine)
+            if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
+            let where_ = "\(url.path):\(n + 1)"
+            let fields = try splitCSV(line, where: where_)
+            if n == 0 && fields.first?.lowercased() == "path" {
+                if columns == 2 && (fields.count < 2 || fields[1].lowercased() != "label") {
+                    throw EngineError.invalidFile(where_, "a labelled table needs the columns path,label")
+                }
+                continue
+            }
+            guard fields.count >= columns, !fields[0].isEmpty else {
+                throw EngineError.invalidFile(where_, columns == 2 ? "expected 'path,label', got '\(line)'" : "expected a path, got '\(line)'")
+            }
+            if columns == 2 && fields[1].isEmpty { throw EngineError.invalidFile(where_, "empty label") }
+            let path = fields[0]
+            let file = path.hasPrefix("/") ? URL(fileURLWithPath: path) : base.appendingPathComponent(path)
+            guard FileManager.default.fileExists(atPath: file.path), !isDirectory(file) else {
+                throw EngineError.invalidFile(where_, "no such audio file '\(path)'")
+            }
+            rows.append(Row(url: file, label: columns == 2 ? fields[1] : nil))
+        }
+        guard !rows.isEmpty else { throw EngineError.invalidFile(url.path, "lists no audio files") }
+        return rows
+    }
+
+    /// Splits one CSV line; fields may be double-quoted ("" inside quotes is a quote). Fields are trimmed.
+    static func splitCSV(_ line: String, where location: String) throws -> [String] {
+        var fields: [String] = [], field = "", quoted = false, wasQuoted = false
+        var chars = line.makeIterator()
+        while let c = chars.next() {
+            if quoted {
+                if c == "\"" {
+                    // Either the closing quote or an escaped one.
+                    var lookahead = chars
+                    if lookahead.next() == "\"" { field.append("\""); chars = lookahead } else { quoted = false }
+                } else {
+                    field.append(c)
+                }
+            } else if c == "\"" && field.trimmingCharacters(in: .whitespaces).isEmpty {
+                quoted = true; wasQuoted = true; field = ""
+            } else if c == "," {
+                fields.append(wasQuoted ? field : field.trimmingCharacters(in: .whitespaces))
+                field = ""; wasQuoted = false
+            } else {
+                field.append(c)
+            }
+        }
+        if quoted { throw EngineError.invalidFile(location, "unterminated quote") }
+        fields.append(wasQuoted ? field : field.trimmingCharacters(in: .whitespaces))
+        return fields
+    }
+}

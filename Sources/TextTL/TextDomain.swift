@@ -1,0 +1,170 @@
+import ArgumentParser
+import Foundation
+import TransferCLI
+import TransferEngine
+
+/// Text classification: tables (TSV, CSV, JSON Lines) or folders of .txt files, BERT WordPiece tokens and a
+/// pretrained BERT sentence encoder (all-MiniLM-L6-v2 by default; any BERT encoder folder in the Hugging Face
+/// layout with config.json, model.safetensors and vocab.txt loads too, see `--encoder`).
+public struct TextDomain: CommandLineDomain {
+    public typealias Sample = TextExample
+    public typealias Input = TokenBatch
+
+    public static let name = "text"
+    public static let appName = TextTL.appName
+    public static let summary = TextTL.summary
+    /// Movies at 10 and 100 labels per class and all; movies -> Amazon with every method on frozen features
+    /// (adabn: MiniLM has LayerNorm only, so it re-estimates the head's feature standardisation on the target,
+    /// i.e. per-domain standardisation). End-to-end adaptation (`adapt --level end-to-end`) fine-tunes the top
+    /// two layers once per method over the 8k source texts: about as long as the whole demo, so it is left out.
+    public static let demo = DemoPlan(
+        task: .init(train: "text/movies/train.tsv", test: "text/movies/test.tsv", labelsPerClass: [10, 100, nil]),
+        shift: .init(source: "text/movies/train.tsv", target: "text/amazon/unlabelled.tsv",
+                     targetTest: "text/amazon/test.tsv", methods: AdaptationMethod.allCases, levels: [.features]))
+
+    public struct Options: ParsableArguments {
+        @Option(help: "Label column of a table: a header name or a 0-based index (JSON Lines: a key).")
+        public var labelColumn = "label"
+        @Option(help: "Text column of a table: a header name or a 0-based index (JSON Lines: a key).")
+        public var textColumn = "text"
+        @Flag(help: "TSV/CSV tables have no header row (choose the columns by 0-based index).")
+        public var noHeader = false
+        @Option(help: "Maximum tokens per text, counting [CLS] and [SEP]; longer texts are truncated.")
+        public var maxLength = 128
+        @Option(help: "Pretrained BERT encoder: a folder under the models folder, or a path, holding config.json, model.safetensors and vocab.txt.")
+        public var encoder = "all-MiniLM-L6-v2"
+        @Flag(inversion: .prefixedNo, help: "L2-normalise the mean-pooled sentence embedding (as sentence-transformers does).")
+        public var normalize = true
+        public init() {}
+    }
+
+    public let maxLength: Int
+    public let normalize: Bool
+    let labelColumn: TextColumn, textColumn: TextColumn, hasHeader: Bool
+    let encoderFolder: URL
+    /// Loaded once; an error (missing model files) is reported by the first command that needs tokens.
+    let tokenizer: Result<WordPieceTokenizer, Error>
+
+    public init(options: Options) throws {
+        guard options.maxLength >= 2 else { throw ValidationError("--max-length must be at least 2 ([CLS] and [SEP])") }
+        maxLength = options.maxLength
+        normalize = options.normalize
+        labelColumn = TextColumn(parsing: options.labelColumn)
+        textColumn = TextColumn(parsing: options.textColumn)
+        hasHeader = !options.noHeader
+        let given = URL(fileURLWithPath: options.encoder)
+        encoderFolder = options.encoder.contains("/") ? given : ModelStore.directory.appendingPathComponent(options.encoder)
+        let vocabulary = encoderFolder.appendingPathComponent("vocab.txt")
+        tokenizer = Result {
+            guard FileManager.default.fileExists(atPath: vocabulary.path) else {
+                throw EngineError.invalidFile(vocabulary.path, "vocabulary not found; fetch the pretrained models with: scripts/fetch-models (or set TL_MODELS_DIR)")
+            }
+            return try WordPieceTokenizer(vocabulary: vocabulary)
+        }
+    }
+
+    // MARK: Data
+
+    public func labelled(at url: URL) throws -> LabelledSet<TextExample> {
+        let examples = try TextTable.read(url, labelColumn: labelColumn, textColumn: textColumn, hasHeader: hasHeader)
+        guard !examples.isEmpty else { throw EngineError.invalidFile(url.path, "no examples") }
+        // Classes in sorted order, so every file with the same classes agrees.
+        let names = Set(examples.map { $0.label! }).sorted()
+        let index = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, $0) })
+        return LabelledSet(samples: examples, labels: examples.map { index[$0.label!]! }, classNames: names, source: url.path)
+    }
+
+    public func unlabelled(at url: URL) throws -> [TextExample] {
+        let examples = try TextTable.read(url, labelColumn: nil, textColumn: textColumn, hasHeader: hasHeader)
+        guard !examples.isEmpty else { throw EngineError.invalidFile(url.path, "no examples") }
+        return examples
+    }
+
+    /// A .txt file is one text; a table or folder gives its texts (labels, if any, are ignored).
+    public func predictionSamples(_ url: URL) throws -> [TextExample] {
+        if url.pathExtension.lowercased() == "txt" {
+            let bytes = try TextTable.contents(of: url)
+            let text = String(decoding: bytes, as: UTF8.self)
+            guard !TextTable.isBlank(text) else { throw EngineError.invalidFile("\(url.path):1", "empty text") }
+            return [TextExample(text: text, source: url.path)]
+        }
+        return try unlabelled(at: url)
+    }
+
+    // MARK: Models
+
+    public func pretrainedBackbone() throws -> any Backbone<TokenBatch> {
+        let encoder = try BERTEncoder.load(folder: encoderFolder, normalizesFeatures: normalize)
+        let t = try tokenizer.get()
+        guard t.vocabularySize <= encoder.configuration.vocabularySize else {
+            throw EngineError.invalidFile(encoderFolder.path, "vocab.txt has \(t.vocabularySize) tokens, the model only \(encoder.configuration.vocabularySize)")
+        }
+        guard maxLength <= encoder.configuration.maxPositions else {
+            throw ValidationError("--max-length \(maxLength) exceeds the encoder's \(encoder.configuration.maxPositions) positions")
+        }
+        return encoder
+    }
+
+    public func scratchBackbone(rng: inout RNG) -> any Backbone<TokenBatch> {
+        let size = (try? tokenizer.get().vocabularySize) ?? 30522
+        return BagOfPiecesBackbone(vocabularySize: size, rng: &rng)
+    }
+
+    /// Tokens of a batch, padded to its longest text. The pretrained encoder gets [CLS] pieces [SEP] (cut to
+    /// `maxLength`); the from-scratch bag gets the pieces and their hashed bigrams. Augmentation (when asked
+    /// for) drops each word piece with probability 0.1, keeping at least one.
+    public func batch(_ samples: [TextExample], augment: Bool, scratch: Bool, rng: inout RNG) throws -> TokenBatch {
+        let t = try tokenizer.get()
+        var sequences: [[Int]]
+        if scratch {
+            let limit = max(1, maxLength - 2)
+            sequences = t.encode(samples.map(\.text), maxLength: nil).map { ids in
+                Array(ids.dropFirst().dropLast().prefix(limit))
+            }
+            if augment { sequences = sequences.map { dropPieces($0, keepFirst: 0, keepLast: 0, rng: &rng) } }
+            sequences = sequences.map { BagOfPiecesBackbone.bag(pieces: $0, vocabularySize: t.vocabularySize, unknownID: t.unknownID) }
+        } else {
+            sequences = t.encode(samples.map(\.text), maxLength: maxLength)
+            if augment { sequences = sequences.map { dropPieces($0, keepFirst: 1, keepLast: 1, rng: &rng) } }
+        }
+        return TokenBatch(padding: sequences, padID: t.padID)
+    }
+
+    func dropPieces(_ ids: [Int], keepFirst: Int, keepLast: Int, rng: inout RNG) -> [Int] {
+        let body = ids.count - keepFirst - keepLast
+        guard body > 1 else { return ids }
+        var kept = Array(ids.prefix(keepFirst))
+        for id in ids[keepFirst..<ids.count - keepLast] where rng.int(below: 10) != 0 { kept.append(id) }
+        if kept.count == keepFirst { kept.append(ids[keepFirst]) }
+        kept += ids.suffix(keepLast)
+        return kept
+    }
+
+    public func cacheKey(_ sample: TextExample) -> String {
+        var h = FNV64()
+        h.add(sample.text)
+        return h.hex
+    }
+
+    public var preprocessingKey: String {
+        "text-v1 wordpiece max-length \(maxLength) mean-pool\(normalize ? " l2" : "") \(encoderFolder.lastPathComponent)"
+    }
+
+    public func describe(_ sample: TextExample) -> String {
+        let oneLine = sample.text.split(whereSeparator: { $0.isNewline || $0 == "\t" }).joined(separator: " ")
+        let short = oneLine.count > 60 ? String(oneLine.prefix(57)) + "..." : oneLine
+        return "\(sample.source) \"\(short)\""
+    }
+
+    // MARK: Command line
+
+    /// BERT fine-tuning recipes train for a few epochs only (Devlin et al.: 2-4); heads keep the defaults.
+    public func adjust(_ options: inout WorkflowOptions) {
+        options.fineTuning.epochs = 3
+    }
+
+    public var optionsSummary: [String: String] {
+        ["max_length": String(maxLength), "normalize": String(normalize), "encoder": encoderFolder.path,
+         "label_column": labelColumn.description, "text_column": textColumn.description, "header": String(hasHeader)]
+    }
+}

@@ -1,0 +1,147 @@
+import ArgumentParser
+import Foundation
+import TransferCLI
+import TransferEngine
+
+/// Image classification from PNG files with ImageNet EfficientNet-Lite0 as the pretrained backbone.
+///
+/// Data layouts (samples are file URLs; a PNG is decoded only when a batch needs it):
+/// - labelled: `<root>/<label>/*.png` (ImageFolder: one folder per class, classes in sorted order), or a CSV
+///   file `path,label` (an optional `path,label` header; paths relative to the CSV file);
+/// - unlabelled: a folder of PNGs (that folder only, not its subfolders), or a CSV whose first column is a path
+///   (an optional `path` header; further columns are ignored).
+///
+/// Preprocessing for the pretrained network: shorter side resized to `--image-size` (Pillow-style bilinear,
+/// antialiased when shrinking), centre crop, grey repeated into RGB, (x - 127) / 128. Training augmentation
+/// (fine-tuning with --augment, and the from-scratch baseline): random resized crop (area 35-100 %),
+/// rotation up to 10 degrees, brightness and contrast jitter of 20 %, and a horizontal flip only with --flip.
+public struct VisionDomain: CommandLineDomain {
+    public typealias Sample = URL
+    public typealias Input = Tensor
+
+    public static let name = "vision"
+    public static let appName = VisionTL.appName
+    public static let summary = VisionTL.summary
+    public static let demo = DemoPlan(
+        task: .init(train: "vision/fashion/train", test: "vision/fashion/test", labelsPerClass: [10, nil]),
+        shift: .init(source: "vision/mnist/train", target: "vision/optdigits/unlabelled", targetTest: "vision/optdigits/test"))
+
+    /// Pretrained weights, relative to the models folder.
+    public static let modelPath = "efficientnet-lite0/model.safetensors"
+
+    public struct Options: ParsableArguments {
+        @Option(help: "Side of the square image the pretrained network sees, in pixels (EfficientNet-Lite0 was trained at 224; smaller is faster, see the README for the accuracy cost).")
+        public var imageSize: Int = ImagePreprocessing.defaultSize
+
+        @Option(help: "Side of the square image the from-scratch CNN sees, in pixels.")
+        public var scratchSize: Int = ScratchCNN.defaultSize
+
+        @Flag(inversion: .prefixedNo, help: "Mirror training images left-right at random when augmenting. Off by default: a mirrored digit or letter is not the same class.")
+        public var flip = false
+
+        public init() {}
+
+        public func validate() throws {
+            guard (32...1024).contains(imageSize) else { throw ValidationError("--image-size must be between 32 and 1024, got \(imageSize)") }
+            guard (8...256).contains(scratchSize) else { throw ValidationError("--scratch-size must be between 8 and 256, got \(scratchSize)") }
+        }
+    }
+
+    public let imageSize: Int
+    public let scratchSize: Int
+    public let flip: Bool
+
+    public init(options: Options) throws {
+        try options.validate()
+        imageSize = options.imageSize
+        scratchSize = options.scratchSize
+        flip = options.flip
+    }
+
+    public init(imageSize: Int = ImagePreprocessing.defaultSize, scratchSize: Int = ScratchCNN.defaultSize, flip: Bool = false) {
+        self.imageSize = imageSize
+        self.scratchSize = scratchSize
+        self.flip = flip
+    }
+
+    // MARK: Data
+
+    public func labelled(at url: URL) throws -> LabelledSet<URL> {
+        if try ImageListing.isDirectory(url) {
+            let (samples, labels, names) = try ImageListing.classFolders(url)
+            return LabelledSet(samples: samples, labels: labels, classNames: names, source: url.path)
+        }
+        let rows = try ImageListing.csv(url, labelled: true)
+        let names = Array(Set(rows.map { $0.label! })).sorted()
+        let index = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, $0) })
+        return LabelledSet(samples: rows.map(\.path), labels: rows.map { index[$0.label!]! }, classNames: names, source: url.path)
+    }
+
+    public func unlabelled(at url: URL) throws -> [URL] {
+        if try ImageListing.isDirectory(url) { return try ImageListing.pngFiles(in: url, required: true) }
+        return try ImageListing.csv(url, labelled: false).map(\.path)
+    }
+
+    public func predictionSamples(_ url: URL) throws -> [URL] {
+        if try ImageListing.isDirectory(url) { return try ImageListing.pngFiles(in: url, required: true) }
+        if url.pathExtension.lowercased() == "csv" { return try ImageListing.csv(url, labelled: false).map(\.path) }
+        return [url]
+    }
+
+    // MARK: Networks
+
+    public func pretrainedBackbone() throws -> any Backbone<Tensor> {
+        try EfficientNetLite0.pretrained(from: try ModelStore.file(Self.modelPath))
+    }
+
+    public func scratchBackbone(rng: inout RNG) -> any Backbone<Tensor> {
+        ScratchCNN(inputSize: scratchSize, rng: &rng)
+    }
+
+    // MARK: Batches
+
+    public func batch(_ samples: [URL], augment: Bool, scratch: Bool, rng: inout RNG) throws -> Tensor {
+        let images = try Self.decode(samples)
+        let size = scratch ? scratchSize : imageSize
+        if augment {
+            return Augmentation.trainingBatch(images, options: .smallData(size: size, horizontalFlip: flip), rng: &rng)
+        }
+        return ImagePreprocessing.evaluationBatch(images, size: size)
+    }
+
+    /// Decodes PNG files in parallel; the first failing file (in sample order) is the error reported.
+    public static func decode(_ urls: [URL]) throws -> [Image] {
+        var results = [Result<Image, Error>?](repeating: nil, count: urls.count)
+        results.withUnsafeMutableBufferPointer { out in
+            let base = out.baseAddress!
+            Parallel.forEach(urls.count, minimumChunk: 4) { range in
+                for i in range { base[i] = Result { try PNGDecoder.read(urls[i]) } }
+            }
+        }
+        return try results.map { try $0!.get() }
+    }
+
+    public func cacheKey(_ sample: URL) -> String {
+        let path = sample.standardizedFileURL.path
+        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+        let size = (attributes?[.size] as? NSNumber)?.int64Value ?? -1
+        let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+        return "\(path)|\(size)|\(modified)"
+    }
+
+    public var preprocessingKey: String { "png-rgb-shorter-side-centre-crop-\(imageSize)-norm127/128-v1" }
+
+    public func describe(_ sample: URL) -> String { sample.path }
+
+    /// The demo trains only the top block (the 320 -> 1280 head convolution and its BatchNorm) when fine-tuning
+    /// and in end-to-end adaptation: the block below it is 1152 channels wide and training both costs 3.4 times
+    /// as much per step, which would put the demo over its 10 minutes on 2 cores. `finetune` and `adapt` always
+    /// pass their --unfreeze (default 2), so this default only reaches runs without that option (the demo).
+    public func adjust(_ options: inout WorkflowOptions) {
+        options.unfreeze = 1
+    }
+
+    public var optionsSummary: [String: String] {
+        ["image_size": String(imageSize), "scratch_size": String(scratchSize), "flip": String(flip)]
+    }
+}
