@@ -266,25 +266,6 @@ DEFINE_CONV_DIRECT(sse2, T_SSE2, v4, 4)
 
 // ---------------------------------------------------------------------------------------------------------------
 
-#define DEFINE_COLUMN_MEAN(SUFFIX, TARGET, V, L)                                                               \
-    TARGET static void column_mean_##SUFFIX(const float *x, size_t rows, size_t c, float scale, float *out) {  \
-        size_t j = 0;                                                                                          \
-        for (; j + L <= c; j += L) {                                                                           \
-            V s = SPLAT(V, 0.0f);                                                                              \
-            for (size_t r = 0; r < rows; r++) s += LOAD(V, x + r * c + j);                                     \
-            STORE(V, out + j, s * scale);                                                                      \
-        }                                                                                                      \
-        for (; j < c; j++) {                                                                                   \
-            float s = 0;                                                                                       \
-            for (size_t r = 0; r < rows; r++) s += x[r * c + j];                                               \
-            out[j] = s * scale;                                                                                \
-        }                                                                                                      \
-    }
-
-DEFINE_COLUMN_MEAN(avx512, T_AVX512, v16, 16)
-DEFINE_COLUMN_MEAN(avx2, T_AVX2, v8, 8)
-DEFINE_COLUMN_MEAN(sse2, T_SSE2, v4, 4)
-
 // ---------------------------------------------------------------------------------------------------------------
 // Dispatch
 
@@ -338,8 +319,4 @@ void ck_conv_direct(const float *x, size_t h, size_t w, size_t cin, const float 
                     size_t pad_left, size_t oh, size_t ow, size_t oy0, size_t oy1, float *y, int act) {
     DISPATCH(conv_direct, x, h, w, cin, wt, cout_pad, bias, cout, kh, kw, stride, pad_top, pad_left, oh, ow, oy0,
              oy1, y, act)
-}
-
-void ck_column_mean(const float *x, size_t rows, size_t c, float scale, float *out) {
-    DISPATCH(column_mean, x, rows, c, scale, out)
 }

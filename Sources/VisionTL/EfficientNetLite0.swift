@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import TransferEngine
 
@@ -121,6 +122,9 @@ public final class EfficientNetLite0: Module, Backbone {
     let memo = ActivationMemo()
     /// Use the fused inference path where it applies (tests turn it off to compare both paths).
     public var fusedInference = true
+    /// Reuse the fused path's per-image outputs for inputs seen before with the same weights (`memo`). Benchmarks
+    /// that feed the same batch again and again turn it off, to time the computation.
+    public var memoizesActivations = true
 
     /// Randomly initialised (PyTorch's defaults); load pretrained weights with `load(_:)` or `pretrained(from:)`.
     public init(rng: inout RNG) {
@@ -198,8 +202,11 @@ public final class EfficientNetLite0: Module, Backbone {
             var j = i
             while j < range.upperBound && canFuse(block: j, input: x) { j += 1 }
             if j > i {
-                x = Variable(FusedEfficientNet(self, blocks: i..<j, scratch: scratch).run(x.value, blocks: i..<j, memo: memo))
+                x = Variable(FusedEfficientNet(self, blocks: i..<j, scratch: scratch).run(x.value, blocks: i..<j, memo: memoizesActivations ? memo : nil))
                 i = j
+            } else if needsNoGradient(block: i, input: x) {
+                x = Variable(statisticsBlock(i, x.value))
+                i += 1
             } else {
                 x = block(i, x)
                 i += 1
@@ -222,10 +229,37 @@ public final class EfficientNetLite0: Module, Backbone {
     /// The fused path computes exactly the tape's function when nothing needs a gradient and every BatchNorm
     /// normalises with its running statistics.
     func canFuse(block i: Int, input x: Variable) -> Bool {
+        needsNoGradient(block: i, input: x)
+            && !modules(ofBlock: i).batchNormLayers().contains { $0.layer.usesBatchStatistics }
+    }
+
+    /// Nothing in block `i` records on the tape (inference, frozen blocks, AdaBN's statistics passes).
+    func needsNoGradient(block i: Int, input x: Variable) -> Bool {
         guard fusedInference else { return false }
         if Autograd.isRecording && x.requiresGrad { return false }
-        let m = modules(ofBlock: i)
-        if Autograd.isRecording && m.parameters.contains(where: \.requiresGrad) { return false }
-        return !m.batchNormLayers().contains { $0.layer.usesBatchStatistics }
+        return !(Autograd.isRecording && modules(ofBlock: i).parameters.contains(where: \.requiresGrad))
+    }
+
+    /// Block `i` with training-mode BatchNorm but no gradient (AdaBN re-estimating statistics): the convolutions
+    /// and activations run on the C kernels over the whole batch, each BatchNorm is the engine's (batch
+    /// statistics, running-statistics update), so the result is the tape's.
+    func statisticsBlock(_ i: Int, _ x: Tensor) -> Tensor {
+        Autograd.noGrad {
+            func convBN(_ conv: Conv2d, _ bn: BatchNorm, _ input: Tensor, relu6: Bool) -> Tensor {
+                let raw = FusedEfficientNet.applyBatch(.init(conv, activation: Int32(CK_ACT_NONE)), input)
+                var y = bn(Variable(raw)).value
+                if relu6 { y.withUnsafeMutableBufferPointer { p in for k in p.indices { p[k] = min(max(p[k], 0), 6) } } }
+                return y
+            }
+            if i == 0 { return convBN(convStem, bn0, x, relu6: true) }
+            if i > mbBlocks.count { return convBN(convHead, bn1, x, relu6: true) }
+            let b = mbBlocks[i - 1]
+            var h = x
+            if let e = b.expandConv, let bn = b.bn0 { h = convBN(e, bn, h, relu6: true) }
+            h = convBN(b.depthwiseConv, b.bn1, h, relu6: true)
+            h = convBN(b.projectConv, b.bn2, h, relu6: false)
+            if b.configuration.hasResidual { h.addInPlace(x) }
+            return h
+        }
     }
 }

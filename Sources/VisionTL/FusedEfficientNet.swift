@@ -24,6 +24,13 @@ final class FusedEfficientNet {
         var bias: [Float]
         var activation: Int32
 
+        /// The convolution alone (its own bias only), for the batch-statistics path.
+        init(_ conv: Conv2d, activation: Int32) {
+            let c = conv.outputChannels
+            self.init(conv, scale: [Float](repeating: 1, count: c), shift: [Float](repeating: 0, count: c), activation: activation)
+        }
+
+        /// The convolution followed by `bn` with its running statistics, folded.
         init(_ conv: Conv2d, _ bn: BatchNorm, activation: Int32) {
             let c = bn.channels
             var scale = [Float](repeating: 0, count: c), shift = [Float](repeating: 0, count: c)
@@ -33,6 +40,12 @@ final class FusedEfficientNet {
                 scale[j] = g[j] / (v[j] + bn.eps).squareRoot()
                 shift[j] = b[j] - m[j] * scale[j]
             }
+            self.init(conv, scale: scale, shift: shift, activation: activation)
+        }
+
+        private init(_ conv: Conv2d, scale: [Float], shift: [Float], activation: Int32) {
+            var shift = shift
+            let c = scale.count
             if let convBias = conv.bias?.value.scalars { for j in 0..<c { shift[j] += convBias[j] * scale[j] } }
             let w = conv.weight.value.scalars  // [O, I/groups, KH, KW]
             let (kh, kw) = (conv.kernelSize.height, conv.kernelSize.width)
@@ -97,6 +110,49 @@ final class FusedEfficientNet {
         }
     }
 
+    /// Runs on a whole batch [N, H, W, inputs] -> [N, OH, OW, outputs], parallel over rows (the batch-statistics
+    /// path: the BatchNorm that follows needs the whole batch's output first).
+    static func applyBatch(_ conv: FoldedConv, _ x: Tensor) -> Tensor {
+        let (n, h, w) = (x.shape[0], x.shape[1], x.shape[2])
+        let (oh, top) = conv.geometry(h), (ow, left) = conv.geometry(w)
+        var y = Tensor(uninitializedShape: [n, oh, ow, conv.outputs])
+        let inSize = h * w * conv.inputs, outSize = oh * ow * conv.outputs
+        x.withUnsafeBufferPointer { src in
+            y.withUnsafeMutableBufferPointer { dst in
+                conv.weight.withUnsafeBufferPointer { wp in
+                    conv.bias.withUnsafeBufferPointer { bp in
+                        let px = src.baseAddress!, py = dst.baseAddress!, pw = wp.baseAddress!, pb = bp.baseAddress!
+                        switch conv.kind {
+                        case .pointwise:
+                            let rows = n * h * w
+                            Parallel.forEach(rows, minimumChunk: 256) { r in
+                                ck_pointwise(px + r.lowerBound * conv.inputs, conv.inputs, r.count, conv.inputs, pw, conv.outPad,
+                                             pb, nil, 0, py + r.lowerBound * conv.outputs, conv.outputs, conv.outputs, conv.activation)
+                            }
+                        case .depthwise, .direct:
+                            Parallel.forEach(n * oh, minimumChunk: 4) { r in
+                                var row = r.lowerBound
+                                while row < r.upperBound {
+                                    let image = row / oh, oy0 = row % oh, oy1 = min(oh, oy0 + r.upperBound - row)
+                                    if conv.kind == .depthwise {
+                                        ck_depthwise(px + image * inSize, h, w, conv.inputs, pw, pb, conv.kernel, conv.kernel, conv.stride,
+                                                     top, left, oh, ow, oy0, oy1, py + image * outSize, conv.activation)
+                                    } else {
+                                        ck_conv_direct(px + image * inSize, h, w, conv.inputs, pw, conv.outPad, pb, conv.outputs,
+                                                       conv.kernel, conv.kernel, conv.stride, top, left, oh, ow, oy0, oy1,
+                                                       py + image * outSize, conv.activation)
+                                    }
+                                    row += oy1 - oy0
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return y
+    }
+
     /// One backbone block: its convolutions in order, and whether the block input is added to the last one.
     struct FoldedBlock {
         var convs: [FoldedConv]
@@ -125,29 +181,43 @@ final class FusedEfficientNet {
         }
         blocks = out
         self.scratch = scratch
-        var h = Fingerprint()
-        h.add(range.lowerBound)
-        h.add(range.upperBound)
+        self.range = range
+        var prints: [Int: Fingerprint] = [:]
         for i in range {
+            var h = Fingerprint()
             for conv in out[i]!.convs {
-                h.add(conv.inputs); h.add(conv.outputs); h.add(conv.kernel); h.add(conv.stride)
+                h.add([conv.inputs, conv.outputs, conv.kernel, conv.stride])
                 h.add(conv.weight)
                 h.add(conv.bias)
             }
+            prints[i] = h
         }
-        fingerprint = h
+        blockPrints = prints
     }
 
-    /// Identifies the folded weights of the blocks (and the range): equal fingerprints compute equal functions.
-    let fingerprint: Fingerprint
+    let range: Range<Int>
+    /// A hash of each block's folded weights.
+    private let blockPrints: [Int: Fingerprint]
+
+    /// Identifies the folded weights of blocks `range` (and the range): equal fingerprints compute equal functions.
+    func fingerprint(of range: Range<Int>) -> Fingerprint {
+        var h = Fingerprint()
+        h.add([range.lowerBound, range.upperBound])
+        for i in range { h.add(blockPrints[i]!) }
+        return h
+    }
 
     /// Runs blocks `range` on a batch [N, H, W, C] (the output of the block before `range`). With a memo,
-    /// images whose output is already known (same input values, same folded weights) are copied, not recomputed.
+    /// images whose output is already known (same input values, same folded weights) are copied, not recomputed;
+    /// the outputs one and two blocks before the end are kept too, since fine-tuning the top one or two blocks
+    /// asks for exactly those after the features were extracted.
     func run(_ input: Tensor, blocks range: Range<Int>, memo: ActivationMemo? = nil) -> Tensor {
+        precondition(range.lowerBound >= self.range.lowerBound && range.upperBound <= self.range.upperBound)
         let (n, h0, w0, c0) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
-        // Shapes along the way, to size the output and the scratch buffers.
+        // Shapes along the way, to size the output and the scratch buffers; the output size after every block.
         var (h, w, c) = (h0, w0, c0)
         var largest = h * w * c
+        var sizeAfter: [Int: Int] = [:]
         for i in range {
             for conv in blocks[i]!.convs {
                 precondition(conv.inputs == c, "FusedEfficientNet: block \(i) expects \(conv.inputs) channels, got \(c)")
@@ -155,36 +225,46 @@ final class FusedEfficientNet {
                 c = conv.outputs
                 largest = max(largest, h * w * c)
             }
+            sizeAfter[i + 1] = h * w * c
         }
         var output = Tensor(uninitializedShape: [n, h, w, c])
         let inSize = h0 * w0 * c0, outSize = h * w * c
-        let memo = memo.flatMap { $0.accepts(outputCount: outSize) ? $0 : nil }
+        // Memo entries: the whole range, and (taps) the ranges ending one and two blocks earlier.
+        var ends = [range.upperBound]
+        if let memo {
+            ends += [range.upperBound - 1, range.upperBound - 2].filter { $0 > range.lowerBound && memo.accepts(outputCount: sizeAfter[$0]!) }
+        }
+        let memo = memo.flatMap { $0.accepts(outputCount: outSize) || ends.count > 1 ? $0 : nil }
+        let prints = ends.map { fingerprint(of: range.lowerBound..<$0) }
         input.withUnsafeBufferPointer { src in
             output.withUnsafeMutableBufferPointer { dst in
                 let srcBase = src.baseAddress!, dstBase = dst.baseAddress!
                 // Memo lookups first (one key per image: its input values and these weights).
-                var keys: [ActivationMemo.Key] = []
                 var todo = Array(0..<n)
+                var keys: [[ActivationMemo.Key]] = []
                 if let memo {
                     keys = (0..<n).map { i in
-                        var k = fingerprint
+                        var k = Fingerprint()
                         k.add(UnsafeBufferPointer(start: srcBase + i * inSize, count: inSize))
                         k.add([h0, w0, c0])
-                        return ActivationMemo.Key(k)
+                        return prints.map { ActivationMemo.Key($0, k) }
                     }
-                    todo = (0..<n).filter { !memo.copy(keys[$0], to: dstBase + $0 * outSize, count: outSize) }
+                    todo = (0..<n).filter { !memo.copy(keys[$0][0], to: dstBase + $0 * outSize, count: outSize) }
                 }
+                let taps = Array(ends.dropFirst())
                 Parallel.forEach(todo.count, minimumChunk: 1) { part in
                     let buffers = scratch.take(count: 3, size: largest)
                     defer { scratch.give(buffers) }
                     for t in part {
                         let image = todo[t]
                         runImage(srcBase + image * inSize, h: h0, w: w0, blocks: range, buffers: buffers,
-                                 output: dstBase + image * outSize)
+                                 output: dstBase + image * outSize) { end, values in
+                            if let memo, let j = taps.firstIndex(of: end) { memo.store(keys[image][j + 1], values) }
+                        }
+                        if let memo, memo.accepts(outputCount: outSize) {
+                            memo.store(keys[image][0], UnsafeBufferPointer(start: dstBase + image * outSize, count: outSize))
+                        }
                     }
-                }
-                if let memo {
-                    for i in todo { memo.store(keys[i], UnsafeBufferPointer(start: dstBase + i * outSize, count: outSize)) }
                 }
             }
         }
@@ -192,8 +272,9 @@ final class FusedEfficientNet {
     }
 
     /// One image through the blocks, ping-ponging between three scratch buffers; the last result is copied out.
-    private func runImage(_ x: UnsafePointer<Float>, h: Int, w: Int, blocks range: Range<Int>,
-                          buffers: ScratchPool.Set, output: UnsafeMutablePointer<Float>) {
+    /// `after(end, values)` sees the output after each block (`end` = index of the next block).
+    private func runImage(_ x: UnsafePointer<Float>, h: Int, w: Int, blocks range: Range<Int>, buffers: ScratchPool.Set,
+                          output: UnsafeMutablePointer<Float>, after: (Int, UnsafeBufferPointer<Float>) -> Void) {
         var current = x, (ch, cw) = (h, w), channels = 0
         var currentBuffer = -1  // index of the buffer holding `current` (-1: the input tensor)
         for i in range {
@@ -209,6 +290,7 @@ final class FusedEfficientNet {
                 currentBuffer = target
                 channels = conv.outputs
             }
+            if i + 1 < range.upperBound { after(i + 1, UnsafeBufferPointer(start: current, count: ch * cw * channels)) }
         }
         output.update(from: current, count: ch * cw * channels)
     }
@@ -271,6 +353,7 @@ struct Fingerprint: Hashable {
     }
 
     mutating func add(_ v: Int) { mix(UInt64(bitPattern: Int64(v))) }
+    mutating func add(_ other: Fingerprint) { mix(other.a); mix(other.b) }
     mutating func add(_ vs: [Int]) { for v in vs { add(v) } }
     mutating func add(_ values: [Float]) { values.withUnsafeBufferPointer { add($0) } }
 
@@ -290,9 +373,14 @@ struct Fingerprint: Hashable {
 /// `limitBytes`; outputs larger than `maximumEntryCount` floats per image are not kept (the full feature map
 /// before pooling is 62,720 floats at 224; the features themselves are cached on disk by the workflows).
 final class ActivationMemo: @unchecked Sendable {
+    /// The weights and range (first) and the input image (second).
     struct Key: Hashable {
-        let fingerprint: Fingerprint
-        init(_ f: Fingerprint) { fingerprint = f }
+        let weights: Fingerprint
+        let input: Fingerprint
+        init(_ weights: Fingerprint, _ input: Fingerprint) {
+            self.weights = weights
+            self.input = input
+        }
     }
 
     let limitBytes: Int

@@ -87,15 +87,24 @@ final class EfficientNetTests: XCTestCase {
     }
 
     func testBatchStatisticsMatchPyTorch() throws {
-        // Training-mode BatchNorm (batch statistics), the forward pass AdaBN's re-estimation runs.
-        let net = try EfficientNetLite0.pretrained(from: try Self.weights())
+        // Training-mode BatchNorm (batch statistics), the forward pass AdaBN's re-estimation runs: on the C kernels
+        // (no gradient needed) and on the tape; both must match PyTorch and update the running statistics alike.
         let golden = try Self.loadGolden().batch_statistics
         let x = Tensor.concatenateRows(try golden.files.map(Self.input))
-        net.train(true)
-        let features = Autograd.noGrad { net.features(x).value }
-        let d = Self.relativeDifference(features.scalars, golden.features.flatMap { $0 })
-        print("EfficientNet-Lite0 batch-statistics golden: relative difference \(d)")
-        XCTAssertLessThanOrEqual(d, 1e-4)
+        var statistics: [[String: Tensor]] = []
+        for fused in [true, false] {
+            let net = try EfficientNetLite0.pretrained(from: try Self.weights())
+            net.fusedInference = fused
+            net.train(true)
+            let features = Autograd.noGrad { net.features(x).value }
+            let d = Self.relativeDifference(features.scalars, golden.features.flatMap { $0 })
+            print("EfficientNet-Lite0 batch-statistics golden (\(fused ? "C kernels" : "tape")): relative difference \(d)")
+            XCTAssertLessThanOrEqual(d, 1e-4)
+            statistics.append(net.namedBuffers().reduce(into: [:]) { $0[$1.name] = $1.variable.value })
+        }
+        for (name, a) in statistics[0] {
+            XCTAssertLessThanOrEqual(Self.relativeDifference(a.scalars, statistics[1][name]!.scalars), 1e-4, name)
+        }
     }
 
     func testBlocksNamesAndParameterCount() throws {
@@ -185,6 +194,19 @@ final class EfficientNetTests: XCTestCase {
         let tape = Autograd.noGrad { net.forward(x, through: 16).value.value }
         XCTAssertLessThanOrEqual(Self.relativeDifference(changed.scalars, tape.scalars), 1e-4)
         net.fusedInference = true
+        // Features (all 18 blocks) leave the outputs before the top one and two blocks in the memo: what
+        // fine-tuning the top block(s) asks for next.
+        let z = rng.uniformTensor([2, 36, 36, 3], -1, 1)
+        _ = Autograd.noGrad { net.features(z) }
+        for end in [17, 16] {
+            let before = net.memo.hits
+            let fromMemo = Autograd.noGrad { net.forward(z, through: end).value.value }
+            XCTAssertEqual(net.memo.hits, before + 2, "through \(end)")
+            net.fusedInference = false
+            let tapeValue = Autograd.noGrad { net.forward(z, through: end).value.value }
+            net.fusedInference = true
+            XCTAssertLessThanOrEqual(Self.relativeDifference(fromMemo.scalars, tapeValue.scalars), 1e-4)
+        }
         // A different image in the batch: only that one is recomputed.
         var y = x
         y.withUnsafeMutableBufferPointer { $0[0] += 0.25 }

@@ -100,12 +100,18 @@ final class VisionDomainTests: XCTestCase {
         var pixels = [UInt8](repeating: 0, count: 28 * 28)
         for y in 0..<28 { for x in 14..<28 { pixels[y * 28 + x] = 250 } }
         try PNGWriter.write(width: 28, height: 28, channels: 1, pixels: pixels, to: url)
-        func batch(_ d: VisionDomain, seed: UInt64) throws -> Tensor {
+        func batch(_ d: VisionDomain, seed: UInt64, scratch: Bool = false) throws -> Tensor {
             var rng = RNG(seed: seed)
-            return try d.batch(Array(repeating: url, count: 16), augment: true, scratch: true, rng: &rng)
+            return try d.batch(Array(repeating: url, count: 16), augment: true, scratch: scratch, rng: &rng)
         }
-        XCTAssertEqual(try batch(VisionDomain(), seed: 5), try batch(VisionDomain(), seed: 5))
-        XCTAssertNotEqual(try batch(VisionDomain(), seed: 5), try batch(VisionDomain(), seed: 6))
+        let d = VisionDomain(imageSize: 28)
+        XCTAssertEqual(try batch(d, seed: 5), try batch(d, seed: 5))
+        XCTAssertNotEqual(try batch(d, seed: 5), try batch(d, seed: 6))
+        // The from-scratch CNN trains on plain images unless asked.
+        var rng = RNG(seed: 1)
+        let plain = try d.batch([url], augment: false, scratch: true, rng: &rng)
+        XCTAssertEqual(try batch(d, seed: 5, scratch: true).rows(0..<1), plain)
+        XCTAssertNotEqual(try batch(VisionDomain(imageSize: 28, scratchAugmentation: true), seed: 5, scratch: true), try batch(d, seed: 5, scratch: true))
         /// Images whose left column is brighter than the right one: only a flip makes them.
         func mirrored(_ t: Tensor) -> Int {
             let s = t.scalars, side = 28
@@ -118,8 +124,8 @@ final class VisionDomainTests: XCTestCase {
                 return left > right
             }.count
         }
-        XCTAssertEqual(mirrored(try batch(VisionDomain(), seed: 5)), 0, "no flips without --flip")
-        XCTAssertGreaterThan(mirrored(try batch(VisionDomain(flip: true), seed: 5)), 2)
+        XCTAssertEqual(mirrored(try batch(d, seed: 5)), 0, "no flips without --flip")
+        XCTAssertGreaterThan(mirrored(try batch(VisionDomain(imageSize: 28, flip: true), seed: 5)), 2)
     }
 
     func testCacheKeyChangesWithTheFile() throws {

@@ -43,9 +43,6 @@ void ck_conv_direct(const float *x, size_t h, size_t w, size_t cin, const float 
                     const float *bias, size_t cout, size_t kh, size_t kw, size_t stride, size_t pad_top,
                     size_t pad_left, size_t oh, size_t ow, size_t oy0, size_t oy1, float *y, int act);
 
-/// out[j] = scale * sum_r x[r * c + j] for j < c (global average pooling of one image with scale 1/rows).
-void ck_column_mean(const float *x, size_t rows, size_t c, float scale, float *out);
-
 #ifdef __cplusplus
 }
 #endif
