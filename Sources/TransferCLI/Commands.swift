@@ -224,7 +224,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     var target: String?
     @Option(help: "Labelled target data, for evaluation only.")
     var targetTest: String?
-    @Option(help: "Method: source-only, dann, coral, adabn, pseudo or all.")
+    @Option(help: "Method: source-only, dann, coral, adabn, pseudo, a comma-separated list of them, or all.")
     var method = "all"
     @Option(help: "Level: features, end-to-end or both.")
     var level = "features"
@@ -242,8 +242,12 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     @OptionGroup var common: CommonOptions
     @OptionGroup var domainOptions: D.Options
 
+    /// `all`, one method, or a comma-separated list (empty when any name is unknown).
     var methods: [AdaptationMethod] {
-        method == "all" ? AdaptationMethod.allCases : (AdaptationMethod(rawValue: method).map { [$0] } ?? [])
+        if method == "all" { return AdaptationMethod.allCases }
+        let names = method.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        let parsed = names.compactMap(AdaptationMethod.init(rawValue:))
+        return parsed.count == names.count ? parsed : []
     }
 
     var levels: [AdaptationLevel] {
@@ -251,7 +255,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     }
 
     func validate() throws {
-        if methods.isEmpty { throw ValidationError("--method must be source-only, dann, coral, adabn, pseudo or all; got '\(method)'") }
+        if methods.isEmpty { throw ValidationError("--method must be source-only, dann, coral, adabn, pseudo (or a comma-separated list of them) or all; got '\(method)'") }
         if levels.isEmpty { throw ValidationError("--level must be features, end-to-end or both; got '\(level)'") }
     }
 
@@ -278,9 +282,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
             let results = try w.adapt(source: sourceSet, target: targetSamples, targetTest: evalSet, methods: methods,
                                       levels: levels, oracle: test != nil, settings: settings,
                                       evalName: test.map { _ in datasetName(targetTest!) } ?? "none")
-            let fS = try w.features(sourceSet.samples, name: "source"), fT = try w.features(targetSamples, name: "target")
-            let (mean, scale) = ClassifierHead.statistics(fS)
-            let before = ((fS - mean) / scale, (fT - mean) / scale)
+            let before = try w.unadaptedFeatures(source: sourceSet.samples, target: targetSamples)
             return (results, test == nil ? ["no --target-test: target accuracy not measured"] : [], before)
         }
     }
@@ -330,9 +332,7 @@ struct DemoCommand<D: CommandLineDomain>: TrainingCommand {
             if let (source, target, test, s) = shift {
                 results += try w.adapt(source: source, target: target, targetTest: test, methods: s.methods, levels: s.levels,
                                        oracle: true, evalName: datasetName(s.targetTest))
-                let fS = try w.features(source.samples, name: "source"), fT = try w.features(target, name: "target")
-                let (mean, scale) = ClassifierHead.statistics(fS)
-                before = ((fS - mean) / scale, (fT - mean) / scale)
+                before = try w.unadaptedFeatures(source: source.samples, target: target)
             }
             return (results, [], before)
         }

@@ -91,19 +91,20 @@ final class TextAppTests: XCTestCase {
         XCTAssertGreaterThan(finetune, scratch + 0.05)
     }
 
-    /// movies -> Amazon on frozen features (source-only ~0.74, oracle ~0.78 here; externally 0.70 / 0.78).
+    /// movies -> Amazon on frozen features: source-only 0.742, AdaBN 0.749, pseudo-labelling (the best method
+    /// here) 0.762, oracle 0.785 (externally 0.70 / 0.78). The demo runs every method; DANN and CORAL do not help
+    /// on this shift (0.729, 0.681), so the test runs the two that do.
     func testAdaptationBeatsSourceOnlyOnAmazon() throws {
         let rows = try results(try text(["adapt", "--source", moviesTrain,
                                          "--target", Self.fixtures.appendingPathComponent("amazon/unlabelled.tsv").path,
                                          "--target-test", Self.fixtures.appendingPathComponent("amazon/test.tsv").path,
-                                         "--method", "all", "--level", "features", "--json"]))
+                                         "--method", "source-only,adabn,pseudo", "--level", "features", "--json"]))
         let base = accuracy(rows, "source-only", level: "features")
-        let methods = ["dann", "coral", "adabn", "pseudo"].map { ($0, accuracy(rows, $0, level: "features")) }
-        let best = methods.max { $0.1 < $1.1 }!
+        let best = max(accuracy(rows, "adabn", level: "features"), accuracy(rows, "pseudo", level: "features"))
         let oracle = accuracy(rows, "oracle")
-        print("text, movies -> amazon: source-only \(base), \(methods), oracle \(oracle)")
+        print("text, movies -> amazon: source-only \(base), best of adabn/pseudo \(best), oracle \(oracle)")
         XCTAssertGreaterThan(base, 0.66, "movie sentiment transfers to Amazon (majority class: 0.586)")
-        XCTAssertGreaterThan(best.1, base + 0.01, "best method \(best.0)")
+        XCTAssertGreaterThan(best, base + 0.01)
         XCTAssertGreaterThan(oracle, base + 0.02)
     }
 

@@ -47,7 +47,7 @@ public final class ClassifierHead: Module {
     }
 
     /// Per-feature mean and standard deviation, the deviation floored at its median (see the type's comment).
-    public static func statistics(_ x: Tensor) -> (mean: Tensor, scale: Tensor) {
+    public static func statistics(_ x: Tensor) -> Statistics {
         let n = x.shape[0], d = x.shape[1], p = x.pointer
         var mean = [Double](repeating: 0, count: d), sq = [Double](repeating: 0, count: d)
         for i in 0..<n { for j in 0..<d { let v = Double(p[i * d + j]); mean[j] += v; sq[j] += v * v } }
@@ -58,6 +58,26 @@ public final class ClassifierHead: Module {
         }
         let floor = max(std.sorted()[d / 2], 1e-6)
         return (Tensor(shape: [d], scalars: mean.map(Float.init)), Tensor(shape: [d], scalars: std.map { max($0, floor) }))
+    }
+
+    /// Per-feature statistics of one domain's features, as `statistics(_:)` computes them.
+    public typealias Statistics = (mean: Tensor, scale: Tensor)
+
+    /// Features of one domain moved into another's coordinates: `(x - from.mean) / from.scale * to.scale + to.mean`.
+    /// A head standardising with `to`'s statistics then sees these features standardised with their own domain's
+    /// statistics (domain-specific standardisation: AdaBN at the head's input).
+    public static func align(_ x: Tensor, from: Statistics, to: Statistics) -> Tensor {
+        (x - from.mean) / from.scale * to.scale + to.mean
+    }
+
+    /// Re-targets the head to raw features of a domain with statistics `from`: afterwards it computes on them what
+    /// it computed on `align(x, from: from, to: to)` before.
+    public func retarget(from: Statistics, to: Statistics) {
+        // (align(x) - mean) / scale = (x - mean') / scale' with scale' = scale * from.scale / to.scale and
+        // mean' = from.mean + (mean - to.mean) * from.scale / to.scale.
+        let ratio = from.scale / to.scale
+        featureMean.value = from.mean + (featureMean.value - to.mean) * ratio
+        featureScale.value = featureScale.value * ratio
     }
 
     /// Standardised features.

@@ -12,6 +12,9 @@ public struct TrainOptions: Codable, Sendable {
     public var labelSmoothing: Float = 0
     /// Epochs without validation improvement before stopping (nil: never stop early).
     public var patience: Int? = 8
+    /// End with the weights of the epoch with the lowest validation loss (when there is validation data); false:
+    /// end with the last epoch's weights, for losses the validation set does not measure (domain alignment).
+    public var restoresBestWeights = true
     /// Gradient clipping by global norm (nil: off).
     public var clipNorm: Float? = 5
     /// Small datasets give few batches per epoch: epochs are raised until training takes at least this many
@@ -98,7 +101,7 @@ public final class Trainer {
         if let saved = try checkpointer?.load(name) {
             (startEpoch, best, badEpochs) = try restore(saved, rng: &rng)
             if startEpoch >= options.epochs || (options.patience != nil && badEpochs >= options.patience!) {
-                if let best { try module.load(best.state, source: "checkpoint \(name)") }
+                if options.restoresBestWeights, let best { try module.load(best.state, source: "checkpoint \(name)") }
                 module.train(false)
                 return
             }
@@ -145,7 +148,7 @@ public final class Trainer {
             try saveCheckpoint(epoch: epoch + 1, best: best, badEpochs: badEpochs, rng: rng)
             if stop { break }
         }
-        if let best { try module.load(best.state, source: "best weights of \(name)") }
+        if options.restoresBestWeights, let best { try module.load(best.state, source: "best weights of \(name)") }
         module.train(false)
     }
 
