@@ -80,6 +80,27 @@ public enum AudioFile {
         return out
     }
 
+    /// The `count`-sample stretch of a file with the most energy (mono, int16 scale, `sampleRate` Hz), or the
+    /// whole file when it is shorter; the same stretch `ClipFrontEnd.fit` picks from the whole file. Files of any
+    /// length: two streaming passes (find the stretch, then copy it) hold about `count` samples plus one block.
+    public static func loudestStretch(_ url: URL, count: Int, sampleRate: Int = AudioFile.sampleRate,
+                                      blockSeconds: Double = 10) throws -> [Float] {
+        var search = LoudestStretch(count: count)
+        try windows(url, seconds: blockSeconds, sampleRate: sampleRate).forEach { search.add($0.samples) }
+        if search.seen <= count { return search.recent }
+        var out: [Float] = []
+        out.reserveCapacity(count)
+        var position = 0
+        let reader = try windows(url, seconds: blockSeconds, sampleRate: sampleRate)
+        while out.count < count, let w = try reader.next() {
+            let lo = max(search.bestStart - position, 0), hi = min(search.bestStart + count - position, w.samples.count)
+            if lo < hi { out += w.samples[lo..<hi] }
+            position += w.samples.count
+        }
+        reader.close()
+        return out
+    }
+
     /// Streams a file of any length as consecutive windows of `seconds` (the last one may be shorter), mono at
     /// int16 scale and `sampleRate` Hz. Only about one window is held in memory. The windows, concatenated, are
     /// exactly what `read` returns.
@@ -224,5 +245,51 @@ final class SoundFile {
         let major = name(format & Int32(SF_FORMAT_TYPEMASK))
         let minor = name(format & Int32(SF_FORMAT_SUBMASK))
         return [major, minor].compactMap { $0 }.joined(separator: ", ")
+    }
+}
+
+/// The first `count`-sample stretch with the largest energy in a stream of samples (energy as a running sum in
+/// Double; a later stretch must beat the best by more than 1e-9 to replace it).
+struct LoudestStretch {
+    let count: Int
+    /// Samples seen so far.
+    private(set) var seen = 0
+    /// Start of the best stretch (0 until `count` samples were seen).
+    private(set) var bestStart = 0
+    private var ring: [Float]
+    private var energy = 0.0
+    private var best = 0.0
+
+    init(count: Int) {
+        precondition(count > 0, "LoudestStretch: count must be positive")
+        self.count = count
+        ring = [Float](repeating: 0, count: count)
+    }
+
+    mutating func add<C: Collection>(_ samples: C) where C.Element == Float {
+        for x in samples {
+            let slot = seen % count
+            if seen < count {
+                energy += Double(x * x)
+            } else {
+                let old = ring[slot]
+                energy += Double(x * x) - Double(old * old)
+            }
+            ring[slot] = x
+            seen += 1
+            if seen == count {
+                best = energy
+            } else if seen > count && energy > best + 1e-9 {
+                best = energy
+                bestStart = seen - count
+            }
+        }
+    }
+
+    /// The last min(seen, count) samples, oldest first.
+    var recent: [Float] {
+        if seen <= count { return Array(ring[0..<seen]) }
+        let slot = seen % count
+        return Array(ring[slot...] + ring[..<slot])
     }
 }

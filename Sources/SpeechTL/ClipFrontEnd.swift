@@ -45,15 +45,9 @@ public struct ClipFrontEnd: Sendable {
             out.replaceSubrange(offset..<(offset + clip.count), with: clip)
             return out
         }
-        // The n-sample stretch with the largest energy (running sum in Double; first one on ties).
-        var energy = 0.0
-        for i in 0..<n { energy += Double(clip[i] * clip[i]) }
-        var best = energy, bestStart = 0
-        for s in 1...(clip.count - n) {
-            energy += Double(clip[s + n - 1] * clip[s + n - 1]) - Double(clip[s - 1] * clip[s - 1])
-            if energy > best + 1e-9 { best = energy; bestStart = s }
-        }
-        return Array(clip[bestStart..<(bestStart + n)])
+        var search = LoudestStretch(count: n)
+        search.add(clip)
+        return Array(clip[search.bestStart..<(search.bestStart + n)])
     }
 
     /// Log-mel of fitted clips: `[B, clipSamples]` -> `[B, frames, 32]` (openWakeWord's scale).

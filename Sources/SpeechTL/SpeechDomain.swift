@@ -140,7 +140,7 @@ public struct SpeechDomain: CommandLineDomain {
     // MARK: Batches
 
     public func batch(_ samples: [URL], augment: Bool, scratch: Bool, rng: inout RNG) throws -> Tensor {
-        var clips = try samples.map { frontEnd.fit(try store.samples($0)) }
+        var clips = try samples.map { try store.clip($0, frontEnd) }
         if augment { clips = clips.map { augmentation.waveform($0, rng: &rng) } }
         var mel = frontEnd.logMel(clips)
         if augment {
@@ -153,20 +153,30 @@ public struct SpeechDomain: CommandLineDomain {
     }
 }
 
-/// Decoded clips (16 kHz, int16 scale) kept for the run, so augmented epochs do not decode files again.
-/// Holds at most `limitSamples` (256 MB); beyond that clips are decoded on every use.
+/// Decoded clips (16 kHz, int16 scale, fitted to the clip length) kept for the run, so augmented epochs do not
+/// decode files again. Holds at most `limitSamples` (256 MB); beyond that clips are decoded on every use.
+/// Recordings longer than `streamingSeconds` are never loaded whole: their loudest stretch is found by
+/// streaming (`AudioFile.loudestStretch`), the same stretch `ClipFrontEnd.fit` would crop.
 final class DecodedAudio: @unchecked Sendable {
     private var clips: [String: [Float]] = [:]
     private var held = 0
     private let lock = NSLock()
     let limitSamples = 64 << 20
+    let streamingSeconds: Double
 
-    func samples(_ url: URL) throws -> [Float] {
+    init(streamingSeconds: Double = 60) { self.streamingSeconds = streamingSeconds }
+
+    func clip(_ url: URL, _ frontEnd: ClipFrontEnd) throws -> [Float] {
         let key = url.path
         lock.lock()
         if let c = clips[key] { lock.unlock(); return c }
         lock.unlock()
-        let c = try AudioFile.read(url)
+        let c: [Float]
+        if try AudioFile.info(url).duration > streamingSeconds {
+            c = frontEnd.fit(try AudioFile.loudestStretch(url, count: frontEnd.clipSamples))
+        } else {
+            c = frontEnd.fit(try AudioFile.read(url))
+        }
         lock.lock()
         if held + c.count <= limitSamples {
             clips[key] = c

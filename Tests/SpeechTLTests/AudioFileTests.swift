@@ -141,6 +141,48 @@ final class AudioFileTests: XCTestCase {
         XCTAssertThrowsError(try AudioFile.windows(file("pcm16.wav"), seconds: 0))
     }
 
+    /// Streaming two passes over small blocks finds the stretch a search over the whole file finds (brute force
+    /// here: every start's energy summed afresh), across block boundaries; short files come back whole.
+    func testLoudestStretchStreamsTheSameStretchAsTheWholeFile() throws {
+        for name in ["stereo44k.wav", "pcm16.flac", "ulaw8k.wav"] {
+            let whole = try AudioFile.read(file(name))
+            for count in [1, 37, 100, 333, whole.count - 1, whole.count, whole.count + 5] {
+                let got = try AudioFile.loudestStretch(file(name), count: count, blockSeconds: 0.013)
+                if count >= whole.count { XCTAssertEqual(got, whole, "\(name), \(count)"); continue }
+                let energies = (0...(whole.count - count)).map { s in whole[s..<(s + count)].reduce(0.0) { $0 + Double($1 * $1) } }
+                let start = energies.firstIndex(of: energies.max()!)!
+                XCTAssertEqual(got, Array(whole[start..<(start + count)]), "\(name), \(count)")
+            }
+        }
+    }
+
+    /// The speech apps never load a long recording whole: past `streamingSeconds` the clip comes from
+    /// `loudestStretch`, and it is the clip `ClipFrontEnd.fit` crops from the whole file.
+    func testLongRecordingsAreCroppedByStreaming() throws {
+        // 3 s of quiet noise at 16 kHz with a loud 0.4 s burst at 2.1 s, as 16-bit PCM WAV.
+        var rng = RNG(seed: 9)
+        let pcm: [Int16] = (0..<48000).map { i in
+            let loud = (33600..<40000).contains(i)
+            return Int16(rng.uniform(-1, 1) * (loud ? 20000 : 300))
+        }
+        var wav = Data("RIFF".utf8)
+        func le<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { wav.append(contentsOf: $0) } }
+        le(UInt32(36 + pcm.count * 2)); wav.append(contentsOf: Data("WAVEfmt ".utf8))
+        le(UInt32(16)); le(UInt16(1)); le(UInt16(1)); le(UInt32(16000)); le(UInt32(32000)); le(UInt16(2)); le(UInt16(16))
+        wav.append(contentsOf: Data("data".utf8)); le(UInt32(pcm.count * 2))
+        for v in pcm { le(v) }
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("long-\(getpid()).wav")
+        try wav.write(to: url)
+        defer { try? FileManager.default.removeItem(at: url) }
+        let frontEnd = ClipFrontEnd()
+        let expected = frontEnd.fit(try AudioFile.read(url))
+        let streamed = try DecodedAudio(streamingSeconds: 1).clip(url, frontEnd)
+        XCTAssertEqual(streamed, expected)
+        XCTAssertEqual(try DecodedAudio().clip(url, frontEnd), expected)
+        // The loud burst is inside the crop.
+        XCTAssertGreaterThan(streamed.map { abs($0) }.max()!, 10000)
+    }
+
     func testReadRefusesFilesOverTheDurationCap() throws {
         XCTAssertThrowsError(try AudioFile.read(file("pcm16.wav"), maximumDuration: 0.01)) { error in
             guard case let EngineError.invalidFile(path, problem) = error else { return XCTFail("\(error)") }
