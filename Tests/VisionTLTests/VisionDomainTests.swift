@@ -112,6 +112,9 @@ final class VisionDomainTests: XCTestCase {
         let plain = try d.batch([url], augment: false, scratch: true, rng: &rng)
         XCTAssertEqual(try batch(d, seed: 5, scratch: true).rows(0..<1), plain)
         XCTAssertNotEqual(try batch(VisionDomain(imageSize: 28, scratchAugmentation: true), seed: 5, scratch: true), try batch(d, seed: 5, scratch: true))
+        // Colour jitter only when asked for: same seed, same crops, different intensities.
+        XCTAssertNotEqual(try batch(VisionDomain(imageSize: 28, jitter: 0.4), seed: 5), try batch(d, seed: 5))
+        XCTAssertEqual(try batch(VisionDomain(imageSize: 28, jitter: 0.4), seed: 5), try batch(VisionDomain(imageSize: 28, jitter: 0.4), seed: 5))
         /// Images whose left column is brighter than the right one: only a flip makes them.
         func mirrored(_ t: Tensor) -> Int {
             let s = t.scalars, side = 28
