@@ -1,77 +1,19 @@
 import Foundation
 import XCTest
 
-/// speech-tl end to end on the fixtures, through the RELEASE binary `.build/release/speech-tl` (build it first
-/// with `swift build -c release`; scripts/test does). `TL_RELEASE_DIR` points elsewhere, e.g. at a
-/// `--scratch-path` build: `TL_RELEASE_DIR=$PWD/.build-x/release swift test --filter SpeechAppTests`.
+/// speech-tl end to end on the fixtures, through its release binary (see `ReleaseApp`).
 ///
 /// What transfer must show on these fixtures, with margins a broken pipeline cannot meet: the pretrained
 /// embedding beats the log-mel CNN from scratch at 5 labels per word by a wide margin and reaches 0.90 with all
 /// labels; the best adaptation method beats source-only on the noisy target voices by 5 points; fine-tuning
 /// keeps extraction's accuracy. Plus the run directory, evaluate, predict, and one clear line for a broken file.
-final class SpeechAppTests: XCTestCase {
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
-    static let fixtures = packageRoot.appendingPathComponent("Fixtures/speech")
-    static let work: URL = {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("speech-tl-tests-\(getpid())")
-        try? FileManager.default.removeItem(at: dir)
-        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        return dir
-    }()
+final class SpeechAppTests: XCTestCase, ReleaseAppTests {
+    static let app = ReleaseApp("speech-tl", model: "speech-embedding/embedding.safetensors", fixtures: "speech", arguments: ["--threads", "2"])
 
-    struct Output { var status: Int32; var stdout: String; var stderr: String }
+    func speech(_ arguments: [String]) throws -> CLITests.Output { try Self.app.run(arguments) }
 
-    static func binary() throws -> URL {
-        let dir = ProcessInfo.processInfo.environment["TL_RELEASE_DIR"].map { URL(fileURLWithPath: $0) }
-            ?? packageRoot.appendingPathComponent(".build/release")
-        let app = dir.appendingPathComponent("speech-tl")
-        guard FileManager.default.isExecutableFile(atPath: app.path) else {
-            XCTFail("\(app.path) is missing: run `swift build -c release` first (or set TL_RELEASE_DIR to a release build folder)")
-            throw XCTSkip("no release binary")
-        }
-        return app
-    }
-
-    func speech(_ args: [String]) throws -> Output {
-        let models = Self.packageRoot.appendingPathComponent("Models/speech-embedding/embedding.safetensors")
-        let modelsDir = ProcessInfo.processInfo.environment["TL_MODELS_DIR"] ?? Self.packageRoot.appendingPathComponent("Models").path
-        guard FileManager.default.fileExists(atPath: modelsDir + "/speech-embedding/embedding.safetensors")
-                || FileManager.default.fileExists(atPath: models.path) else {
-            throw XCTSkip("Models/speech-embedding not found: fetch the pretrained models with scripts/fetch-models (or set TL_MODELS_DIR)")
-        }
-        let p = Process()
-        p.executableURL = try Self.binary()
-        p.arguments = args + ["--threads", "2"]
-        var env = ProcessInfo.processInfo.environment
-        env["TL_OPENBLAS_REEXEC"] = nil
-        env["TL_MODELS_DIR"] = modelsDir
-        env["TL_CACHE_DIR"] = Self.work.appendingPathComponent("cache").path
-        p.environment = env
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Output(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
-    }
-
-    func results(_ out: Output) throws -> [[String: Any]] {
-        XCTAssertEqual(out.status, 0, out.stderr)
-        let obj = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any]
-        XCTAssertEqual(obj?["app"] as? String, "speech-tl")
-        return obj?["results"] as? [[String: Any]] ?? []
-    }
-
-    func accuracy(_ rows: [[String: Any]], _ strategy: String, labels: Int? = nil) -> Double {
-        let row = rows.first { ($0["strategy"] as? String) == strategy && ($0["labels_per_class"] as? Int) == labels }
-        XCTAssertNotNil(row, "no \(strategy) row in \(rows)")
-        return row?["accuracy"] as? Double ?? -1
-    }
-
-    var sourceTrain: String { Self.fixtures.appendingPathComponent("source/train").path }
-    var sourceTest: String { Self.fixtures.appendingPathComponent("source/test").path }
+    var sourceTrain: String { Self.app.fixtures.appendingPathComponent("source/train").path }
+    var sourceTest: String { Self.app.fixtures.appendingPathComponent("source/test").path }
 
     func testExtractionBeatsScratchWithFiveLabelsPerWordAndReaches90WithAll() throws {
         let few = try results(try speech(["extract", "--train", sourceTrain, "--test", sourceTest, "--labels-per-class", "5", "--json"]))
@@ -91,8 +33,8 @@ final class SpeechAppTests: XCTestCase {
         var margins: [Double] = []
         for seed in ["42", "1", "2"] {
             let rows = try results(try speech([
-                "adapt", "--source", sourceTrain, "--target", Self.fixtures.appendingPathComponent("target/unlabelled").path,
-                "--target-test", Self.fixtures.appendingPathComponent("target/test").path, "--level", "features",
+                "adapt", "--source", sourceTrain, "--target", Self.app.fixtures.appendingPathComponent("target/unlabelled").path,
+                "--target-test", Self.app.fixtures.appendingPathComponent("target/test").path, "--level", "features",
                 "--seed", seed, "--json"]))
             let base = accuracy(rows, "source-only")
             let methods = ["dann", "coral", "adabn", "pseudo"].map { ($0, accuracy(rows, $0)) }
@@ -112,7 +54,7 @@ final class SpeechAppTests: XCTestCase {
     }
 
     func testFineTuningRunDirectoryEvaluateAndPredict() throws {
-        let run = Self.work.appendingPathComponent("runs/finetune").path
+        let run = Self.app.work.appendingPathComponent("runs/finetune").path
         let out = try speech(["finetune", "--train", sourceTrain, "--test", sourceTest, "--labels-per-class", "5", "--no-baseline",
                               "--out", run, "--json"])
         let finetune = accuracy(try results(out), "finetune", labels: 5)
@@ -123,7 +65,7 @@ final class SpeechAppTests: XCTestCase {
         }
         let evaluated = try results(try speech(["evaluate", "--model", run, "--data", sourceTest, "--json"]))
         XCTAssertEqual(evaluated.first?["accuracy"] as? Double ?? -1, finetune, accuracy: 1e-9)
-        let clips = ["yes/0001.flac", "stop/0002.flac"].map { Self.fixtures.appendingPathComponent("source/test/" + $0).path }
+        let clips = ["yes/0001.flac", "stop/0002.flac"].map { Self.app.fixtures.appendingPathComponent("source/test/" + $0).path }
         let p = try speech(["predict", "--model", run, "--top", "2"] + clips)
         XCTAssertEqual(p.status, 0, p.stderr)
         let lines = p.stdout.split(separator: "\n")
@@ -133,18 +75,18 @@ final class SpeechAppTests: XCTestCase {
     }
 
     func testBrokenAudioIsOneClearLineAndLeavesNoRunDirectory() throws {
-        let data = Self.work.appendingPathComponent("broken")
+        let data = Self.app.work.appendingPathComponent("broken")
         for word in ["yes", "no"] {
             let dir = data.appendingPathComponent(word)
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
             for i in 1...3 {
-                try? FileManager.default.copyItem(atPath: Self.fixtures.appendingPathComponent("source/test/\(word)/000\(i).flac").path,
+                try? FileManager.default.copyItem(atPath: Self.app.fixtures.appendingPathComponent("source/test/\(word)/000\(i).flac").path,
                                                   toPath: dir.appendingPathComponent("\(i).flac").path)
             }
         }
         let bad = data.appendingPathComponent("no/4.wav")
         try Data("RIFF\u{10}\0\0\0WAVEfmt ".utf8).write(to: bad)
-        let run = Self.work.appendingPathComponent("runs/broken").path
+        let run = Self.app.work.appendingPathComponent("runs/broken").path
         let r = try speech(["extract", "--train", data.path, "--test", data.path, "--out", run, "--no-cache", "--quiet"])
         XCTAssertNotEqual(r.status, 0)
         let lines = r.stderr.split(separator: "\n").filter { !$0.isEmpty }
@@ -152,7 +94,7 @@ final class SpeechAppTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains(bad.path + ": "), r.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: run))
         XCTAssertFalse(FileManager.default.fileExists(atPath: run + ".partial"))
-        let noClasses = try speech(["extract", "--train", Self.fixtures.appendingPathComponent("target/unlabelled").path, "--test", sourceTest])
+        let noClasses = try speech(["extract", "--train", Self.app.fixtures.appendingPathComponent("target/unlabelled").path, "--test", sourceTest])
         XCTAssertNotEqual(noClasses.status, 0)
         XCTAssertTrue(noClasses.stderr.contains("has no class folders"), noClasses.stderr)
     }

@@ -1,80 +1,20 @@
 import Foundation
 import XCTest
 
-/// text-tl end to end on the fixtures, through the RELEASE binary `.build/release/text-tl` (build it first with
-/// `swift build -c release`; scripts/test does). `TL_RELEASE_DIR` points elsewhere, e.g. at a `--scratch-path`
-/// build: `TL_RELEASE_DIR=$PWD/.build-x/release swift test --filter TextAppTests`.
+/// text-tl end to end on the fixtures, through its release binary (see `ReleaseApp`).
 ///
 /// What transfer must show on the movie/Amazon sentiment fixtures, with margins a broken pipeline cannot meet:
 /// frozen MiniLM features beat the bag-of-n-grams trained from scratch by 5 points at 100 labels per class;
 /// fine-tuning the top two layers keeps that lead; adaptation to Amazon beats source-only, and the
 /// target-trained oracle sits above both. Plus folders of .txt files and JSON Lines, the run directory,
 /// evaluate, predict, and one clear line naming file and line for broken input.
-final class TextAppTests: XCTestCase {
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
-    static let fixtures = packageRoot.appendingPathComponent("Fixtures/text")
-    static let work: URL = {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("text-tl-tests-\(getpid())")
-        try? FileManager.default.removeItem(at: dir)
-        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        return dir
-    }()
+final class TextAppTests: XCTestCase, ReleaseAppTests {
+    static let app = ReleaseApp("text-tl", model: "all-MiniLM-L6-v2/model.safetensors", fixtures: "text", arguments: ["--threads", "2"])
 
-    struct Output { var status: Int32; var stdout: String; var stderr: String }
+    func text(_ arguments: [String]) throws -> CLITests.Output { try Self.app.run(arguments) }
 
-    static func binary() throws -> URL {
-        let dir = ProcessInfo.processInfo.environment["TL_RELEASE_DIR"].map { URL(fileURLWithPath: $0) }
-            ?? packageRoot.appendingPathComponent(".build/release")
-        let app = dir.appendingPathComponent("text-tl")
-        guard FileManager.default.isExecutableFile(atPath: app.path) else {
-            XCTFail("\(app.path) is missing: run `swift build -c release` first (or set TL_RELEASE_DIR to a release build folder)")
-            throw XCTSkip("no release binary")
-        }
-        return app
-    }
-
-    func text(_ args: [String]) throws -> Output {
-        let modelsDir = ProcessInfo.processInfo.environment["TL_MODELS_DIR"] ?? Self.packageRoot.appendingPathComponent("Models").path
-        guard FileManager.default.fileExists(atPath: modelsDir + "/all-MiniLM-L6-v2/model.safetensors") else {
-            throw XCTSkip("Models/all-MiniLM-L6-v2 not found: fetch the pretrained models with scripts/fetch-models (or set TL_MODELS_DIR)")
-        }
-        let p = Process()
-        p.executableURL = try Self.binary()
-        p.arguments = args + ["--threads", "2"]
-        var env = ProcessInfo.processInfo.environment
-        env["TL_OPENBLAS_REEXEC"] = nil
-        env["TL_MODELS_DIR"] = modelsDir
-        env["TL_CACHE_DIR"] = Self.work.appendingPathComponent("cache").path
-        p.environment = env
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        let start = Date()
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        print("text-tl \(args.prefix(1).joined()): \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
-        return Output(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
-    }
-
-    func results(_ out: Output) throws -> [[String: Any]] {
-        XCTAssertEqual(out.status, 0, out.stderr)
-        XCTAssertEqual(out.stdout.split(separator: "\n").count, 1, "--json prints exactly one line")
-        let obj = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any]
-        XCTAssertEqual(obj?["app"] as? String, "text-tl")
-        return obj?["results"] as? [[String: Any]] ?? []
-    }
-
-    func accuracy(_ rows: [[String: Any]], _ strategy: String, level: String? = nil, labels: Int? = nil) -> Double {
-        let row = rows.first { ($0["strategy"] as? String) == strategy && ($0["labels_per_class"] as? Int) == labels
-            && (level == nil || ($0["level"] as? String) == level) }
-        XCTAssertNotNil(row, "no \(strategy) row in \(rows)")
-        return row?["accuracy"] as? Double ?? -1
-    }
-
-    var moviesTrain: String { Self.fixtures.appendingPathComponent("movies/train.tsv").path }
-    var moviesTest: String { Self.fixtures.appendingPathComponent("movies/test.tsv").path }
+    var moviesTrain: String { Self.app.fixtures.appendingPathComponent("movies/train.tsv").path }
+    var moviesTest: String { Self.app.fixtures.appendingPathComponent("movies/test.tsv").path }
 
     /// Two classes, about balanced: chance is 0.5. The bag of n-grams reaches ~0.61 with 100 labels per class;
     /// frozen MiniLM features ~0.71, fine-tuning the top two layers about the same.
@@ -96,8 +36,8 @@ final class TextAppTests: XCTestCase {
     /// on this shift (0.729, 0.681), so the test runs the two that do.
     func testAdaptationBeatsSourceOnlyOnAmazon() throws {
         let rows = try results(try text(["adapt", "--source", moviesTrain,
-                                         "--target", Self.fixtures.appendingPathComponent("amazon/unlabelled.tsv").path,
-                                         "--target-test", Self.fixtures.appendingPathComponent("amazon/test.tsv").path,
+                                         "--target", Self.app.fixtures.appendingPathComponent("amazon/unlabelled.tsv").path,
+                                         "--target-test", Self.app.fixtures.appendingPathComponent("amazon/test.tsv").path,
                                          "--method", "source-only,adabn,pseudo", "--level", "features", "--json"]))
         let base = accuracy(rows, "source-only", level: "features")
         let best = max(accuracy(rows, "adabn", level: "features"), accuracy(rows, "pseudo", level: "features"))
@@ -110,7 +50,7 @@ final class TextAppTests: XCTestCase {
 
     /// A folder per label of .txt files and JSON Lines, a run directory, evaluate and predict on a .txt file.
     func testFoldersJSONLinesRunDirectoryEvaluateAndPredict() throws {
-        let data = Self.work.appendingPathComponent("small")
+        let data = Self.app.work.appendingPathComponent("small")
         let fm = FileManager.default
         try? fm.removeItem(at: data)
         let positive = ["a wonderful, moving film", "great acting and a clever story", "I loved every minute of it",
@@ -126,7 +66,7 @@ final class TextAppTests: XCTestCase {
         try ["{\"text\": \"what a lovely, touching movie\", \"label\": \"pos\"}", "{\"text\": \"tedious and painful to sit through\", \"label\": \"neg\"}",
              "{\"label\": \"pos\", \"text\": \"brilliant and funny\"}", "{\"text\": \"awful, just awful\", \"label\": \"neg\"}"]
             .joined(separator: "\n").write(to: jsonl, atomically: true, encoding: .utf8)
-        let run = Self.work.appendingPathComponent("run-small").path
+        let run = Self.app.work.appendingPathComponent("run-small").path
         try? fm.removeItem(atPath: run)
         let r = try text(["extract", "--train", data.appendingPathComponent("train").path, "--test", jsonl.path, "--no-baseline",
                           "--out", run, "--json"])
@@ -149,7 +89,7 @@ final class TextAppTests: XCTestCase {
     }
 
     func testBadInputIsOneLineNamingFileAndLine() throws {
-        let bad = Self.work.appendingPathComponent("bad")
+        let bad = Self.app.work.appendingPathComponent("bad")
         try FileManager.default.createDirectory(at: bad, withIntermediateDirectories: true)
         let emptyText = bad.appendingPathComponent("empty.tsv")
         try "label\ttext\npos\tfine\nneg\t   \n".write(to: emptyText, atomically: true, encoding: .utf8)
