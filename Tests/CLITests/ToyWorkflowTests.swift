@@ -124,6 +124,19 @@ extension ToyWorkflowTests {
         XCTAssertEqual(evaluated.first?["accuracy"] as? Double ?? -1, extractAccuracy, accuracy: 1e-9)
 
         let unlabelled = data.appendingPathComponent("target-unlabelled.csv").path
+        // Adapted feature-level models are saved for raw target features: re-scored on the target test set they
+        // give exactly the accuracy the adapt run reported.
+        let adapted = Self.root.appendingPathComponent("runs-eval/adapt").path
+        try? FileManager.default.removeItem(atPath: adapted)
+        let targetTest = data.appendingPathComponent("target-test.csv").path
+        let rows = try results(try toy(["adapt", "--source", trainCSV, "--target", unlabelled, "--target-test", targetTest,
+                                        "--method", "source-only,dann,adabn", "--out", adapted, "--json", "--threads", "1"]))
+        for method in ["source-only", "dann", "adabn"] {
+            let scored = try results(try toy(["evaluate", "--model", adapted, "--data", targetTest, "--strategy",
+                                              method + "-features", "--json"]))
+            XCTAssertEqual(scored.first?["accuracy"] as? Double ?? -1, accuracy(rows, method, level: "features"), accuracy: 1e-9, method)
+        }
+
         let p = try toy(["predict", "--model", run, "--top", "2", unlabelled])
         XCTAssertEqual(p.status, 0, p.stderr)
         XCTAssertEqual(p.stdout.split(separator: "\n").count, 300)

@@ -85,10 +85,10 @@ extension TransferWorkflows {
                        trainSeconds: Date().timeIntervalSince(start), history: history, model: model)
     }
 
-    /// A feature-level result. The head was trained on source features and sees target features through
-    /// `domains` (source statistics, target statistics) when given: evaluated on the target test features in the
-    /// source's coordinates, and saved re-targeted, so the model applies to raw target features as they come.
-    /// Keeps the source/target representations for the alignment plot.
+    /// A feature-level result. With `aligned`, the head (trained on source features) sees target features in the
+    /// source's coordinates: it is evaluated on the aligned target test features and saved re-targeted, so the
+    /// saved model applies to raw target features as they come. Keeps the source/target representations for the
+    /// alignment plot.
     func headResult(_ method: String, _ head: ClassifierHead, _ data: FeatureDomains, aligned: Bool,
                     _ test: LabelledSet<D.Sample>, _ start: Date, _ history: [EpochLog], _ evalName: String,
                     classNames: [String]) throws -> StrategyResult {
