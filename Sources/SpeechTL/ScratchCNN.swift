@@ -7,7 +7,7 @@ import TransferEngine
 /// (same padding) + BatchNorm + ReLU, with 2x2 max pooling after the first two and global average pooling after
 /// the last: 16, 32, 64 channels, 64 features, 28k parameters. The log-mel is used as openWakeWord scales it
 /// (x/10 + 2); the first BatchNorm takes care of its offset.
-public final class ScratchCNN: Module, Backbone {
+public final class ScratchCNN: Module, StackedBackbone {
     public typealias Input = Tensor
     let convs: [Conv2d]
     let norms: [BatchNorm]
@@ -35,7 +35,7 @@ public final class ScratchCNN: Module, Backbone {
         }
     }
 
-    func block(_ i: Int, _ x: Variable) -> Variable {
+    public func block(_ i: Int, _ x: Variable) -> Variable {
         let y = norms[i](convs[i](x)).relu()
         return i < 2 ? y.maxPool2d(kernel: 2) : y
     }
@@ -43,14 +43,10 @@ public final class ScratchCNN: Module, Backbone {
     public func forward(_ input: Tensor, through end: Int) -> Activation {
         precondition(input.rank == 4 && input.shape[1] == 1 && input.shape[3] == SpeechEmbedding.bands,
                      "ScratchCNN: input shape \(input.shape) must be [clips, 1, frames, 32]")
-        var x = Variable(input.reshaped([input.shape[0], input.shape[2], input.shape[3], 1]))
-        for i in 0..<end { x = block(i, x) }
-        return Activation(x)
+        return Activation(run(Variable(input.reshaped([input.shape[0], input.shape[2], input.shape[3], 1])), blocks: 0..<end))
     }
 
     public func forward(_ activation: Activation, from start: Int) -> Variable {
-        var x = activation.value
-        for i in start..<3 { x = block(i, x) }
-        return x.globalAveragePool()
+        run(activation.value, blocks: start..<blocks.count).globalAveragePool()
     }
 }

@@ -92,7 +92,7 @@ public struct ToyDomain: CommandLineDomain {
 }
 
 /// Two blocks of Linear + BatchNorm + ReLU; the second block's output is the feature vector.
-public final class ToyBackbone: Module, Backbone {
+public final class ToyBackbone: Module, StackedBackbone {
     public typealias Input = Tensor
     let fc0: Linear, bn0: BatchNorm, fc1: Linear, bn1: BatchNorm
     public let featureCount = 16
@@ -110,19 +110,11 @@ public final class ToyBackbone: Module, Backbone {
     public var blockNames: [String] { ["block 0 (fc0, bn0)", "block 1 (fc1, bn1)"] }
     public var activationsAreSequences: Bool { false }
 
-    func block(_ i: Int, _ x: Variable) -> Variable {
+    public func block(_ i: Int, _ x: Variable) -> Variable {
         i == 0 ? bn0(fc0(x)).relu() : bn1(fc1(x)).relu()
     }
 
-    public func forward(_ input: Tensor, through end: Int) -> Activation {
-        var x = Variable(input)
-        for i in 0..<end { x = block(i, x) }
-        return Activation(x)
-    }
-
     public func forward(_ activation: Activation, from start: Int) -> Variable {
-        var x = activation.value
-        for i in start..<blocks.count { x = block(i, x) }
-        return x
+        run(activation.value, blocks: start..<blocks.count)
     }
 }

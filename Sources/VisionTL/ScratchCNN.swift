@@ -7,7 +7,7 @@ import TransferEngine
 /// size; ceil(ceil(side / 2) / 2)² x 64 in general). Input RGB normalised like the pretrained network's.
 ///
 /// Blocks: `conv1`+`bn1`, `conv2`+`bn2`.
-public final class ScratchCNN: Module, Backbone {
+public final class ScratchCNN: Module, StackedBackbone {
     public typealias Input = Tensor
     public static let defaultSize = 28
 
@@ -34,21 +34,14 @@ public final class ScratchCNN: Module, Backbone {
     public var blockNames: [String] { ["conv1 3x3 3->32, bn1, max-pool 2", "conv2 3x3 32->64, bn2, max-pool 2"] }
     public var activationsAreSequences: Bool { false }
 
-    func block(_ i: Int, _ x: Variable) -> Variable {
+    public func block(_ i: Int, _ x: Variable) -> Variable {
         i == 0 ? bn1(conv1(x)).relu().maxPool2d(kernel: 2, padding: .same)
             : bn2(conv2(x)).relu().maxPool2d(kernel: 2, padding: .same)
     }
 
-    public func forward(_ input: Tensor, through end: Int) -> Activation {
-        var x = Variable(input)
-        for i in 0..<end { x = block(i, x) }
-        return Activation(x)
-    }
-
     /// Runs the remaining blocks, then flattens.
     public func forward(_ activation: Activation, from start: Int) -> Variable {
-        var x = activation.value
-        for i in start..<blocks.count { x = block(i, x) }
+        let x = run(activation.value, blocks: start..<blocks.count)
         precondition(x.value.count == x.shape[0] * featureCount,
                      "ScratchCNN: built for \(inputSize)x\(inputSize) inputs, got an activation of shape \(x.shape)")
         return x.reshaped([x.shape[0], featureCount])

@@ -145,12 +145,18 @@ final class EfficientNetTests: XCTestCase {
         }
     }
 
-    func testFusedPathEqualsTapeOnOddSizesAndSplitRanges() throws {
-        var rng = RNG(seed: 7)
+    /// A randomly initialised network with random BatchNorm statistics, frozen, in eval mode.
+    static func frozenRandomNetwork(_ rng: inout RNG) -> EfficientNetLite0 {
         let net = EfficientNetLite0(rng: &rng)
-        Self.randomiseStatistics(net, &rng)
+        randomiseStatistics(net, &rng)
         net.freeze()
         net.train(false)
+        return net
+    }
+
+    func testFusedPathEqualsTapeOnOddSizesAndSplitRanges() throws {
+        var rng = RNG(seed: 7)
+        let net = Self.frozenRandomNetwork(&rng)
         let x = rng.uniformTensor([3, 45, 37, 3], -1, 1)
         net.fusedInference = false
         let tape = Autograd.noGrad { net.features(x).value }
@@ -174,10 +180,7 @@ final class EfficientNetTests: XCTestCase {
 
     func testMemoReturnsTheSameValuesAndNeverStaleOnes() throws {
         var rng = RNG(seed: 9)
-        let net = EfficientNetLite0(rng: &rng)
-        Self.randomiseStatistics(net, &rng)
-        net.freeze()
-        net.train(false)
+        let net = Self.frozenRandomNetwork(&rng)
         let x = rng.uniformTensor([2, 40, 40, 3], -1, 1)
         let first = Autograd.noGrad { net.forward(x, through: 16).value.value }
         let hits = net.memo.hits

@@ -129,6 +129,23 @@ public protocol Backbone<Input>: Module {
     var activationsAreSequences: Bool { get }
 }
 
+/// A backbone whose blocks are plain functions of one activation, applied one after the other (the small
+/// from-scratch networks): it only says what block `i` does; `run` chains them.
+public protocol StackedBackbone: Backbone {
+    /// Block `i` applied to its input.
+    func block(_ i: Int, _ x: Variable) -> Variable
+}
+
+extension StackedBackbone {
+    /// Blocks `range`, bottom to top.
+    public func run(_ x: Variable, blocks range: Range<Int>) -> Variable { range.reduce(x) { block($1, $0) } }
+}
+
+extension StackedBackbone where Input == Tensor {
+    /// Blocks 0..<end on the raw input tensor.
+    public func forward(_ input: Tensor, through end: Int) -> Activation { Activation(run(Variable(input), blocks: 0..<end)) }
+}
+
 extension Backbone {
     /// Pooled features [B, featureCount] of a batch.
     public func features(_ input: Input) -> Variable {
