@@ -7,9 +7,9 @@ extension Tensor {
         let a = self, b = other
         if a.rank >= 2 && b.rank == 2 && !transposeSelf {
             // Fold the leading dimensions of A into its rows.
-            let k = a.dim(-1), m = a.count / max(k, 1)
+            let k = a.dim(-1), m = a.shape.dropLast().reduce(1, *)
             let (kb, n) = transposeOther ? (b.shape[1], b.shape[0]) : (b.shape[0], b.shape[1])
-            precondition(k == kb, "matmul: shapes \(a.shape) and \(b.shape)\(transposeOther ? "ᵀ" : "") clash (inner dimensions \(k) vs \(kb))")
+            require(k == kb, "matmul: shapes \(a.shape) and \(b.shape)\(transposeOther ? "ᵀ" : "") clash (inner dimensions \(k) vs \(kb))")
             var out = Tensor(uninitializedShape: Array(a.shape.dropLast()) + [n])
             BLAS.sgemm(transB: transposeOther, m: m, n: n, k: k, a: a.pointer, lda: k,
                        b: b.pointer, ldb: b.shape[1], c: out.mutablePointer, ldc: n)
@@ -18,18 +18,18 @@ extension Tensor {
         if a.rank == 2 && b.rank == 2 {
             let (m, k) = transposeSelf ? (a.shape[1], a.shape[0]) : (a.shape[0], a.shape[1])
             let (kb, n) = transposeOther ? (b.shape[1], b.shape[0]) : (b.shape[0], b.shape[1])
-            precondition(k == kb, "matmul: shapes \(a.shape)\(transposeSelf ? "ᵀ" : "") and \(b.shape)\(transposeOther ? "ᵀ" : "") clash (inner dimensions \(k) vs \(kb))")
+            require(k == kb, "matmul: shapes \(a.shape)\(transposeSelf ? "ᵀ" : "") and \(b.shape)\(transposeOther ? "ᵀ" : "") clash (inner dimensions \(k) vs \(kb))")
             var out = Tensor(uninitializedShape: [m, n])
             BLAS.sgemm(transA: transposeSelf, transB: transposeOther, m: m, n: n, k: k, a: a.pointer, lda: a.shape[1],
                        b: b.pointer, ldb: b.shape[1], c: out.mutablePointer, ldc: n)
             return out
         }
-        precondition(a.rank == 3 && b.rank == 3 && a.shape[0] == b.shape[0],
+        require(a.rank == 3 && b.rank == 3 && a.shape[0] == b.shape[0],
                      "matmul: shapes \(a.shape) and \(b.shape) clash (need 2-D x 2-D, N-D x 2-D or batched 3-D x 3-D)")
         let batch = a.shape[0]
         let (m, k) = transposeSelf ? (a.shape[2], a.shape[1]) : (a.shape[1], a.shape[2])
         let (kb, n) = transposeOther ? (b.shape[2], b.shape[1]) : (b.shape[1], b.shape[2])
-        precondition(k == kb, "batched matmul: shapes \(a.shape) and \(b.shape) clash (inner dimensions \(k) vs \(kb))")
+        require(k == kb, "batched matmul: shapes \(a.shape) and \(b.shape) clash (inner dimensions \(k) vs \(kb))")
         var out = Tensor(uninitializedShape: [batch, m, n])
         let pa = a.pointer, pb = b.pointer, po = out.mutablePointer
         let sa = a.shape[1] * a.shape[2], sb = b.shape[1] * b.shape[2]

@@ -4,7 +4,7 @@ extension Tensor {
     /// Splits the shape around `axis` into (outer, length, inner) for strided loops.
     func around(_ axis: Int) -> (outer: Int, length: Int, inner: Int, axis: Int) {
         let ax = axis < 0 ? rank + axis : axis
-        precondition(ax >= 0 && ax < rank, "axis \(axis) out of range for shape \(shape)")
+        require(ax >= 0 && ax < rank, "axis \(axis) out of range for shape \(shape)")
         let outer = shape[..<ax].reduce(1, *), inner = shape[(ax + 1)...].reduce(1, *)
         return (outer, shape[ax], inner, ax)
     }
@@ -36,7 +36,10 @@ extension Variable {
     }
 
     /// Mean of all elements, shape [].
-    public func mean() -> Variable { sum() * (1 / Float(max(value.count, 1))) }
+    public func mean() -> Variable {
+        require(value.count > 0, "mean of an empty tensor \(shape) is undefined")
+        return sum() * (1 / Float(value.count))
+    }
 
     /// Sum over one axis.
     public func sum(axis: Int, keepingDimension: Bool = false) -> Variable {
@@ -58,6 +61,7 @@ extension Variable {
     /// Mean over one axis.
     public func mean(axis: Int, keepingDimension: Bool = false) -> Variable {
         let length = value.dim(axis)
-        return sum(axis: axis, keepingDimension: keepingDimension) * (1 / Float(max(length, 1)))
+        require(length > 0, "mean over axis \(axis) of \(shape): the axis is empty, the mean is undefined")
+        return sum(axis: axis, keepingDimension: keepingDimension) * (1 / Float(length))
     }
 }

@@ -48,9 +48,9 @@ extension Variable {
         }
     }
 
-    /// Concatenation along the first axis.
-    public static func concatenateRows(_ parts: [Variable]) -> Variable {
-        let y = Tensor.concatenateRows(parts.map(\.value))
+    /// Concatenation along the first axis (`rowShape`: see `Tensor.concatenateRows`).
+    public static func concatenateRows(_ parts: [Variable], rowShape: [Int]? = nil) -> Variable {
+        let y = Tensor.concatenateRows(parts.map(\.value), rowShape: rowShape)
         return Autograd.result(y, parts, record: Autograd.needsGrad(parts)) { g in
             var start = 0
             for p in parts {

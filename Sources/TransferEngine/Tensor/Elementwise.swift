@@ -10,8 +10,8 @@ extension Tensor {
         for i in 0..<r {
             let da = i < r - a.count ? 1 : a[i - (r - a.count)]
             let db = i < r - b.count ? 1 : b[i - (r - b.count)]
-            precondition(da == db || da == 1 || db == 1, "\(op): shapes \(a) and \(b) clash (dimension \(i): \(da) vs \(db))")
-            out[i] = max(da, db)
+            require(da == db || da == 1 || db == 1, "\(op): shapes \(a) and \(b) clash (dimension \(i): \(da) vs \(db))")
+            out[i] = da == 1 ? db : da   // numpy: 1 broadcasts to anything, 0 included
         }
         return out
     }
@@ -115,7 +115,7 @@ extension Tensor {
 
     /// self += other (same element count).
     public mutating func addInPlace(_ other: Tensor, scale: Float = 1) {
-        precondition(other.count == count, "addInPlace: shapes \(shape) and \(other.shape) clash")
+        require(other.count == count, "addInPlace: shapes \(shape) and \(other.shape) clash")
         let o = mutablePointer, p = other.pointer
         if scale == 1 { for i in 0..<count { o[i] += p[i] } } else { for i in 0..<count { o[i] += scale * p[i] } }
     }
@@ -146,11 +146,12 @@ extension Tensor {
 
     /// Index of the largest value in each row of a [rows, columns] tensor.
     public func argmaxRows() -> [Int] {
-        precondition(rank == 2, "argmaxRows needs a 2-D tensor, got \(shape)")
+        require(rank == 2, "argmaxRows needs a 2-D tensor, got \(shape)")
         let cols = shape[1], p = pointer
+        require(cols > 0 || shape[0] == 0, "argmaxRows: rows of \(shape) have no columns")
         return (0..<shape[0]).map { r in
             var best = 0
-            for c in 1..<cols where p[r * cols + c] > p[r * cols + best] { best = c }
+            for c in stride(from: 1, to: cols, by: 1) where p[r * cols + c] > p[r * cols + best] { best = c }
             return best
         }
     }

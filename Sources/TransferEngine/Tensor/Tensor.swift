@@ -47,9 +47,9 @@ public struct Tensor: @unchecked Sendable {
 
     public init(shape: [Int], scalars: [Float]) {
         let n = Tensor.elementCount(shape)
-        precondition(n == scalars.count, "Tensor: shape \(shape) needs \(n) values, got \(scalars.count)")
+        require(n == scalars.count, "Tensor: shape \(shape) needs \(n) values, got \(scalars.count)")
         self.init(uninitializedShape: shape)
-        scalars.withUnsafeBufferPointer { storage.pointer.update(from: $0.baseAddress!, count: n) }
+        if n > 0 { scalars.withUnsafeBufferPointer { storage.pointer.update(from: $0.baseAddress!, count: n) } }
     }
 
     public init(_ scalar: Float) { self.init(shape: [], scalars: [scalar]) }
@@ -57,7 +57,7 @@ public struct Tensor: @unchecked Sendable {
     static func elementCount(_ shape: [Int]) -> Int {
         var n = 1
         for d in shape {
-            precondition(d >= 0, "Tensor: negative dimension in shape \(shape)")
+            require(d >= 0, "Tensor: negative dimension in shape \(shape)")
             n *= d
         }
         return n
@@ -67,7 +67,7 @@ public struct Tensor: @unchecked Sendable {
 
     /// The single value of a one-element tensor.
     public var scalar: Float {
-        precondition(count == 1, "Tensor.scalar: shape \(shape) has \(count) elements, not 1")
+        require(count == 1, "Tensor.scalar: shape \(shape) has \(count) elements, not 1")
         return storage.pointer[0]
     }
 
@@ -104,10 +104,10 @@ public struct Tensor: @unchecked Sendable {
         var s = newShape
         if let i = s.firstIndex(of: -1) {
             let known = s.enumerated().filter { $0.offset != i }.reduce(1) { $0 * $1.element }
-            precondition(known > 0 && count % known == 0, "reshape: cannot infer -1 in \(newShape) from \(shape)")
+            require(known > 0 && count % known == 0, "reshape: cannot infer -1 in \(newShape) from \(shape)")
             s[i] = count / known
         }
-        precondition(Tensor.elementCount(s) == count, "reshape: \(shape) (\(count) elements) cannot become \(newShape)")
+        require(Tensor.elementCount(s) == count, "reshape: \(shape) (\(count) elements) cannot become \(newShape)")
         var t = self
         t.shape = s
         return t
@@ -118,7 +118,7 @@ public struct Tensor: @unchecked Sendable {
 
     /// A copy of rows `range` along the first axis.
     public func rows(_ range: Range<Int>) -> Tensor {
-        precondition(rank >= 1 && range.lowerBound >= 0 && range.upperBound <= shape[0],
+        require(rank >= 1 && range.lowerBound >= 0 && range.upperBound <= shape[0],
                      "rows: \(range) out of bounds for shape \(shape)")
         let inner = shape[0] == 0 ? 0 : count / shape[0]
         var out = Tensor(uninitializedShape: [range.count] + shape.dropFirst())
@@ -131,20 +131,23 @@ public struct Tensor: @unchecked Sendable {
         let inner = shape[0] == 0 ? 0 : count / shape[0]
         var out = Tensor(uninitializedShape: [indices.count] + shape.dropFirst())
         for (j, i) in indices.enumerated() {
-            precondition(i >= 0 && i < shape[0], "gatherRows: index \(i) out of range for shape \(shape)")
+            require(i >= 0 && i < shape[0], "gatherRows: index \(i) out of range for shape \(shape)")
             (out.storage.pointer + j * inner).update(from: storage.pointer + i * inner, count: inner)
         }
         return out
     }
 
-    /// Concatenates along the first axis; the other dimensions must agree.
-    public static func concatenateRows(_ parts: [Tensor]) -> Tensor {
-        precondition(!parts.isEmpty, "concatenateRows: no tensors")
-        let tail = Array(parts[0].shape.dropFirst())
+    /// Concatenates along the first axis; the other dimensions must agree. `rowShape` (the shape of one row, e.g.
+    /// `[featureCount]`) gives the result's shape when there are no parts or all are empty: concatenating no
+    /// batches of [*, d] features is a [0, d] tensor, not an error.
+    public static func concatenateRows(_ parts: [Tensor], rowShape: [Int]? = nil) -> Tensor {
+        guard let tail = rowShape ?? parts.first.map({ Array($0.shape.dropFirst()) }) else {
+            fatalError("concatenateRows: no tensors and no row shape to make an empty result from")
+        }
         var rows = 0
         for p in parts {
-            precondition(Array(p.shape.dropFirst()) == tail,
-                         "concatenateRows: shapes \(parts[0].shape) and \(p.shape) clash beyond the first axis")
+            require(p.rank >= 1 && Array(p.shape.dropFirst()) == tail,
+                    "concatenateRows: shapes \(p.shape) and \([0] + tail) clash beyond the first axis")
             rows += p.shape[0]
         }
         var out = Tensor(uninitializedShape: [rows] + tail)
