@@ -20,9 +20,15 @@ func requirePath(_ value: String?, _ option: String) throws -> URL {
     return URL(fileURLWithPath: value)
 }
 
-/// What a training command produced: results, notes for the table, and source/target features before
-/// adaptation (for the alignment plot).
-typealias RunOutcome = (results: [StrategyResult], notes: [String], before: (source: Tensor, target: Tensor)?)
+/// What a training command produced: results, notes for the table, source/target features before adaptation
+/// (for the alignment plot), and the model `evaluate`/`predict` use by default with the reason it was chosen
+/// (never a test accuracy).
+struct RunOutcome {
+    var results: [StrategyResult]
+    var notes: [String] = []
+    var before: (source: Tensor, target: Tensor)? = nil
+    var defaultModel: (identifier: String, reason: String)? = nil
+}
 
 /// A command that trains: creates (or resumes) a run directory, runs, prints and saves the results.
 protocol TrainingCommand: ParsableCommand {
@@ -59,20 +65,23 @@ extension TrainingCommand {
         if run == nil, let out = runOptions.out {
             let args = Array(CommandLine.arguments.dropFirst(2))
             let r = RunDirectory.Record(app: D.appName, version: TransferEngineVersion.string, command: name, arguments: args,
-                                        seed: common.seed, options: workflows.domain.optionsSummary, models: [], defaultModel: nil,
+                                        seed: common.seed, options: workflows.domain.optionsSummary, models: [], defaultModel: nil, defaultReason: nil,
                                         created: ISO8601DateFormatter().string(from: Date()))
             run = try RunDirectory.create(out, record: r)
             record = r
         }
         workflows.checkpointer = run
         do {
-            let (results, notes, before) = try work()
+            let outcome = try work()
             if let run, var rec = record {
-                try Output.save(results, app: D.appName, command: name, to: run, record: &rec, alignmentBefore: before)
+                try Output.save(outcome, app: D.appName, command: name, to: run, record: &rec)
                 try run.finish()
             }
-            Output.print(app: D.appName, command: name, results: results, json: common.json,
-                         notes: notes + (run.map { ["run saved to \($0.final.path)"] } ?? []))
+            var notes = outcome.notes
+            if let (id, reason) = outcome.defaultModel { notes.append("default model: \(id) (\(reason))") }
+            if let run { notes.append("run saved to \(run.final.path)") }
+            Output.print(app: D.appName, command: name, results: outcome.results, defaultModel: outcome.defaultModel,
+                         json: common.json, notes: notes)
         } catch {
             if existing == nil { run?.discard() }
             throw error
@@ -97,7 +106,7 @@ func makeWorkflows<D: CommandLineDomain>(_: D.Type, _ domainOptions: D.Options, 
 struct TaskOptions: ParsableArguments {
     @Option(help: "Labelled training data: a folder per class, or a table with a label column.")
     var train: String?
-    @Option(help: "Labelled test data, same layout (classes must be among the training classes).")
+    @Option(help: "Labelled test data, same layout (classes must be among the training classes). Optional: it only reports; without it the validation split held out from the training data reports.")
     var test: String?
     @Option(help: "Use only N labelled training examples per class (stratified, seeded). Default: all.")
     var labelsPerClass: Int?
@@ -110,20 +119,29 @@ struct TaskOptions: ParsableArguments {
         if let labelsPerClass, labelsPerClass < 1 { throw ValidationError("--labels-per-class must be at least 1") }
     }
 
-    /// Loads and checks the sets, then returns the work: the from-scratch baseline (unless skipped) and `strategy`.
+    /// Loads and checks the sets, then returns the work: the from-scratch baseline (unless skipped) and `strategy`,
+    /// whose model is the run's default (the technique asked for; the baseline is there to compare with).
     func work<D: TransferDomain>(_ w: TransferWorkflows<D>, training: TrainingFlags,
-                                 strategy: @escaping (LabelledSet<D.Sample>, LabelledSet<D.Sample>, Int?, String) throws -> StrategyResult)
+                                 strategy: @escaping (LabelledSet<D.Sample>, LabelledSet<D.Sample>?, Int?, String) throws -> StrategyResult)
         throws -> () throws -> RunOutcome {
         let train = try w.domain.labelled(at: try requirePath(self.train, "--train"))
         try train.validateForTraining()
-        let test = try w.domain.labelled(at: try requirePath(self.test, "--test")).relabelled(to: train.classNames)
+        let test = try self.test.map { try w.domain.labelled(at: try requirePath($0, "--test")).relabelled(to: train.classNames) }
         w.options.classWeights = try training.weights(classNames: train.classNames, labels: train.labels)
-        let evalName = datasetName(self.test!), k = labelsPerClass, baseline = !noBaseline
+        let evalName = self.test.map(datasetName) ?? "validation", k = labelsPerClass, baseline = !noBaseline
         return {
             var results: [StrategyResult] = []
             if baseline { results.append(try w.scratch(train: train, test: test, labelsPerClass: k, evalName: evalName)) }
-            results.append(try strategy(train, test, k, evalName))
-            return (results, [], nil)
+            let main = try strategy(train, test, k, evalName)
+            results.append(main)
+            var notes: [String] = []
+            if test == nil {
+                notes.append(main.report == nil
+                    ? "no --test, and too few training samples to hold out a validation split (under 50): accuracy not measured"
+                    : "no --test: accuracy is on the validation split held out from the training data (\(main.report!.support.reduce(0, +)) samples; it also chose the epoch)")
+            }
+            return RunOutcome(results: results, notes: notes,
+                              defaultModel: (main.identifier, "the \(main.strategy) model this command trained"))
         }
     }
 }
@@ -211,7 +229,9 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
                              discussion: """
                              Methods: source-only (baseline), dann (gradient reversal + domain discriminator, \
                              lambda 2/(1+exp(-10p))-1), coral (Deep CORAL), adabn (BatchNorm statistics re-estimated \
-                             on the target), pseudo (self-training on confident pseudo-labels), all. \
+                             on the target), pseudo (self-training on confident pseudo-labels), mcc (Minimum Class \
+                             Confusion, temperature 2.5), shot (information maximisation + nearest-centroid pseudo-labels, \
+                             classifier fixed), bnm (Batch Nuclear-norm Maximisation), all. \
                              Levels: features (a head with a 256-wide bottleneck on cached features) and end-to-end \
                              (the backbone's top blocks trained too). With --target-test, the target-supervised oracle \
                              (5-fold cross-validation on that set) is reported as well.
@@ -222,9 +242,9 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     var source: String?
     @Option(help: "Unlabelled target data: a folder of files, or a table without labels.")
     var target: String?
-    @Option(help: "Labelled target data, for evaluation only.")
+    @Option(help: "Labelled target data, for reporting only (optional): it never chooses the default model.")
     var targetTest: String?
-    @Option(help: "Method: source-only, dann, coral, adabn, pseudo, a comma-separated list of them, or all.")
+    @Option(help: "Method: source-only, dann, coral, adabn, pseudo, mcc, shot, bnm, a comma-separated list of them, or all.")
     var method = "all"
     @Option(help: "Level: features, end-to-end or both.")
     var level = "features"
@@ -255,7 +275,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     }
 
     func validate() throws {
-        if methods.isEmpty { throw ValidationError("--method must be source-only, dann, coral, adabn, pseudo (or a comma-separated list of them) or all; got '\(method)'") }
+        if methods.isEmpty { throw ValidationError("--method must be one of \(AdaptationMethod.allCases.map(\.rawValue).joined(separator: ", ")) (or a comma-separated list of them) or all; got '\(method)'") }
         if levels.isEmpty { throw ValidationError("--level must be features, end-to-end or both; got '\(level)'") }
     }
 
@@ -273,17 +293,22 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         w.options.classWeights = try training.weights(classNames: sourceSet.classNames, labels: sourceSet.labels)
         let methods = self.methods, levels = self.levels
         return {
-            let evalSet = test ?? LabelledSet(samples: [], labels: [], classNames: sourceSet.classNames, source: "none")
             var settings = AdaptationOptions()
             settings.dannWeight = dannWeight
             settings.coralWeight = coralWeight
             settings.pseudoThreshold = pseudoThreshold
             settings.pseudoRounds = pseudoRounds
-            let results = try w.adapt(source: sourceSet, target: targetSamples, targetTest: evalSet, methods: methods,
+            var results = try w.adapt(source: sourceSet, target: targetSamples, targetTest: test, methods: methods,
                                       levels: levels, oracle: test != nil, settings: settings,
                                       evalName: test.map { _ in datasetName(targetTest!) } ?? "none")
             let before = try w.unadaptedFeatures(source: sourceSet.samples, target: targetSamples)
-            return (results, test == nil ? ["no --target-test: target accuracy not measured"] : [], before)
+            let pick = AdaptationSelection.choose(results)
+            if let pick, results.filter({ $0.model != nil }).count > 1 {
+                results.append(AdaptationSelection.autoRow(pick.identifier, of: results))
+            }
+            return RunOutcome(results: results,
+                              notes: test == nil ? ["no --target-test: target accuracy not measured"] : [],
+                              before: before, defaultModel: pick)
         }
     }
 }
@@ -321,20 +346,28 @@ struct DemoCommand<D: CommandLineDomain>: TrainingCommand {
         return {
             var results: [StrategyResult] = []
             var before: (source: Tensor, target: Tensor)?
+            var chosen: (identifier: String, reason: String)?
             if let (train, test, t) = task {
                 let evalName = datasetName(t.test)
                 for k in t.labelsPerClass {
                     results.append(try w.scratch(train: train, test: test, labelsPerClass: k, evalName: evalName))
                     results.append(try w.extract(train: train, test: test, labelsPerClass: k, evalName: evalName).result)
-                    results.append(try w.finetune(train: train, test: test, labelsPerClass: k, evalName: evalName).result)
+                    let tuned = try w.finetune(train: train, test: test, labelsPerClass: k, evalName: evalName).result
+                    results.append(tuned)
+                    if k == nil { chosen = (tuned.identifier, "fine-tuned on all the task's labels") }
                 }
             }
             if let (source, target, test, s) = shift {
-                results += try w.adapt(source: source, target: target, targetTest: test, methods: s.methods, levels: s.levels,
-                                       oracle: true, evalName: datasetName(s.targetTest))
+                let adapted = try w.adapt(source: source, target: target, targetTest: test, methods: s.methods,
+                                          levels: s.levels, oracle: true, evalName: datasetName(s.targetTest))
+                results += adapted
                 before = try w.unadaptedFeatures(source: source.samples, target: target)
+                if let pick = AdaptationSelection.choose(adapted) {
+                    results.append(AdaptationSelection.autoRow(pick.identifier, of: adapted))
+                    chosen = chosen ?? pick
+                }
             }
-            return (results, [], before)
+            return RunOutcome(results: results, before: before, defaultModel: chosen)
         }
     }
 }

@@ -36,7 +36,8 @@ struct InfoCommand<D: CommandLineDomain>: ParsableCommand {
             let run = try SavedRun(model, app: D.appName)
             rows.append(("run", "\(run.record.command), seed \(run.record.seed), created \(run.record.created)"))
             rows.append(("run models", run.record.models.joined(separator: ", ")))
-            rows.append(("default model", run.record.defaultModel ?? "-"))
+            rows.append(("default model", run.record.defaultModel.map { id in
+                run.record.defaultReason.map { "\(id): \($0)" } ?? id } ?? "-"))
             if let m = try? run.model(nil) {
                 rows.append(("classes", m.classNames.joined(separator: ", ")))
                 rows.append(("head", "\(m.headKind.rawValue), \(m.kind.rawValue)"))

@@ -3,20 +3,38 @@ import TransferEngine
 
 /// Results on stdout (a table, or exactly one JSON object) and the artefacts of a run directory.
 enum Output {
-    /// The stable JSON shape documented in the README.
-    static func json(app: String, command: String, results: [StrategyResult]) -> String {
+    /// The stable JSON shape documented in the README (later keys are additive: `eval_set`, `label_free`,
+    /// `chosen`, `default_model`).
+    static func json(app: String, command: String, results: [StrategyResult],
+                     defaultModel: (identifier: String, reason: String)? = nil) -> String {
         let rows: [[String: Any]] = results.map { r in
-            [
+            var row: [String: Any] = [
                 "strategy": r.strategy,
                 "level": r.level.map { $0 as Any } ?? NSNull(),
                 "eval": r.eval,
+                "eval_set": r.evaluatedOn.rawValue,
                 "labels_per_class": r.labelsPerClass.map { $0 as Any } ?? NSNull(),
                 "accuracy": r.accuracy.map { $0 as Any } ?? NSNull(),
                 "macro_f1": r.macroF1.map { $0 as Any } ?? NSNull(),
                 "train_seconds": (r.trainSeconds * 1000).rounded() / 1000,
             ]
+            if let scores = r.labelFree { row["label_free"] = jsonObject(scores) }
+            if let chosen = r.chosen { row["chosen"] = chosen }
+            return row
         }
-        return encode(["app": app, "command": command, "results": rows])
+        var object: [String: Any] = ["app": app, "command": command, "results": rows]
+        if let (id, reason) = defaultModel { object["default_model"] = ["id": id, "reason": reason] }
+        return encode(object)
+    }
+
+    /// An Encodable value as a JSON object (snake_case keys unless told), for embedding in hand-built JSON; non-finite
+    /// numbers become the strings "nan", "inf", "-inf".
+    static func jsonObject<T: Encodable>(_ value: T, snakeCase: Bool = true) -> Any {
+        let encoder = JSONEncoder()
+        if snakeCase { encoder.keyEncodingStrategy = .convertToSnakeCase }
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        guard let data = try? encoder.encode(value), let object = try? JSONSerialization.jsonObject(with: data) else { return NSNull() }
+        return object
     }
 
     static func encode(_ object: [String: Any]) -> String {
@@ -25,9 +43,18 @@ enum Output {
     }
 
     static func table(_ results: [StrategyResult]) -> String {
-        var rows: [[String]] = [["strategy", "level", "eval", "labels/class", "accuracy", "macro-F1", "train s"]]
+        let scored = results.contains { $0.labelFree != nil }
+        var rows: [[String]] = [["strategy", "level", "eval", "labels/class", "accuracy", "macro-F1", "train s"]
+                                + (scored ? ["reverse-val", "IM", "agree"] : [])]
         for r in results {
-            var row = [r.strategy, r.level ?? "-", r.eval, "all", "-", "-", String(format: "%.1f", r.trainSeconds)]
+            var row = [r.strategy == "auto" ? "auto (\(r.chosen ?? "?"))" : r.strategy, r.level ?? "-", r.eval, "all", "-", "-",
+                       String(format: "%.1f", r.trainSeconds)]
+            if scored {
+                let s = r.strategy == "auto" ? nil : r.labelFree
+                row += [s.map { String(format: "%.3f", $0.reverseValidation) } ?? "-",
+                        s.map { String(format: "%.3f", $0.informationMaximisation) } ?? "-",
+                        s?.agreementWithSourceOnly.map { String(format: "%.3f", $0) } ?? "-"]
+            }
             if let k = r.labelsPerClass { row[3] = String(k) }
             if let report = r.report {
                 row[4] = String(format: "%.4f", report.accuracy)
@@ -55,9 +82,10 @@ enum Output {
     }
 
     /// Prints results as a table (plus notes) or as JSON.
-    static func print(app: String, command: String, results: [StrategyResult], json: Bool, notes: [String] = []) {
+    static func print(app: String, command: String, results: [StrategyResult],
+                      defaultModel: (identifier: String, reason: String)? = nil, json: Bool, notes: [String] = []) {
         if json {
-            Swift.print(Output.json(app: app, command: command, results: results))
+            Swift.print(Output.json(app: app, command: command, results: results, defaultModel: defaultModel))
         } else {
             Swift.print(table(results))
             for n in notes { Swift.print(n) }
@@ -65,8 +93,9 @@ enum Output {
     }
 
     /// Writes metrics, models and plots into the run directory.
-    static func save(_ results: [StrategyResult], app: String, command: String, to run: RunDirectory,
-                     record: inout RunDirectory.Record, alignmentBefore: (source: Tensor, target: Tensor)? = nil) throws {
+    static func save(_ outcome: RunOutcome, app: String, command: String, to run: RunDirectory,
+                     record: inout RunDirectory.Record) throws {
+        let results = outcome.results
         var detailed: [[String: Any]] = []
         for r in results {
             let id = r.identifier
@@ -74,15 +103,17 @@ enum Output {
                 try run.saveModel(model, name: id, app: app)
                 if !record.models.contains(id) { record.models.append(id) }
             }
-            var entry: [String: Any] = ["id": id, "strategy": r.strategy, "eval": r.eval,
+            var entry: [String: Any] = ["id": id, "strategy": r.strategy, "eval": r.eval, "eval_set": r.evaluatedOn.rawValue,
                                         "train_seconds": r.trainSeconds]
+            if let scores = r.labelFree { entry["label_free"] = jsonObject(scores) }
+            if let chosen = r.chosen { entry["chosen"] = chosen }
             if let report = r.report {
                 let data = try JSONEncoder().encode(report)
                 entry["report"] = try JSONSerialization.jsonObject(with: data)
                 try run.write(Data(Plots.confusionMatrix(report.confusion, classNames: report.classNames,
                                                          title: "\(id) on \(r.eval)")), to: "plots/confusion-\(id).png")
             }
-            entry["history"] = try JSONSerialization.jsonObject(with: try JSONEncoder().encode(r.history))
+            entry["history"] = jsonObject(r.history, snakeCase: false)
             detailed.append(entry)
             if !r.history.isEmpty {
                 let series: [(name: String, values: [Double])] = [
@@ -99,14 +130,14 @@ enum Output {
                               to: "plots/alignment-\(id).png")
             }
         }
-        if let before = alignmentBefore {
+        if let before = outcome.before {
             try run.write(Data(alignmentPlot(before, title: "source vs target features before adaptation")),
                           to: "plots/alignment-before.png")
         }
-        // The default model for evaluate/predict: the best-scoring one that has a model.
-        record.defaultModel = results.filter { $0.model != nil }
-            .max { ($0.accuracy ?? -1) < ($1.accuracy ?? -1) }?.identifier ?? record.defaultModel
-        let summary = Output.json(app: app, command: command, results: results)
+        // The default model for evaluate/predict: the command's choice, made without test labels.
+        record.defaultModel = outcome.defaultModel?.identifier
+        record.defaultReason = outcome.defaultModel?.reason
+        let summary = Output.json(app: app, command: command, results: results, defaultModel: outcome.defaultModel)
         var metrics = try JSONSerialization.jsonObject(with: Data(summary.utf8)) as! [String: Any]
         metrics["details"] = detailed
         try run.write(Data(encode(metrics).utf8), to: "metrics.json")

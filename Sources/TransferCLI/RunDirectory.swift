@@ -18,6 +18,8 @@ final class RunDirectory: TrainingCheckpointer {
         var options: [String: String]
         var models: [String]
         var defaultModel: String?
+        /// Why `defaultModel` was chosen (never a test accuracy).
+        var defaultReason: String?
         var created: String
     }
 

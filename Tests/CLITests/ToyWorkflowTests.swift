@@ -44,9 +44,9 @@ final class ToyWorkflowTests: XCTestCase {
         let scratch = accuracy(rows, "scratch", labels: 5), extract = accuracy(rows, "extract", labels: 5)
         print("toy, 5 labels per class: scratch \(scratch), extract \(extract)")
         XCTAssertGreaterThan(extract, scratch + 0.15)
-        // JSON schema: exactly these keys in every result.
+        // JSON schema: exactly these keys in every result (eval_set is additive: test or validation).
         for r in rows {
-            XCTAssertEqual(Set(r.keys), ["strategy", "level", "eval", "labels_per_class", "accuracy", "macro_f1", "train_seconds"])
+            XCTAssertEqual(Set(r.keys), ["strategy", "level", "eval", "eval_set", "labels_per_class", "accuracy", "macro_f1", "train_seconds"])
         }
     }
 
@@ -61,7 +61,7 @@ final class ToyWorkflowTests: XCTestCase {
         // that, DANN and CORAL could only move a shared bottleneck and did not beat source-only).
         for level in ["end-to-end", "features"] {
             let base = accuracy(rows, "source-only", level: level)
-            for m in ["dann", "coral", "adabn", "pseudo"] {
+            for m in ["dann", "coral", "adabn", "pseudo", "mcc", "shot", "bnm"] {
                 let a = accuracy(rows, m, level: level)
                 print("toy \(level): \(m) \(a) vs source-only \(base)")
                 XCTAssertGreaterThan(a, base + 0.02, "\(m) at \(level) level")

@@ -2,7 +2,7 @@ import Foundation
 
 /// Unsupervised domain adaptation methods (labelled source, unlabelled target).
 public enum AdaptationMethod: String, CaseIterable, Codable, Sendable {
-    case sourceOnly = "source-only", dann, coral, adabn, pseudo
+    case sourceOnly = "source-only", dann, coral, adabn, pseudo, mcc, shot, bnm
 }
 
 /// Where adaptation acts: on cached features (a trainable head with a bottleneck; seconds), or end to end
@@ -23,6 +23,14 @@ public struct AdaptationOptions: Sendable {
     public var pseudoRounds = 3
     /// Folds for the target-supervised oracle (cross-validation on the labelled target test set).
     public var oracleFolds = 5
+    /// Minimum Class Confusion: softmax temperature and loss weight (Jin et al. 2020; TLlib's defaults).
+    public var mccTemperature: Float = 2.5
+    public var mccWeight: Float = 1
+    /// Batch Nuclear-norm Maximisation: loss weight (Cui et al. 2020).
+    public var bnmWeight: Float = 1
+    /// SHOT: weight of the information-maximisation loss and of the nearest-centroid pseudo-label loss (Liang et al. 2020).
+    public var shotIMWeight: Float = 1
+    public var shotPseudoWeight: Float = 0.3
 
     public init() {}
 }
@@ -40,33 +48,20 @@ final class DomainDiscriminator: Module {
     func callAsFunction(_ x: Variable) -> Variable { fc2(fc1(x).relu()) }
 }
 
-extension Variable {
-    /// Deep CORAL: ||C_a - C_b||²_F / (4 d²) between the feature covariances of two batches [n, d].
-    public static func coralLoss(_ a: Variable, _ b: Variable) -> Variable {
-        precondition(a.rank == 2 && b.rank == 2 && a.shape[1] == b.shape[1],
-                     "coralLoss: shapes \(a.shape) and \(b.shape) clash")
-        func covariance(_ x: Variable) -> Variable {
-            let centred = x - x.mean(axis: 0, keepingDimension: true)
-            return centred.matmul(centred, transposeSelf: true) * (1 / Float(max(x.shape[0] - 1, 1)))
-        }
-        let d = Float(a.shape[1])
-        return (covariance(a) - covariance(b)).square().sum() * (1 / (4 * d * d))
-    }
-}
-
 extension TransferWorkflows {
-    /// Runs the chosen methods at the chosen levels. Reports target accuracy on `targetTest`, next to
-    /// source-only and, with `oracle`, the target-supervised oracle (k-fold cross-validation on `targetTest`:
-    /// each fold is predicted by a head trained on the other folds, so no example scores itself).
-    public func adapt(source: LabelledSet<D.Sample>, target: [D.Sample], targetTest: LabelledSet<D.Sample>,
+    /// Runs the chosen methods at the chosen levels and scores every model on the unlabelled target without
+    /// labels (`labelFree`, what `AdaptationSelection` chooses by). With `targetTest` (labelled target data, for
+    /// reporting only: it chooses nothing) reports target accuracy and, with `oracle`, the target-supervised oracle
+    /// (k-fold cross-validation on `targetTest`: each fold is predicted by a head trained on the other folds).
+    public func adapt(source: LabelledSet<D.Sample>, target: [D.Sample], targetTest: LabelledSet<D.Sample>?,
                       methods: [AdaptationMethod], levels: [AdaptationLevel], oracle: Bool,
                       settings: AdaptationOptions = AdaptationOptions(), evalName: String) throws -> [StrategyResult] {
         guard !target.isEmpty else { throw EngineError.invalidArgument("the target set has no samples") }
-        let test = try targetTest.relabelled(to: source.classNames)
+        let test = try targetTest?.relabelled(to: source.classNames)
         var results: [StrategyResult] = []
         let fS = try features(source.samples, name: "source")
         let fT = try features(target, name: "target")
-        let fTest = try features(test.samples, name: evalName)
+        let fTest = try test.map { try features($0.samples, name: evalName) }
         if levels.contains(.features) {
             results += try adaptFeatures(source: source, fS: fS, fT: fT, test: test, fTest: fTest,
                                          methods: methods, settings: settings, evalName: evalName)
@@ -75,11 +70,14 @@ extension TransferWorkflows {
             results += try adaptEndToEnd(source: source, target: target, fS: fS, fT: fT, test: test,
                                          methods: methods, settings: settings, evalName: evalName)
         }
-        if oracle { results.append(try self.oracle(test: test, fTest: fTest, settings: settings, evalName: evalName)) }
+        try scoreWithoutLabels(&results, source: source, fS: fS, target: target, fT: fT)
+        if oracle, let test, let fTest {
+            results.append(try self.oracle(test: test, fTest: fTest, settings: settings, evalName: evalName))
+        }
         return results
     }
 
-    func result(_ method: String, _ level: AdaptationLevel?, _ report: ClassificationReport, _ start: Date,
+    func result(_ method: String, _ level: AdaptationLevel?, _ report: ClassificationReport?, _ start: Date,
                 _ history: [EpochLog], _ evalName: String, model: SavedModel? = nil) -> StrategyResult {
         StrategyResult(strategy: method, level: level?.rawValue, eval: evalName, labelsPerClass: nil, report: report,
                        trainSeconds: Date().timeIntervalSince(start), history: history, model: model)
@@ -90,7 +88,7 @@ extension TransferWorkflows {
     /// saved model applies to raw target features as they come. Keeps the source/target representations for the
     /// alignment plot.
     func headResult(_ method: String, _ head: ClassifierHead, _ data: FeatureDomains, aligned: Bool,
-                    _ test: LabelledSet<D.Sample>, _ start: Date, _ history: [EpochLog], _ evalName: String,
+                    _ test: LabelledSet<D.Sample>?, _ start: Date, _ history: [EpochLog], _ evalName: String,
                     classNames: [String]) throws -> StrategyResult {
         let (fT, fTest) = aligned ? (data.targetAligned, data.testAligned) : (data.target, data.test)
         var model = SavedModel(kind: .head, head: head, classNames: classNames)
@@ -100,7 +98,8 @@ extension TransferWorkflows {
             model = SavedModel(kind: .head, head: head, classNames: classNames)
             try head.load(trained)
         }
-        var r = result(method, .features, evaluate(head, fTest, test), start, history, evalName, model: model)
+        let report = test.map { evaluate(head, fTest, $0) }
+        var r = result(method, .features, report, start, history, evalName, model: model)
         var rng = RNG(seed: 0)
         r.alignment = Autograd.noGrad {
             (head.representation(Variable(data.source), training: false, rng: &rng).value,
@@ -131,12 +130,14 @@ extension TransferWorkflows {
         let sourceStatistics: ClassifierHead.Statistics, targetStatistics: ClassifierHead.Statistics
         let targetAligned: Tensor, testAligned: Tensor
 
-        init(source: Tensor, target: Tensor, test: Tensor) {
-            (self.source, self.target, self.test) = (source, target, test)
+        /// `test`: the labelled target test set's features, when there is one.
+        init(source: Tensor, target: Tensor, test: Tensor?) {
+            (self.source, self.target) = (source, target)
+            self.test = test ?? Tensor(zeros: [0, source.shape[1]])
             sourceStatistics = ClassifierHead.statistics(source)
             targetStatistics = ClassifierHead.statistics(target)
             targetAligned = ClassifierHead.align(target, from: targetStatistics, to: sourceStatistics)
-            testAligned = ClassifierHead.align(test, from: targetStatistics, to: sourceStatistics)
+            testAligned = ClassifierHead.align(self.test, from: targetStatistics, to: sourceStatistics)
         }
     }
 
@@ -145,7 +146,7 @@ extension TransferWorkflows {
     /// statistics (domain-specific normalisation, as AdaBN / DSBN do for BatchNorm): AdaBN is exactly that on the
     /// source-only head; DANN and CORAL align the bottleneck on top of it; pseudo-labelling self-trains from the
     /// AdaBN head. On MNIST -> optdigits this took feature-level DANN from 12 % to 65 % (issue 5's note).
-    func adaptFeatures(source: LabelledSet<D.Sample>, fS: Tensor, fT: Tensor, test: LabelledSet<D.Sample>, fTest: Tensor,
+    func adaptFeatures(source: LabelledSet<D.Sample>, fS: Tensor, fT: Tensor, test: LabelledSet<D.Sample>?, fTest: Tensor?,
                        methods: [AdaptationMethod], settings: AdaptationOptions, evalName: String) throws -> [StrategyResult] {
         let classes = source.classNames.count
         let data = FeatureDomains(source: fS, target: fT, test: fTest)
@@ -153,7 +154,7 @@ extension TransferWorkflows {
         var results: [StrategyResult] = []
         var start = Date()
         var rng = RNG(seed: options.seed)
-        let (sourceHead, sourceHistory) = try trainHead(features: fS, labels: source.labels, classes: classes, kind: .mlp,
+        let (sourceHead, sourceHistory, _) = try trainHead(features: fS, labels: source.labels, classes: classes, kind: .mlp,
                                                         name: "adapt-features-source-only", rng: &rng)
         let sourceSeconds = Date().timeIntervalSince(start)
         for method in methods {
@@ -169,16 +170,16 @@ extension TransferWorkflows {
                 results.append(try headResult("adabn", sourceHead, data, aligned: true, test, start, [], evalName,
                                               classNames: source.classNames))
             case .coral:
-                let (head, history) = try trainHead(features: fS, labels: source.labels, classes: classes, kind: .mlp,
-                                                    name: "adapt-features-coral", rng: &r) { head in
+                let (head, history, _) = try trainHead(features: fS, labels: source.labels, classes: classes, kind: .mlp,
+                                                       name: "adapt-features-coral", rng: &r) { head in
                     self.coralExtra(head: head, targetFeatures: fTa, weight: settings.coralWeight)
                 }
                 results.append(try headResult("coral", head, data, aligned: true, test, start, history, evalName,
                                               classNames: source.classNames))
             case .dann:
                 var discriminatorRNG = RNG(seed: options.seed &+ 101)
-                let (head, history) = try trainHead(features: fS, labels: source.labels, classes: classes, kind: .mlp,
-                                                    name: "adapt-features-dann", rng: &r) { head in
+                let (head, history, _) = try trainHead(features: fS, labels: source.labels, classes: classes, kind: .mlp,
+                                                       name: "adapt-features-dann", rng: &r) { head in
                     self.dannExtra(width: head.representationWidth, weight: settings.dannWeight, rng: &discriminatorRNG,
                                    targetCount: fTa.shape[0]) { idx, rng in
                         head.representation(Variable(fTa.gatherRows(idx)), training: true, rng: &rng)
@@ -193,14 +194,56 @@ extension TransferWorkflows {
                     let (idx, labels) = confident(probabilities(head, fTa), threshold: settings.pseudoThreshold, classes: classes)
                     if idx.isEmpty { break }
                     let x = Tensor.concatenateRows([fS, fTa.gatherRows(idx)])
-                    (head, history) = try trainHead(features: x, labels: source.labels + labels, classes: classes, kind: .mlp,
+                    (head, history, _) = try trainHead(features: x, labels: source.labels + labels, classes: classes, kind: .mlp,
                                                     name: "adapt-features-pseudo-\(round)", rng: &r)
                 }
                 results.append(try headResult("pseudo", head, data, aligned: true, test, start, history, evalName,
                                               classNames: source.classNames))
+            case .mcc, .bnm, .shot:
+                // The target's representation comes from the head being trained, on target features standardised
+                // with their own statistics. SHOT starts from the source-only head and keeps its classifier fixed.
+                let initial = method == .shot ? sourceHead : nil
+                let (head, history, _) = try trainHead(features: fS, labels: source.labels, classes: classes, kind: .mlp,
+                                                       name: "adapt-features-\(method.rawValue)", rng: &r,
+                                                       initial: initial, frozen: initial == nil ? [] : ["fc"]) { head in
+                    self.targetObjective(method, settings: settings, head: head, targetCount: fTa.shape[0]) { idx, training, rng in
+                        head.representation(Variable(idx.map { fTa.gatherRows($0) } ?? fTa), training: training, rng: &rng)
+                    }
+                }
+                results.append(try headResult(method.rawValue, head, data, aligned: true, test, start, history, evalName,
+                                              classNames: source.classNames))
             }
         }
         return results
+    }
+
+    /// The target loss of MCC, BNM or SHOT, on a batch of target representations from `target(indices, training, rng)`
+    /// (indices nil: every target sample, for SHOT's centroids) classified by `head`.
+    func targetObjective(_ method: AdaptationMethod, settings: AdaptationOptions, head: ClassifierHead, targetCount: Int,
+                         target: @escaping ([Int]?, Bool, inout RNG) throws -> Variable) -> ExtraLoss {
+        var centroidLabels: [Int] = [], labelledEpoch = -1
+        return ExtraLoss(modules: []) { h, _, position, rng in
+            let idx = self.targetBatch(targetCount, size: h.shape[0], rng: &rng)
+            let logits = head.classify(try target(idx, true, &rng))
+            switch method {
+            case .mcc:
+                return Variable.minimumClassConfusionLoss(logits: logits, temperature: settings.mccTemperature) * settings.mccWeight
+            case .bnm:
+                return Variable.batchNuclearNormLoss(logits: logits) * settings.bnmWeight
+            default:
+                // SHOT: pseudo-labels from the nearest class centroid, recomputed at the start of every epoch from
+                // the current representation (so a resumed run recomputes them exactly as an uninterrupted one).
+                if labelledEpoch != position.epoch {
+                    var r = RNG(seed: 0)
+                    let all = try Autograd.noGrad { try target(nil, false, &r).value }
+                    let p = Autograd.noGrad { head.classify(Variable(all)).softmax(axis: -1).value }
+                    centroidLabels = self.nearestCentroidLabels(all, p)
+                    labelledEpoch = position.epoch
+                }
+                let im = Variable.informationMaximisationLoss(logits: logits) * settings.shotIMWeight
+                return im + Variable.crossEntropy(logits: logits, labels: idx.map { centroidLabels[$0] }) * settings.shotPseudoWeight
+            }
+        }
     }
 
     /// Confident pseudo-labels: rows whose top probability reaches `threshold`, at most as many per class as
@@ -235,8 +278,8 @@ extension TransferWorkflows {
     func dannExtra(width: Int, weight: Float, rng: inout RNG, targetCount: Int,
                    target: @escaping ([Int], inout RNG) throws -> Variable) -> ExtraLoss {
         let disc = DomainDiscriminator(inputs: width, rng: &rng)
-        return ExtraLoss(modules: [("discriminator", disc)]) { h, _, progress, rng in
-            let lambda = Float(2 / (1 + Foundation.exp(-10 * progress)) - 1)
+        return ExtraLoss(modules: [("discriminator", disc)]) { h, _, position, rng in
+            let lambda = Float(2 / (1 + Foundation.exp(-10 * position.fraction)) - 1)
             let idx = self.targetBatch(targetCount, size: h.shape[0], rng: &rng)
             let ht = try target(idx, &rng)
             let zs = disc(h.gradientReversal(lambda: lambda)), zt = disc(ht.gradientReversal(lambda: lambda))
@@ -246,9 +289,54 @@ extension TransferWorkflows {
         }
     }
 
+    /// SHOT's labelling (`obtain_label` in its code): class centroids of the L2-normalised representation
+    /// [N, d] weighted by the predictions [N, K], each sample labelled by the nearest centroid in cosine distance
+    /// (classes predicted for no sample are left out), then once more with centroids of those hard labels.
+    func nearestCentroidLabels(_ representation: Tensor, _ p: Tensor) -> [Int] {
+        let (n, d, k) = (representation.shape[0], representation.shape[1], p.shape[1])
+        var x = [Double](repeating: 0, count: n * (d + 1))
+        for i in 0..<n {
+            var norm = 1.0   // SHOT appends a constant 1 before normalising
+            for j in 0..<d { let v = Double(representation[flat: i * d + j]); x[i * (d + 1) + j] = v; norm += v * v }
+            x[i * (d + 1) + d] = 1
+            norm = norm.squareRoot()
+            for j in 0...d { x[i * (d + 1) + j] /= norm }
+        }
+        var weights = (0..<n * k).map { Double(p[flat: $0]) }
+        var present = Set(p.argmaxRows())
+        var labels = p.argmaxRows()
+        for _ in 0..<2 {
+            var centroids = [Double](repeating: 0, count: k * (d + 1)), mass = [Double](repeating: 1e-8, count: k)
+            for i in 0..<n {
+                for c in 0..<k where weights[i * k + c] != 0 {
+                    let w = weights[i * k + c]
+                    mass[c] += w
+                    for j in 0...d { centroids[c * (d + 1) + j] += w * x[i * (d + 1) + j] }
+                }
+            }
+            var norms = [Double](repeating: 0, count: k)
+            for c in 0..<k {
+                for j in 0...d { centroids[c * (d + 1) + j] /= mass[c] }
+                norms[c] = max((0...d).reduce(0) { $0 + centroids[c * (d + 1) + $1] * centroids[c * (d + 1) + $1] }.squareRoot(), 1e-12)
+            }
+            for i in 0..<n {
+                var best = -1, bestSimilarity = -Double.infinity
+                for c in 0..<k where present.contains(c) {
+                    let dot = (0...d).reduce(0) { $0 + x[i * (d + 1) + $1] * centroids[c * (d + 1) + $1] }
+                    if dot / norms[c] > bestSimilarity { bestSimilarity = dot / norms[c]; best = c }
+                }
+                labels[i] = max(best, 0)
+            }
+            weights = [Double](repeating: 0, count: n * k)
+            for i in 0..<n { weights[i * k + labels[i]] = 1 }
+            present = Set(labels)
+        }
+        return labels
+    }
+
     // MARK: End to end
 
-    func adaptEndToEnd(source: LabelledSet<D.Sample>, target: [D.Sample], fS: Tensor, fT: Tensor, test: LabelledSet<D.Sample>,
+    func adaptEndToEnd(source: LabelledSet<D.Sample>, target: [D.Sample], fS: Tensor, fT: Tensor, test: LabelledSet<D.Sample>?,
                        methods: [AdaptationMethod], settings: AdaptationOptions, evalName: String) throws -> [StrategyResult] {
         let classes = source.classNames.count
         var results: [StrategyResult] = []
@@ -256,18 +344,33 @@ extension TransferWorkflows {
         let first = bb.blocks.count - min(options.unfreeze, bb.blocks.count)
         // Target activations below the trained blocks, computed once (the frozen part never changes).
         var targetActs: (parts: [Tensor], rowsPerSample: Int)?
-        func targetRepresentation(_ head: ClassifierHead) throws -> ([Int], inout RNG) throws -> Variable {
+        /// The head's representation of target samples `idx` through the trained blocks; nil: every target sample,
+        /// in inference batches with the blocks in evaluation mode (no BatchNorm statistics updated).
+        func targetRepresentation(_ head: ClassifierHead) throws -> ([Int]?, Bool, inout RNG) throws -> Variable {
             if targetActs == nil { targetActs = try activations(target, through: first, name: "target", backbone: bb) }
             let acts = targetActs!
-            return { idx, rng in
+            func run(_ idx: [Int], _ training: Bool, _ rng: inout RNG) -> Variable {
                 let a = Activation.join(idx.map { acts.parts[$0] }, sequences: bb.activationsAreSequences,
                                         rowsPerSample: acts.rowsPerSample)
-                return head.representation(bb.forward(a, from: first), training: true, rng: &rng)
+                return head.representation(bb.forward(a, from: first), training: training, rng: &rng)
+            }
+            return { idx, training, rng in
+                if let idx { return run(idx, training, &rng) }
+                bb.train(false)
+                defer { bb.train(true) }
+                let batches = stride(from: 0, to: target.count, by: self.options.inferenceBatchSize).map { start in
+                    run(Array(start..<min(target.count, start + self.options.inferenceBatchSize)), false, &rng)
+                }
+                return Variable.concatenateRows(batches, rowShape: [head.representationWidth])
             }
         }
         func newHead(_ name: String, _ rng: inout RNG) throws -> (ClassifierHead, [EpochLog]) {
-            try trainHead(features: fS, labels: source.labels, classes: classes, kind: .mlp,
-                          name: "adapt-e2e-probe-\(name)", rng: &rng)
+            let trained = try trainHead(features: fS, labels: source.labels, classes: classes, kind: .mlp,
+                                        name: "adapt-e2e-probe-\(name)", rng: &rng)
+            return (trained.head, trained.history)
+        }
+        func report(_ model: FineTuned) throws -> ClassificationReport? {
+            try test.map { try evaluate(model, $0, name: evalName) }
         }
         var sourceOnlyModel: FineTuned?
         // The backbone object is shared: later methods reload the pristine weights into it, so the source-only
@@ -283,7 +386,7 @@ extension TransferWorkflows {
                                          name: "adapt-e2e-source-only", rng: &rng)
                 sourceOnlyModel = tuned.model
                 sourceOnlyState = tuned.model.backbone.stateDict()
-                results.append(result("source-only", .endToEnd, try evaluate(tuned.model, test, name: evalName), start,
+                results.append(result("source-only", .endToEnd, try report(tuned.model), start,
                                       probe + tuned.history, evalName, model: tuned.model.saved(classNames: source.classNames)))
             case .coral, .dann:
                 let (head, probe) = try newHead(method.rawValue, &rng)
@@ -291,16 +394,16 @@ extension TransferWorkflows {
                 let extra: ExtraLoss
                 if method == .coral {
                     extra = ExtraLoss(modules: []) { h, _, _, rng in
-                        let ht = try targetRep(self.targetBatch(target.count, size: h.shape[0], rng: &rng), &rng)
+                        let ht = try targetRep(self.targetBatch(target.count, size: h.shape[0], rng: &rng), true, &rng)
                         return Variable.coralLoss(h, ht) * settings.coralWeight
                     }
                 } else {
                     extra = dannExtra(width: head.representationWidth, weight: settings.dannWeight, rng: &rng,
-                                      targetCount: target.count, target: targetRep)
+                                      targetCount: target.count) { try targetRep($0, true, &$1) }
                 }
                 let tuned = try trainTop(head: head, samples: source.samples, labels: source.labels, classes: classes,
                                          name: "adapt-e2e-\(method.rawValue)", rng: &rng, extra: extra)
-                results.append(result(method.rawValue, .endToEnd, try evaluate(tuned.model, test, name: evalName), start,
+                results.append(result(method.rawValue, .endToEnd, try report(tuned.model), start,
                                       probe + tuned.history, evalName, model: tuned.model.saved(classNames: source.classNames)))
             case .adabn:
                 results.append(try adaBN(source: source, target: target, test: test, start: start, evalName: evalName))
@@ -321,7 +424,18 @@ extension TransferWorkflows {
                 let tuned = try trainTop(head: head, samples: source.samples + idx.map { target[$0] },
                                          labels: source.labels + labels, classes: classes,
                                          name: "adapt-e2e-pseudo", rng: &rng)
-                results.append(result("pseudo", .endToEnd, try evaluate(tuned.model, test, name: evalName), start,
+                results.append(result("pseudo", .endToEnd, try report(tuned.model), start,
+                                      probe + tuned.history, evalName, model: tuned.model.saved(classNames: source.classNames)))
+            case .mcc, .bnm, .shot:
+                // As at the feature level; SHOT keeps the probe's classifier fixed while the blocks and the
+                // bottleneck move.
+                let (head, probe) = try newHead(method.rawValue, &rng)
+                if method == .shot { head.freeze(["fc"]) }
+                let extra = targetObjective(method, settings: settings, head: head, targetCount: target.count,
+                                            target: try targetRepresentation(head))
+                let tuned = try trainTop(head: head, samples: source.samples, labels: source.labels, classes: classes,
+                                         name: "adapt-e2e-\(method.rawValue)", rng: &rng, extra: extra)
+                results.append(result(method.rawValue, .endToEnd, try report(tuned.model), start,
                                       probe + tuned.history, evalName, model: tuned.model.saved(classNames: source.classNames)))
             }
         }
@@ -331,7 +445,7 @@ extension TransferWorkflows {
     /// AdaBN: every BatchNorm of the backbone re-estimates its statistics on each domain's data. The head is
     /// trained on source features computed with source statistics and applied to target features computed with
     /// target statistics. Without BatchNorm layers only the head's standardisation can adapt: said in a note.
-    func adaBN(source: LabelledSet<D.Sample>, target: [D.Sample], test: LabelledSet<D.Sample>, start: Date,
+    func adaBN(source: LabelledSet<D.Sample>, target: [D.Sample], test: LabelledSet<D.Sample>?, start: Date,
                evalName: String) throws -> StrategyResult {
         let bb = try backbone()
         let layers = bb.batchNormLayers()
@@ -355,18 +469,17 @@ extension TransferWorkflows {
         }
         // Features with the statistics just estimated (`features(_:name:)` reloads the pristine backbone first).
         func currentFeatures(_ samples: [D.Sample], name: String) throws -> Tensor {
-            Tensor.concatenateRows(try runBackbone(samples, name: "features of \(name)") { [bb.features($0).value] })
+            try pooled(samples, name: "features of \(name)", width: bb.featureCount) { bb.features($0) }
         }
         var rng = RNG(seed: options.seed)
         try reestimate(on: source.samples, name: "source")
         let fS = try currentFeatures(source.samples, name: "source (source statistics)")
-        let (head, history) = try trainHead(features: fS, labels: source.labels, classes: source.classNames.count,
-                                            kind: .mlp, name: "adapt-e2e-adabn", rng: &rng)
+        let (head, history, _) = try trainHead(features: fS, labels: source.labels, classes: source.classNames.count,
+                                               kind: .mlp, name: "adapt-e2e-adabn", rng: &rng)
         try reestimate(on: target, name: "target")
         let fT = try currentFeatures(target, name: "target (target statistics)")
         head.standardise(from: fT)
-        let fTest = try currentFeatures(test.samples, name: "\(evalName) (target statistics)")
-        let report = evaluate(head, fTest, test)
+        let report = try test.map { evaluate(head, try currentFeatures($0.samples, name: "\(evalName) (target statistics)"), $0) }
         let statistics = bb.namedBuffers().reduce(into: [String: Tensor]()) { $0[$1.name] = $1.variable.value }
         _ = try backbone()   // back to the pristine pretrained weights and statistics
         return result("adabn", .endToEnd, report, start, history, evalName,
@@ -385,7 +498,7 @@ extension TransferWorkflows {
         for (i, fold) in folds.enumerated() {
             let held = Set(fold)
             let trainIdx = (0..<test.count).filter { !held.contains($0) }
-            let (head, h) = try trainHead(features: fTest.gatherRows(trainIdx), labels: trainIdx.map { test.labels[$0] },
+            let (head, h, _) = try trainHead(features: fTest.gatherRows(trainIdx), labels: trainIdx.map { test.labels[$0] },
                                           classes: test.classNames.count, kind: .mlp, name: "oracle-\(i)", rng: &rng)
             history = h
             for (j, p) in zip(fold, probabilities(head, fTest.gatherRows(fold)).argmaxRows()) { predictions[j] = p }

@@ -30,6 +30,15 @@ public struct TrainOptions: Codable, Sendable {
     public init() {}
 }
 
+/// The batch a trainer is on: its epoch (from 0), its step (from 0, over all epochs) and the number of steps.
+public struct TrainingPosition: Sendable {
+    public var epoch: Int
+    public var step: Int
+    public var totalSteps: Int
+    /// step / totalSteps, in [0, 1).
+    public var fraction: Double { Double(step) / Double(max(totalSteps, 1)) }
+}
+
 /// One epoch of a training history.
 public struct EpochLog: Codable, Equatable, Sendable {
     public var epoch: Int
@@ -73,6 +82,9 @@ public final class Trainer {
     public private(set) var history: [EpochLog] = []
     /// Called after every epoch (for progress output).
     public var onEpoch: ((EpochLog) -> Void)?
+    /// Where training is, as seen by the batch being computed (also right after `--resume`: counted from the
+    /// epoch restored, not from this process's start, so schedules inside losses resume exactly).
+    public private(set) var position = TrainingPosition(epoch: 0, step: 0, totalSteps: 1)
 
     /// `module` is everything whose state a checkpoint or the restore-best must capture; `groups` are the
     /// trainable parameter groups (discriminative learning rates).
@@ -115,7 +127,11 @@ public final class Trainer {
             for b in 0..<batchesPerEpoch {
                 let indices = Array(order[(b * options.batchSize)..<min(count, (b + 1) * options.batchSize)])
                 optimizer.zeroGrad()
+                position = TrainingPosition(epoch: epoch, step: epoch * batchesPerEpoch + b, totalSteps: totalSteps)
                 let result = try step(indices, &rng)
+                guard result.loss.value.scalar.isFinite else {
+                    throw EngineError.invalidArgument("training \(name) diverged: the loss is \(result.loss.value.scalar) at epoch \(epoch + 1); try a smaller --lr")
+                }
                 result.loss.backward()
                 if let clip = options.clipNorm { _ = clipGradientNorm(optimizer.parameters, maxNorm: clip) }
                 optimizer.step(lr: schedule.learningRate(step: epoch * batchesPerEpoch + b, totalSteps: totalSteps))

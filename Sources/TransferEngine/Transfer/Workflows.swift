@@ -8,6 +8,13 @@ public struct StrategyResult: Codable {
     public var level: String?
     /// Name of the evaluation set.
     public var eval: String
+    /// What `report` was measured on: the test set given, the validation split held out from the training data
+    /// (no test set given), or nothing (no labels to measure with).
+    public var evaluatedOn: Evaluation = .test
+    /// Scores of the model on the unlabelled target that need no target labels (adaptation rows).
+    public var labelFree: LabelFreeScores?
+    /// For the "auto" row: the identifier of the model the label-free rule chose.
+    public var chosen: String?
     /// Labelled training examples per class, nil when all were used.
     public var labelsPerClass: Int?
     /// nil when there was no labelled set to evaluate on.
@@ -22,13 +29,22 @@ public struct StrategyResult: Codable {
     public var accuracy: Double? { report?.accuracy }
     public var macroF1: Double? { report?.macroF1 }
 
-    enum CodingKeys: String, CodingKey { case strategy, level, eval, labelsPerClass, report, trainSeconds, history }
+    enum CodingKeys: String, CodingKey {
+        case strategy, level, eval, evaluatedOn, labelFree, chosen, labelsPerClass, report, trainSeconds, history
+    }
 
-    public init(strategy: String, level: String?, eval: String, labelsPerClass: Int?, report: ClassificationReport?,
-                trainSeconds: Double, history: [EpochLog], model: SavedModel? = nil) {
+    /// Where a result's accuracy comes from.
+    public enum Evaluation: String, Codable, Sendable {
+        case test, validation
+        case notMeasured = "none"
+    }
+
+    public init(strategy: String, level: String?, eval: String, evaluatedOn: Evaluation = .test, labelsPerClass: Int?,
+                report: ClassificationReport?, trainSeconds: Double, history: [EpochLog], model: SavedModel? = nil) {
         self.strategy = strategy
         self.level = level
         self.eval = eval
+        self.evaluatedOn = report == nil ? .notMeasured : evaluatedOn
         self.labelsPerClass = labelsPerClass
         self.report = report
         self.trainSeconds = trainSeconds
@@ -187,12 +203,16 @@ public final class TransferWorkflows<D: TransferDomain> {
         if let cached = options.cache?.load(key)?["features"], cached.shape == [samples.count, bb.featureCount] {
             return cached
         }
-        let acts = try runBackbone(samples, name: "features of \(name)") { input in
-            [bb.features(input).value]
-        }
-        let f = Tensor.concatenateRows(acts)
-        try options.cache?.store(key, ["features": f])
+        let f = try pooled(samples, name: "features of \(name)", width: bb.featureCount) { bb.features($0) }
+        if !samples.isEmpty { try options.cache?.store(key, ["features": f]) }
         return f
+    }
+
+    /// Pooled outputs [N, width] of `forward` over batches of samples, without gradients ([0, width] for none).
+    func pooled(_ samples: [D.Sample], name: String, width: Int, scratch: Bool = false,
+                _ forward: (D.Input) -> Variable) throws -> Tensor {
+        let parts = try runBackbone(samples, name: name, scratch: scratch) { [forward($0).value] }
+        return Tensor.concatenateRows(parts, rowShape: [width])
     }
 
     /// Per-sample activations below block `end` of the pretrained backbone, plus rows per sample.
@@ -208,15 +228,17 @@ public final class TransferWorkflows<D: TransferDomain> {
     }
 
     /// Runs `body` over batches of samples without gradients, with progress, collecting its outputs.
-    func runBackbone<T>(_ samples: [D.Sample], name: String, _ body: (D.Input) throws -> [T]) throws -> [T] {
+    func runBackbone<T>(_ samples: [D.Sample], name: String, scratch: Bool = false,
+                        _ body: (D.Input) throws -> [T]) throws -> [T] {
         var out: [T] = []
+        if samples.isEmpty { return out }
         out.reserveCapacity(samples.count)
         let progress = ProgressReporter(label: name, total: samples.count, unit: "samples")
         var rng = RNG(seed: options.seed)
         try Autograd.noGrad {
             for start in stride(from: 0, to: samples.count, by: options.inferenceBatchSize) {
                 let chunk = Array(samples[start..<min(samples.count, start + options.inferenceBatchSize)])
-                out += try body(try domain.batch(chunk, augment: false, scratch: false, rng: &rng))
+                out += try body(try domain.batch(chunk, augment: false, scratch: scratch, rng: &rng))
                 progress.advance(by: chunk.count)
             }
         }
@@ -226,15 +248,20 @@ public final class TransferWorkflows<D: TransferDomain> {
 
     // MARK: Heads on features
 
-    /// Trains a head on features with a Create ML validation split and early stopping.
-    /// `extra` adds a loss on each batch's representation (feature-level adaptation); its modules train too.
+    /// Trains a head on features with a Create ML validation split and early stopping. Returns the head, its
+    /// history and the validation rows it held out. `extra` adds a loss on each batch's representation
+    /// (feature-level adaptation); its modules train too. `initial`: start from that head's weights (standardisation
+    /// included) instead of a new one; `frozen`: parameter prefixes of the head that stay fixed.
     func trainHead(features: Tensor, labels: [Int], classes: Int, kind: ClassifierHead.Kind,
-                   name: String, rng: inout RNG,
-                   extra: ((ClassifierHead) -> ExtraLoss)? = nil) throws -> (ClassifierHead, [EpochLog]) {
+                   name: String, rng: inout RNG, initial: ClassifierHead? = nil, frozen: [String] = [],
+                   checkpoint: Bool = true, extra: ((ClassifierHead) -> ExtraLoss)? = nil) throws
+        -> (head: ClassifierHead, history: [EpochLog], validation: [Int]) {
         let split = Splits.trainValidation(labels: labels, classCount: classes,
                                            fraction: Splits.validationFraction(forCount: labels.count), rng: &rng)
         let head = ClassifierHead(kind: kind, inputs: features.shape[1], classes: classes, rng: &rng)
         head.standardise(from: features.gatherRows(split.train))
+        if let initial { try head.load(initial.stateDict(), source: "initial head") }
+        if !frozen.isEmpty { head.freeze(frozen) }
         var opts = options.headTraining
         // Alignment losses trade source loss for domain invariance, so the source validation loss is a poor
         // stopping rule for them (as the adaptation literature finds): they train for the full schedule and keep
@@ -246,9 +273,7 @@ public final class TransferWorkflows<D: TransferDomain> {
         let extraLoss = extra?(head)
         let parts = ModelParts([("head", head)] + (extraLoss?.modules ?? []))
         let trainer = Trainer(name: name, module: parts, groups: [ParameterGroup(module: parts)], options: opts,
-                              checkpointer: checkpointer)
-        let stepsPerEpoch = (split.train.count + opts.batchSize - 1) / opts.batchSize
-        var steps = 0
+                              checkpointer: checkpoint ? checkpointer : nil)
         let xTrain = features.gatherRows(split.train), yTrain = split.train.map { labels[$0] }
         let xVal = features.gatherRows(split.validation), yVal = split.validation.map { labels[$0] }
         let weights = options.classWeights
@@ -258,10 +283,7 @@ public final class TransferWorkflows<D: TransferDomain> {
             let y = idx.map { yTrain[$0] }
             var loss = Variable.crossEntropy(logits: logits, labels: y, labelSmoothing: opts.labelSmoothing,
                                              classWeights: weights)
-            if let extraLoss {
-                loss = loss + (try extraLoss.loss(h, logits, Double(steps) / Double(max(1, stepsPerEpoch * opts.epochs)), &rng))
-            }
-            steps += 1
+            if let extraLoss { loss = loss + (try extraLoss.loss(h, logits, trainer.position, &rng)) }
             return BatchResult(loss: loss, logits: logits.value, labels: y)
         }, validate: split.validation.isEmpty ? nil : {
             var r = RNG(seed: 0)  // evaluation draws nothing
@@ -270,7 +292,7 @@ public final class TransferWorkflows<D: TransferDomain> {
             let acc = zip(logits.value.argmaxRows(), yVal).filter { $0 == $1 }.count
             return (Double(loss), Double(acc) / Double(yVal.count))
         })
-        return (head, trainer.history)
+        return (head, trainer.history, split.validation)
     }
 
     /// Class probabilities [N, K] of a head on features.
@@ -293,20 +315,30 @@ public final class TransferWorkflows<D: TransferDomain> {
 
     // MARK: Feature extraction
 
-    /// Frozen backbone, cached features, new head.
-    public func extract(train: LabelledSet<D.Sample>, test: LabelledSet<D.Sample>, labelsPerClass: Int? = nil,
+    /// Frozen backbone, cached features, new head. Without a test set, the validation split held out from the
+    /// training data reports (it also chose the epoch, so it flatters a little; the result says which it was).
+    public func extract(train: LabelledSet<D.Sample>, test: LabelledSet<D.Sample>?, labelsPerClass: Int? = nil,
                         evalName: String) throws -> (result: StrategyResult, head: ClassifierHead) {
         let set = trainingSet(train, labelsPerClass: labelsPerClass)
         let fTrain = try features(set.samples, name: "train")
-        let fTest = try features(test.samples, name: evalName)
+        let fTest = try test.map { try features($0.samples, name: evalName) }
         var rng = RNG(seed: options.seed)
         let start = Date()
-        let (head, history) = try trainHead(features: fTrain, labels: set.labels, classes: set.classNames.count,
-                                            kind: options.head, name: "extract-\(labelsPerClass ?? 0)", rng: &rng)
+        let (head, history, validation) = try trainHead(features: fTrain, labels: set.labels, classes: set.classNames.count,
+                                                        kind: options.head, name: "extract-\(labelsPerClass ?? 0)", rng: &rng)
         let seconds = Date().timeIntervalSince(start)
-        return (StrategyResult(strategy: "extract", level: nil, eval: evalName, labelsPerClass: labelsPerClass,
-                               report: evaluate(head, fTest, test), trainSeconds: seconds, history: history,
+        let report = try test.map { evaluate(head, fTest!, $0) }
+            ?? validationReport(set, validation) { evaluate(head, fTrain.gatherRows(validation), $0) }
+        return (StrategyResult(strategy: "extract", level: nil, eval: test == nil ? "validation" : evalName,
+                               evaluatedOn: test == nil ? .validation : .test, labelsPerClass: labelsPerClass,
+                               report: report, trainSeconds: seconds, history: history,
                                model: SavedModel(kind: .head, head: head, classNames: set.classNames)), head)
+    }
+
+    /// The report on the validation rows of `set` (nil when training held none out: under 50 samples).
+    func validationReport(_ set: LabelledSet<D.Sample>, _ validation: [Int],
+                          _ score: (LabelledSet<D.Sample>) throws -> ClassificationReport) rethrows -> ClassificationReport? {
+        validation.isEmpty ? nil : try score(set.subset(validation))
     }
 
     // MARK: Fine-tuning
@@ -326,7 +358,7 @@ public final class TransferWorkflows<D: TransferDomain> {
     }
 
     /// Linear probe, then the top `options.unfreeze` blocks trained with discriminative learning rates.
-    public func finetune(train: LabelledSet<D.Sample>, test: LabelledSet<D.Sample>, labelsPerClass: Int? = nil,
+    public func finetune(train: LabelledSet<D.Sample>, test: LabelledSet<D.Sample>?, labelsPerClass: Int? = nil,
                          evalName: String) throws -> (result: StrategyResult, model: FineTuned) {
         let set = trainingSet(train, labelsPerClass: labelsPerClass)
         let classes = set.classNames.count
@@ -334,14 +366,16 @@ public final class TransferWorkflows<D: TransferDomain> {
         let start = Date()
         // 1. Linear probe on cached features (the extraction head).
         let fTrain = try features(set.samples, name: "train")
-        let (head, probeHistory) = try trainHead(features: fTrain, labels: set.labels, classes: classes, kind: options.head,
-                                                 name: "finetune-probe-\(labelsPerClass ?? 0)", rng: &rng)
+        let (head, probeHistory, _) = try trainHead(features: fTrain, labels: set.labels, classes: classes, kind: options.head,
+                                                    name: "finetune-probe-\(labelsPerClass ?? 0)", rng: &rng)
         // 2. Unfreeze the top blocks and train them with the head.
         let tuned = try trainTop(head: head, samples: set.samples, labels: set.labels, classes: classes,
                                  name: "finetune-\(labelsPerClass ?? 0)", rng: &rng)
         let seconds = Date().timeIntervalSince(start)
-        let report = try evaluate(tuned.model, test, name: evalName)
-        return (StrategyResult(strategy: "finetune", level: nil, eval: evalName, labelsPerClass: labelsPerClass,
+        let report = try test.map { try evaluate(tuned.model, $0, name: evalName) }
+            ?? validationReport(set, tuned.validation) { try evaluate(tuned.model, $0, name: "validation") }
+        return (StrategyResult(strategy: "finetune", level: nil, eval: test == nil ? "validation" : evalName,
+                               evaluatedOn: test == nil ? .validation : .test, labelsPerClass: labelsPerClass,
                                report: report, trainSeconds: seconds, history: probeHistory + tuned.history,
                                model: tuned.model.saved(classNames: set.classNames)), tuned.model)
     }
@@ -349,7 +383,7 @@ public final class TransferWorkflows<D: TransferDomain> {
     /// Trains the top blocks of the pretrained backbone together with `head` on labelled samples, plus an
     /// optional extra loss on the batch's features (for end-to-end adaptation).
     func trainTop(head: ClassifierHead, samples: [D.Sample], labels: [Int], classes: Int, name: String,
-                  rng: inout RNG, extra: ExtraLoss? = nil) throws -> (model: FineTuned, history: [EpochLog]) {
+                  rng: inout RNG, extra: ExtraLoss? = nil) throws -> (model: FineTuned, history: [EpochLog], validation: [Int]) {
         let bb = try backbone()
         let k = min(options.unfreeze, bb.blocks.count)
         let first = bb.blocks.count - k
@@ -381,8 +415,6 @@ public final class TransferWorkflows<D: TransferDomain> {
             let input = try domain.batch(indices.map { samples[$0] }, augment: training, scratch: false, rng: &rng)
             return bb.forward(bb.forward(input, through: first), from: first)
         }
-        var totalSteps = 0
-        let stepsPerEpoch = (split.train.count + opts.batchSize - 1) / opts.batchSize
         try trainer.fit(count: split.train.count, rng: &rng, step: { idx, rng in
             let chosen = idx.map { split.train[$0] }
             let f = try batchFeatures(chosen, training: true, rng: &rng)
@@ -390,11 +422,7 @@ public final class TransferWorkflows<D: TransferDomain> {
             let logits = head.classify(h)
             let y = chosen.map { labels[$0] }
             var loss = Variable.crossEntropy(logits: logits, labels: y, labelSmoothing: opts.labelSmoothing, classWeights: weights)
-            if let extra {
-                let progress = Double(totalSteps) / Double(max(1, stepsPerEpoch * opts.epochs))
-                loss = loss + (try extra.loss(h, logits, progress, &rng))
-            }
-            totalSteps += 1
+            if let extra { loss = loss + (try extra.loss(h, logits, trainer.position, &rng)) }
             return BatchResult(loss: loss, logits: logits.value, labels: y)
         }, validate: split.validation.isEmpty ? nil : {
             var r = RNG(seed: 0)
@@ -405,24 +433,23 @@ public final class TransferWorkflows<D: TransferDomain> {
             return (Double(loss), Double(zip(logits.value.argmaxRows(), y).filter { $0 == $1 }.count) / Double(y.count))
         })
         bb.freeze()
-        return (FineTuned(backbone: bb, head: head, firstTrainableBlock: first), trainer.history)
+        return (FineTuned(backbone: bb, head: head, firstTrainableBlock: first), trainer.history, split.validation)
     }
 
     /// An extra training loss computed from a batch's head representation and logits (adaptation methods).
     struct ExtraLoss {
         var modules: [(String, Module)]
-        /// (representation, logits, training progress in [0, 1], rng) -> loss
-        var loss: (Variable, Variable, Double, inout RNG) throws -> Variable
+        /// (representation, logits, where training is, rng) -> loss
+        var loss: (Variable, Variable, TrainingPosition, inout RNG) throws -> Variable
     }
 
     /// Pooled features [N, F] through a fine-tuned model (frozen part run from the pretrained weights).
     public func features(_ model: FineTuned, _ samples: [D.Sample], name: String) throws -> Tensor {
         let bb = model.backbone
         bb.train(false)
-        let parts = try runBackbone(samples, name: "\(name) through the fine-tuned model") { input in
-            [bb.forward(bb.forward(input, through: model.firstTrainableBlock), from: model.firstTrainableBlock).value]
+        return try pooled(samples, name: "\(name) through the fine-tuned model", width: bb.featureCount) { input in
+            bb.forward(bb.forward(input, through: model.firstTrainableBlock), from: model.firstTrainableBlock)
         }
-        return Tensor.concatenateRows(parts)
     }
 
     public func evaluate(_ model: FineTuned, _ test: LabelledSet<D.Sample>, name: String) throws -> ClassificationReport {
@@ -432,7 +459,7 @@ public final class TransferWorkflows<D: TransferDomain> {
     // MARK: From scratch
 
     /// A small randomly initialised network of the domain's choosing, trained on the same data.
-    public func scratch(train: LabelledSet<D.Sample>, test: LabelledSet<D.Sample>, labelsPerClass: Int? = nil,
+    public func scratch(train: LabelledSet<D.Sample>, test: LabelledSet<D.Sample>?, labelsPerClass: Int? = nil,
                         evalName: String, augment: Bool = true) throws -> StrategyResult {
         let set = trainingSet(train, labelsPerClass: labelsPerClass)
         let classes = set.classNames.count
@@ -469,17 +496,21 @@ public final class TransferWorkflows<D: TransferDomain> {
             return (Double(loss), Double(zip(z.value.argmaxRows(), y).filter { $0 == $1 }.count) / Double(y.count))
         })
         let seconds = Date().timeIntervalSince(start)
-        var predictions: [Int] = []
-        var r = RNG(seed: 0)
-        try Autograd.noGrad {
-            for s in stride(from: 0, to: test.count, by: options.inferenceBatchSize) {
-                let idx = Array(s..<min(test.count, s + options.inferenceBatchSize))
-                predictions += try logits(idx, of: test, training: false, rng: &r).value.argmaxRows()
+        func score(_ s: LabelledSet<D.Sample>) throws -> ClassificationReport {
+            var predictions: [Int] = []
+            var r = RNG(seed: 0)
+            try Autograd.noGrad {
+                for b in stride(from: 0, to: s.count, by: options.inferenceBatchSize) {
+                    let idx = Array(b..<min(s.count, b + options.inferenceBatchSize))
+                    predictions += try logits(idx, of: s, training: false, rng: &r).value.argmaxRows()
+                }
             }
+            return ClassificationReport(predictions: predictions, labels: s.labels, classNames: s.classNames)
         }
-        return StrategyResult(strategy: "scratch", level: nil, eval: evalName, labelsPerClass: labelsPerClass,
-                              report: ClassificationReport(predictions: predictions, labels: test.labels, classNames: test.classNames),
-                              trainSeconds: seconds, history: trainer.history,
+        let report = try test.map(score) ?? validationReport(set, split.validation, score)
+        return StrategyResult(strategy: "scratch", level: nil, eval: test == nil ? "validation" : evalName,
+                              evaluatedOn: test == nil ? .validation : .test, labelsPerClass: labelsPerClass,
+                              report: report, trainSeconds: seconds, history: trainer.history,
                               model: SavedModel(kind: .scratch, head: head, classNames: set.classNames, net: net.stateDict()))
     }
 
@@ -495,22 +526,13 @@ public final class TransferWorkflows<D: TransferDomain> {
             let bb = try backbone()
             try bb.load(saved.part("backbone."), strict: false, source: "saved backbone")
             defer { _ = try? backbone() }
-            let f = try runBackbone(samples, name: name) { [bb.features($0).value] }
-            return probabilities(head, Tensor.concatenateRows(f))
+            return probabilities(head, try pooled(samples, name: name, width: bb.featureCount) { bb.features($0) })
         case .scratch:
             var rng = RNG(seed: options.seed)
             let net = domain.scratchBackbone(rng: &rng)
             try net.load(saved.part("net."), source: "saved network")
             net.train(false)
-            var r = RNG(seed: 0)
-            var parts: [Tensor] = []
-            try Autograd.noGrad {
-                for s in stride(from: 0, to: samples.count, by: options.inferenceBatchSize) {
-                    let chunk = Array(samples[s..<min(samples.count, s + options.inferenceBatchSize)])
-                    parts.append(net.features(try domain.batch(chunk, augment: false, scratch: true, rng: &r)).value)
-                }
-            }
-            return probabilities(head, Tensor.concatenateRows(parts))
+            return probabilities(head, try pooled(samples, name: name, width: net.featureCount, scratch: true) { net.features($0) })
         }
     }
 }

@@ -1,0 +1,121 @@
+import Foundation
+
+/// Scores of an adapted model that need no target labels (Musgrave et al. 2021; ADAPTATION.md), measured on the
+/// unlabelled target set.
+public struct LabelFreeScores: Codable, Equatable, Sendable {
+    /// Reverse validation (Zhong et al. 2010; used to tune DANN in Ganin et al. 2016): a linear head trained on the
+    /// target's pretrained features with this model's target predictions as labels, scored on the labelled source
+    /// set (each domain standardised with its own statistics). Target predictions that are consistent with the
+    /// source labels transfer back; collapsed or scrambled ones do not.
+    public var reverseValidation: Double
+    /// Information maximisation on the target: (entropy of the mean prediction - mean entropy of each prediction)
+    /// / log K, in [-1, 1]; high when predictions are confident and spread over the classes.
+    public var informationMaximisation: Double
+    /// Mean entropy of each target prediction / log K (0: certain, 1: uniform).
+    public var meanEntropy: Double
+    /// Fraction of target samples on which this model and the source-only model of the same level agree.
+    public var agreementWithSourceOnly: Double?
+    /// Share of the target predicted as each class (the target's class proportions as this model sees them).
+    public var predictedProportions: [Double]
+}
+
+/// The rule that picks a run's default adapted model without target labels.
+public enum AdaptationSelection {
+    /// An adapted model replaces source-only only when its reverse validation is at least this much higher.
+    public static let margin = 0.01
+
+    /// Picks among `results` (those with a model and label-free scores): the best reverse validation, unless it does
+    /// not beat source-only's by `margin`, in which case source-only. Returns the identifier and a sentence saying why.
+    public static func choose(_ results: [StrategyResult]) -> (identifier: String, reason: String)? {
+        let candidates = results.filter { $0.model != nil && $0.labelFree != nil }
+        guard let best = candidates.max(by: { $0.labelFree!.reverseValidation < $1.labelFree!.reverseValidation })
+        else { return nil }
+        let baseline = candidates.filter { $0.strategy == AdaptationMethod.sourceOnly.rawValue }
+            .max { $0.labelFree!.reverseValidation < $1.labelFree!.reverseValidation }
+        let rv = best.labelFree!.reverseValidation
+        func pct(_ x: Double) -> String { String(format: "%.1f%%", 100 * x) }
+        guard let baseline, best.strategy != baseline.strategy else {
+            return (best.identifier, "\(best.identifier) has the highest reverse validation (\(pct(rv))) of the candidates")
+        }
+        let rvBase = baseline.labelFree!.reverseValidation
+        if rv >= rvBase + margin {
+            return (best.identifier, "\(best.identifier) has the highest reverse validation (\(pct(rv)), source-only \(pct(rvBase))); chosen without target labels")
+        }
+        return (baseline.identifier, "no method's reverse validation beats source-only's (\(pct(rvBase))) by \(pct(margin)) (best: \(best.identifier) \(pct(rv))): keeping source-only")
+    }
+
+    /// The "auto" row of a results table: the chosen model's row under the strategy name "auto", with `chosen`
+    /// naming it (its model stays saved under its own name).
+    public static func autoRow(_ identifier: String, of results: [StrategyResult]) -> StrategyResult {
+        var row = results.first { $0.identifier == identifier }!
+        row.strategy = "auto"
+        row.level = nil
+        row.chosen = identifier
+        row.labelFree = nil
+        row.model = nil
+        row.alignment = nil
+        row.history = []
+        return row
+    }
+
+    /// (Entropy of the mean prediction - mean entropy) / log K, and mean entropy / log K, of probabilities [N, K].
+    public static func informationMaximisation(_ p: Tensor) -> (score: Double, meanEntropy: Double) {
+        let n = p.shape[0], k = p.shape[1]
+        guard n > 0, k > 1 else { return (0, 0) }
+        var mean = [Double](repeating: 0, count: k)
+        var entropy = 0.0
+        for i in 0..<n {
+            for c in 0..<k {
+                let v = Double(p[flat: i * k + c])
+                mean[c] += v / Double(n)
+                if v > 0 { entropy -= v * Foundation.log(v) / Double(n) }
+            }
+        }
+        let meanEntropy = mean.reduce(0) { $1 > 0 ? $0 - $1 * Foundation.log($1) : $0 }
+        let scale = Foundation.log(Double(k))
+        return ((meanEntropy - entropy) / scale, entropy / scale)
+    }
+}
+
+extension TransferWorkflows {
+    /// Fills `labelFree` of every adaptation result that saved a model, from its predictions on the unlabelled target.
+    func scoreWithoutLabels(_ results: inout [StrategyResult], source: LabelledSet<D.Sample>, fS: Tensor,
+                            target: [D.Sample], fT: Tensor) throws {
+        let classes = source.classNames.count
+        var targetPredictions: [String: [Int]] = [:]
+        for i in results.indices {
+            guard let model = results[i].model else { continue }
+            let p = try probabilities(model, samples: target, name: "target through \(results[i].identifier)")
+            let predicted = p.argmaxRows()
+            targetPredictions[results[i].identifier] = predicted
+            let (im, entropy) = AdaptationSelection.informationMaximisation(p)
+            var proportions = [Double](repeating: 0, count: classes)
+            for y in predicted { proportions[y] += 1 / Double(predicted.count) }
+            results[i].labelFree = LabelFreeScores(
+                reverseValidation: try reverseValidation(pseudoLabels: predicted, fT: fT, source: source, fS: fS),
+                informationMaximisation: im, meanEntropy: entropy, agreementWithSourceOnly: nil,
+                predictedProportions: proportions)
+        }
+        for i in results.indices where results[i].labelFree != nil {
+            let baseline = StrategyResult(strategy: AdaptationMethod.sourceOnly.rawValue, level: results[i].level, eval: "",
+                                          labelsPerClass: nil, report: nil, trainSeconds: 0, history: []).identifier
+            guard let mine = targetPredictions[results[i].identifier], let theirs = targetPredictions[baseline] else { continue }
+            results[i].labelFree!.agreementWithSourceOnly = Double(zip(mine, theirs).filter { $0 == $1 }.count) / Double(max(mine.count, 1))
+        }
+    }
+
+    /// Reverse validation: accuracy on the source of a linear head trained on target features labelled by `pseudoLabels`.
+    func reverseValidation(pseudoLabels: [Int], fT: Tensor, source: LabelledSet<D.Sample>, fS: Tensor) throws -> Double {
+        var rng = RNG(seed: options.seed &+ 0x7e5e)
+        let saved = options.classWeights
+        options.classWeights = nil
+        defer { options.classWeights = saved }
+        // The head standardises with the target's statistics; source features are moved into the target's
+        // coordinates so that each domain is standardised with its own.
+        let (head, _, _) = try trainHead(features: fT, labels: pseudoLabels, classes: source.classNames.count, kind: .linear,
+                                         name: "reverse-validation", rng: &rng, checkpoint: false)
+        let aligned = ClassifierHead.align(fS, from: ClassifierHead.statistics(fS), to: ClassifierHead.statistics(fT))
+        let predicted = probabilities(head, aligned).argmaxRows()
+        return Double(zip(predicted, source.labels).filter { $0 == $1 }.count) / Double(max(source.count, 1))
+    }
+}

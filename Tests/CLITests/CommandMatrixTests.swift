@@ -1,0 +1,207 @@
+import Foundation
+import XCTest
+
+/// Every subcommand of every app as users call it: first with only its required options, then with each
+/// optional input (`--test`, `--target-test`, `--out`, `--labels-per-class`, `--level`) left out in turn, on small
+/// slices of the fixtures (release binaries, see `ReleaseApp`). Each run must exit 0 and leave a run that the next
+/// command of a user's flow (`evaluate`, `predict`, `info`) accepts. A test set only reports: a run made without it
+/// holds the same model as one made with it, and `adapt` picks the same default model with or without
+/// `--target-test`.
+final class CommandMatrixTests: XCTestCase {
+    /// Where the slices of one app's fixtures are.
+    struct Slices {
+        var train: String, test: String, source: String, target: String, targetTest: String
+        /// One input file for `predict`.
+        var file: String
+    }
+
+    func testVision() throws {
+        let app = ReleaseApp("vision-tl", model: "efficientnet-lite0/model.safetensors", fixtures: "vision", arguments: ["--threads", "2"])
+        let s = try Slices(train: folderSlice(app, "fashion/train", classes: 3, perClass: 20),
+                           test: folderSlice(app, "fashion/test", classes: 3, perClass: 10),
+                           source: folderSlice(app, "mnist/train", classes: 3, perClass: 20),
+                           target: flatSlice(app, "optdigits/unlabelled", count: 40),
+                           targetTest: folderSlice(app, "optdigits/test", classes: 3, perClass: 10),
+                           file: firstFile(app, "fashion/test/\(classFolders(app, "fashion/test")[0])"))
+        try matrix(app, s)
+        // The issue's case on the whole task: 10 labels per class, with and without --test.
+        try sameModelWithAndWithoutTest(app, command: "extract", train: app.fixture("fashion/train"), test: app.fixture("fashion/test"),
+                                        extra: ["--labels-per-class", "10"])
+    }
+
+    func testSpeech() throws {
+        let app = ReleaseApp("speech-tl", model: "speech-embedding/embedding.safetensors", fixtures: "speech", arguments: ["--threads", "2"])
+        let s = try Slices(train: folderSlice(app, "source/train", classes: 3, perClass: 20),
+                           test: folderSlice(app, "source/test", classes: 3, perClass: 10),
+                           source: folderSlice(app, "source/train", classes: 3, perClass: 20),
+                           target: flatSlice(app, "target/unlabelled", count: 40),
+                           targetTest: folderSlice(app, "target/test", classes: 3, perClass: 10),
+                           file: firstFile(app, "source/test/\(classFolders(app, "source/test")[0])"))
+        try matrix(app, s)
+        try sameModelWithAndWithoutTest(app, command: "extract", train: app.fixture("source/train"), test: app.fixture("source/test"),
+                                        extra: ["--labels-per-class", "5"])
+    }
+
+    func testText() throws {
+        let app = ReleaseApp("text-tl", model: "all-MiniLM-L6-v2/model.safetensors", fixtures: "text", arguments: ["--threads", "2"])
+        let file = app.work.appendingPathComponent("review.txt")
+        try "A generous, inspiring film.".write(to: file, atomically: true, encoding: .utf8)
+        let s = try Slices(train: tableSlice(app, "movies/train.tsv", perLabel: 40), test: tableSlice(app, "movies/test.tsv", perLabel: 20),
+                           source: tableSlice(app, "movies/train.tsv", perLabel: 40),
+                           target: tableSlice(app, "amazon/unlabelled.tsv", perLabel: 50),
+                           targetTest: tableSlice(app, "amazon/test.tsv", perLabel: 20), file: file.path)
+        try matrix(app, s)
+        try sameModelWithAndWithoutTest(app, command: "extract", train: app.fixture("movies/train.tsv"), test: app.fixture("movies/test.tsv"),
+                                        extra: ["--labels-per-class", "10"])
+    }
+
+    // MARK: The matrix
+
+    func matrix(_ app: ReleaseApp, _ s: Slices, file: StaticString = #filePath, line: UInt = #line) throws {
+        func ok(_ args: [String]) throws -> CLITests.Output {
+            let out = try app.run(args)
+            XCTAssertEqual(out.status, 0, "\(app.name) \(args.joined(separator: " ")): \(out.stderr.suffix(2000))", file: file, line: line)
+            return out
+        }
+        func run(_ name: String) -> String { app.work.appendingPathComponent("matrix-\(name)").path }
+        // Required options only.
+        _ = try ok(["extract", "--train", s.train])
+        _ = try ok(["finetune", "--train", s.train])
+        let adaptOnly = try ok(["adapt", "--source", s.source, "--target", s.target])
+        XCTAssertTrue(adaptOnly.stdout.contains("default model:"), adaptOnly.stdout, file: file, line: line)
+        _ = try ok(["info"])
+        // Each optional input left out in turn; every saved run goes on to evaluate, predict and info.
+        try sameModelWithAndWithoutTest(app, command: "extract", train: s.train, test: s.test, extra: [], out: run("extract"),
+                                        baseline: true)
+        try sameModelWithAndWithoutTest(app, command: "finetune", train: s.train, test: s.test, extra: ["--labels-per-class", "18"],
+                                        out: run("finetune"))
+        _ = try ok(["extract", "--train", s.train, "--test", s.test, "--labels-per-class", "15", "--no-baseline"])   // no --out
+        for r in [run("extract"), run("finetune")] { try followUp(app, run: r, data: s.test, file: s.file) }
+        // adapt: without --target-test and --level (features), then end to end with it: the same default model
+        // and the same per-method accuracies either way.
+        try sameAdaptationWithAndWithoutTargetTest(app, s, level: nil, methods: nil, out: run("adapt"))
+        try sameAdaptationWithAndWithoutTargetTest(app, s, level: "end-to-end", methods: "source-only,adabn,mcc",
+                                                   out: run("adapt-e2e"))
+    }
+
+    /// `evaluate`, `predict` and `info` accept a saved run.
+    func followUp(_ app: ReleaseApp, run: String, data: String, file input: String,
+                  file: StaticString = #filePath, line: UInt = #line) throws {
+        for args in [["evaluate", "--model", run, "--data", data], ["predict", "--model", run, input], ["info", "--model", run]] {
+            let out = try app.run(args)
+            XCTAssertEqual(out.status, 0, "\(app.name) \(args.joined(separator: " ")): \(out.stderr.suffix(2000))", file: file, line: line)
+            XCTAssertFalse(out.stdout.isEmpty, file: file, line: line)
+        }
+        let info = try app.run(["info", "--model", run])
+        XCTAssertTrue(info.stdout.contains("default model"), info.stdout, file: file, line: line)
+    }
+
+    /// A run made without `--test` reports on its validation split and saves the model that the same run with
+    /// `--test` saves: `evaluate` of it on the test set gives exactly the accuracy the `--test` run reported.
+    /// The from-scratch baseline runs only with `baseline` (it is the slow part and not what is tested otherwise).
+    func sameModelWithAndWithoutTest(_ app: ReleaseApp, command: String, train: String, test: String, extra: [String],
+                                     out: String? = nil, baseline: Bool = false,
+                                     file: StaticString = #filePath, line: UInt = #line) throws {
+        let without = out ?? app.work.appendingPathComponent("\(command)-no-test-\(UUID().uuidString)").path
+        let extra = extra + (baseline ? [] : ["--no-baseline"])
+        let plain = try app.results(try app.run([command, "--train", train, "--out", without, "--json"] + extra), file: file, line: line)
+        let main = plain.first { ($0["strategy"] as? String) == command }
+        XCTAssertEqual(main?["eval_set"] as? String, "validation", "\(plain)", file: file, line: line)
+        if baseline {
+            XCTAssertEqual(plain.first { ($0["strategy"] as? String) == "scratch" }?["eval_set"] as? String, "validation", file: file, line: line)
+        }
+        let withTest = try app.results(try app.run([command, "--train", train, "--test", test, "--json"] + extra), file: file, line: line)
+        let reported = withTest.first { ($0["strategy"] as? String) == command }?["accuracy"] as? Double
+        XCTAssertNotNil(reported, "\(withTest)", file: file, line: line)
+        let evaluated = try app.results(try app.run(["evaluate", "--model", without, "--data", test, "--json"]), file: file, line: line)
+        XCTAssertEqual(evaluated.first?["accuracy"] as? Double, reported, "\(app.name) \(command): evaluate of the run without --test",
+                       file: file, line: line)
+        XCTAssertTrue((evaluated.first?["strategy"] as? String ?? "").hasPrefix(command), "the default model is the technique asked for: \(evaluated)",
+                      file: file, line: line)
+    }
+
+    /// `adapt` with and without `--target-test`: the same default model, and each method's model scores the same.
+    func sameAdaptationWithAndWithoutTargetTest(_ app: ReleaseApp, _ s: Slices, level: String?, methods: String?, out: String,
+                                                file: StaticString = #filePath, line: UInt = #line) throws {
+        var args = ["adapt", "--source", s.source, "--target", s.target]
+        if let level { args += ["--level", level] }
+        if let methods { args += ["--method", methods] }
+        func parsed(_ o: CLITests.Output) throws -> [String: Any] {
+            XCTAssertEqual(o.status, 0, o.stderr.suffix(2000).description, file: file, line: line)
+            return try JSONSerialization.jsonObject(with: Data(o.stdout.utf8)) as? [String: Any] ?? [:]
+        }
+        let plain = try parsed(try app.run(args + ["--out", out, "--json"]))
+        let reported = try parsed(try app.run(args + ["--target-test", s.targetTest, "--json"]))
+        let defaultWithout = (plain["default_model"] as? [String: Any])?["id"] as? String
+        let defaultWith = (reported["default_model"] as? [String: Any])?["id"] as? String
+        XCTAssertNotNil(defaultWithout, "\(plain)", file: file, line: line)
+        XCTAssertEqual(defaultWithout, defaultWith, "the target test set must not choose the default model", file: file, line: line)
+        for row in plain["results"] as? [[String: Any]] ?? [] {
+            XCTAssertTrue(row["accuracy"] is NSNull, "no target labels, no accuracy: \(row)", file: file, line: line)
+            XCTAssertNotNil(row["label_free"] ?? row["chosen"], "label-free scores in \(row)", file: file, line: line)
+        }
+        let rows = reported["results"] as? [[String: Any]] ?? []
+        for row in rows where row["label_free"] != nil && row["strategy"] as? String != "auto" {
+            let id = [row["strategy"] as? String, row["level"] as? String].compactMap { $0 }.joined(separator: "-")
+            let evaluated = try app.results(try app.run(["evaluate", "--model", out, "--data", s.targetTest, "--strategy", id, "--json"]),
+                                            file: file, line: line)
+            XCTAssertEqual(evaluated.first?["accuracy"] as? Double, row["accuracy"] as? Double, "\(app.name) \(id)", file: file, line: line)
+        }
+        try followUp(app, run: out, data: s.targetTest, file: s.file, file: file, line: line)
+        let evaluatedDefault = try app.results(try app.run(["evaluate", "--model", out, "--data", s.targetTest, "--json"]), file: file, line: line)
+        let chosenRow = rows.first { $0["strategy"] as? String == "auto" }
+        XCTAssertEqual(evaluatedDefault.first?["accuracy"] as? Double, (chosenRow ?? rows.first)?["accuracy"] as? Double,
+                       "evaluate uses the default model, the one the auto row reports", file: file, line: line)
+    }
+
+    // MARK: Slices of the fixtures
+
+    func classFolders(_ app: ReleaseApp, _ path: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: app.fixture(path))) ?? []).filter { !$0.hasPrefix(".") }.sorted()
+    }
+
+    func firstFile(_ app: ReleaseApp, _ path: String) -> String {
+        app.fixture(path) + "/" + (classFolders(app, path).first ?? "")
+    }
+
+    /// The first `perClass` files of the first `classes` class folders, linked into a new folder.
+    func folderSlice(_ app: ReleaseApp, _ path: String, classes: Int, perClass: Int) throws -> String {
+        let dest = app.work.appendingPathComponent("slices/" + path)
+        for c in classFolders(app, path).prefix(classes) {
+            let folder = dest.appendingPathComponent(c)
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            for f in classFolders(app, path + "/" + c).prefix(perClass) {
+                try? FileManager.default.createSymbolicLink(atPath: folder.appendingPathComponent(f).path,
+                                                            withDestinationPath: app.fixture(path + "/" + c + "/" + f))
+            }
+        }
+        return dest.path
+    }
+
+    /// The first `count` files of a flat folder, linked into a new folder.
+    func flatSlice(_ app: ReleaseApp, _ path: String, count: Int) throws -> String {
+        let dest = app.work.appendingPathComponent("slices/" + path)
+        try FileManager.default.createDirectory(at: dest, withIntermediateDirectories: true)
+        for f in classFolders(app, path).filter({ !$0.hasSuffix(".csv") && !$0.hasSuffix(".txt") }).prefix(count) {
+            try? FileManager.default.createSymbolicLink(atPath: dest.appendingPathComponent(f).path, withDestinationPath: app.fixture(path + "/" + f))
+        }
+        return dest.path
+    }
+
+    /// The header and the first `perLabel` rows of each label (every row up to 2 x perLabel when unlabelled) of a TSV.
+    func tableSlice(_ app: ReleaseApp, _ path: String, perLabel: Int) throws -> String {
+        let lines = try String(contentsOfFile: app.fixture(path), encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: true)
+        let header = lines[0]
+        var kept = [header], counts: [Substring: Int] = [:]
+        let labelled = header.split(separator: "\t").first == "label"
+        for line in lines.dropFirst() {
+            let key = labelled ? line.split(separator: "\t").first ?? "" : ""
+            let limit = labelled ? perLabel : 2 * perLabel
+            if counts[key, default: 0] < limit { kept.append(line); counts[key, default: 0] += 1 }
+        }
+        let dest = app.work.appendingPathComponent("slices/" + path)
+        try FileManager.default.createDirectory(at: dest.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try (kept.joined(separator: "\n") + "\n").write(to: dest, atomically: true, encoding: .utf8)
+        return dest.path
+    }
+}
