@@ -186,3 +186,19 @@ final class DecodedAudio: @unchecked Sendable {
         return c
     }
 }
+
+extension SpeechDomain.Options: ContractOptions {
+    public var contract: [String: String] {
+        ["clip_seconds": String(clipSeconds), "window_hop": String(windowHop), "pooling": pooling.rawValue]
+    }
+    public static let contractFlags = ["clip_seconds": ["--clip-seconds"], "window_hop": ["--window-hop"], "pooling": ["--pooling"]]
+    public mutating func adopt(_ contract: [String: String]) throws {
+        if let v: Double = try setting(contract, "clip_seconds") { clipSeconds = v }
+        if let v: Int = try setting(contract, "window_hop") { windowHop = v }
+        if let v = contract["pooling"] {
+            guard let p = WindowPooling(rawValue: v) else { throw ValidationError("run.json: setting pooling has the unusable value '\(v)'") }
+            pooling = p
+        }
+        try validate()
+    }
+}

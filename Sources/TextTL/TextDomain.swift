@@ -168,3 +168,18 @@ public struct TextDomain: CommandLineDomain {
          "label_column": labelColumn.description, "text_column": textColumn.description, "header": String(hasHeader)]
     }
 }
+
+extension TextDomain.Options: ContractOptions {
+    /// The encoder as a name under the models folder, or an absolute path.
+    public var contract: [String: String] {
+        ["max_length": String(maxLength), "normalize": String(normalize),
+         "encoder": encoder.contains("/") ? URL(fileURLWithPath: encoder).standardizedFileURL.path : encoder]
+    }
+    public static let contractFlags = ["max_length": ["--max-length"], "normalize": ["--normalize", "--no-normalize"],
+                                       "encoder": ["--encoder"]]
+    public mutating func adopt(_ contract: [String: String]) throws {
+        if let v: Int = try setting(contract, "max_length") { maxLength = v }
+        if let v: Bool = try setting(contract, "normalize") { normalize = v }
+        if let v = contract["encoder"] { encoder = v }
+    }
+}

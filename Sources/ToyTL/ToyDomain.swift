@@ -118,3 +118,10 @@ public final class ToyBackbone: Module, StackedBackbone {
         run(activation.value, blocks: start..<blocks.count)
     }
 }
+
+extension ToyDomain.Options: ContractOptions {
+    /// The toy's only option is augmentation noise: nothing decides its inputs.
+    public var contract: [String: String] { [:] }
+    public static let contractFlags: [String: [String]] = [:]
+    public mutating func adopt(_ contract: [String: String]) throws {}
+}

@@ -6,7 +6,7 @@ import TransferEngine
 /// fixtures, and how to read files given to `predict`.
 public protocol CommandLineDomain: TransferDomain {
     /// Domain-specific options (e.g. `--image-size`), shown in every subcommand's help.
-    associatedtype Options: ParsableArguments
+    associatedtype Options: ContractOptions
     static var appName: String { get }
     static var summary: String { get }
     init(options: Options) throws

@@ -58,21 +58,24 @@ extension TrainingCommand {
         common.apply()
         let workflows = try makeWorkflows(D.self, domainOptions, common) { try configure(&$0, domain: $1) }
         let work = try prepare(workflows)
-        _ = try workflows.backbone()  // a missing or damaged model fails here, before any training
+        // A missing or damaged model fails here, before any training.
+        let contract = try workflows.contract(settings: domainOptions.contract)
         let name = Self.configuration.commandName!
         var run = existing
         var record = existingRecord
         if run == nil, let out = runOptions.out {
             let args = Array(CommandLine.arguments.dropFirst(2))
             let r = RunDirectory.Record(app: D.appName, version: TransferEngineVersion.string, command: name, arguments: args,
-                                        seed: common.seed, options: workflows.domain.optionsSummary, models: [], defaultModel: nil, defaultReason: nil,
+                                        seed: common.seed, options: workflows.domain.optionsSummary, contract: contract,
+                                        models: [], defaultModel: nil, defaultReason: nil,
                                         created: ISO8601DateFormatter().string(from: Date()))
             run = try RunDirectory.create(out, record: r)
             record = r
         }
         workflows.checkpointer = run
         do {
-            let outcome = try work()
+            var outcome = try work()
+            for i in outcome.results.indices { outcome.results[i].model?.contract = contract }
             if let run, var rec = record {
                 try Output.save(outcome, app: D.appName, command: name, to: run, record: &rec)
                 try run.finish()
@@ -391,7 +394,7 @@ struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
         common.apply()
         let saved = try SavedRun(model, app: D.appName)
         let m = try saved.model(strategy)
-        let w = try makeWorkflows(D.self, domainOptions, common)
+        let w = try makeWorkflows(D.self, try saved.options(domainOptions, model: m), common)
         let set = try w.domain.labelled(at: try requirePath(data, "--data"))
         guard set.classNames.count <= m.classNames.count else {
             throw EngineError.invalidFile(data, "has \(set.classNames.count) classes, the model knows \(m.classNames.count) (\(m.classNames.joined(separator: ", ")))")
@@ -435,7 +438,7 @@ struct PredictCommand<D: CommandLineDomain>: ParsableCommand {
         common.apply()
         let saved = try SavedRun(model, app: D.appName)
         let m = try saved.model(strategy)
-        let w = try makeWorkflows(D.self, domainOptions, common)
+        let w = try makeWorkflows(D.self, try saved.options(domainOptions, model: m), common)
         let domain = w.domain
         var samples: [D.Sample] = []
         for f in files { samples += try domain.predictionSamples(try requirePath(f, "FILE")) }

@@ -18,7 +18,10 @@ struct InfoCommand<D: CommandLineDomain>: ParsableCommand {
     func run() throws {
         runtime.apply()
         var rows = runtimeRows(app: D.appName)
-        let domain = try D(options: domainOptions)
+        let run = try model.map { try SavedRun($0, app: D.appName) }
+        let saved = try run.flatMap { try? $0.model(nil) }
+        let options = try run.flatMap { r in try saved.map { try r.options(domainOptions, model: $0) } } ?? domainOptions
+        let domain = try D(options: options)
         do {
             let bb = try domain.pretrainedBackbone()
             rows.append(("backbone parameters", String(bb.parameterCount)))
@@ -32,15 +35,17 @@ struct InfoCommand<D: CommandLineDomain>: ParsableCommand {
         } catch {
             rows.append(("backbone", "not available: \(error)"))
         }
-        if let model {
-            let run = try SavedRun(model, app: D.appName)
+        if let run {
             rows.append(("run", "\(run.record.command), seed \(run.record.seed), created \(run.record.created)"))
             rows.append(("run models", run.record.models.joined(separator: ", ")))
             rows.append(("default model", run.record.defaultModel.map { id in
                 run.record.defaultReason.map { "\(id): \($0)" } ?? id } ?? "-"))
-            if let m = try? run.model(nil) {
+            if let m = saved {
                 rows.append(("classes", m.classNames.joined(separator: ", ")))
-                rows.append(("head", "\(m.headKind.rawValue), \(m.kind.rawValue)"))
+                rows.append(("head", "\(m.headKind.rawValue), \(m.kind.rawValue), \(m.headInputs) features in"))
+            }
+            if let contract = saved?.contract ?? run.record.contract {
+                rows.append(("run settings", contract.describedSettings.isEmpty ? "-" : contract.describedSettings))
             }
         }
         printRows(rows)

@@ -16,6 +16,8 @@ final class RunDirectory: TrainingCheckpointer {
         var arguments: [String]
         var seed: UInt64
         var options: [String: String]
+        /// The settings every model of the run needs from its inputs (nil in runs made before contracts).
+        var contract: RunContract?
         var models: [String]
         var defaultModel: String?
         /// Why `defaultModel` was chosen (never a test accuracy).
@@ -136,6 +138,13 @@ struct SavedRun {
         }
         record = try RunDirectory.readRecord(folder, path: path)
         guard record.app == app else { throw EngineError.invalidFile(path, "this run was made by \(record.app), not \(app)") }
+    }
+
+    /// `given` (the domain options of this command line) with the run's settings applied: what the models were
+    /// trained with. A flag that contradicts the run is refused, naming both values.
+    func options<O: ContractOptions>(_ given: O, model: SavedModel) throws -> O {
+        guard let contract = model.contract ?? record.contract else { return given }
+        return try given.applying(contract, runPath: folder.path)
     }
 
     /// The model `name` (default: the run's default model).

@@ -170,3 +170,13 @@ public struct VisionDomain: CommandLineDomain {
          "scratch_augmentation": String(scratchAugmentation), "jitter": String(jitter)]
     }
 }
+
+extension VisionDomain.Options: ContractOptions {
+    public var contract: [String: String] { ["image_size": String(imageSize), "scratch_size": String(scratchSize)] }
+    public static let contractFlags = ["image_size": ["--image-size"], "scratch_size": ["--scratch-size"]]
+    public mutating func adopt(_ contract: [String: String]) throws {
+        if let v: Int = try setting(contract, "image_size") { imageSize = v }
+        if let v: Int = try setting(contract, "scratch_size") { scratchSize = v }
+        try validate()
+    }
+}

@@ -17,12 +17,12 @@ final class CommandMatrixTests: XCTestCase {
 
     func testVision() throws {
         let app = ReleaseApp("vision-tl", model: "efficientnet-lite0/model.safetensors", fixtures: "vision", arguments: ["--threads", "2"])
-        let s = try Slices(train: folderSlice(app, "fashion/train", classes: 3, perClass: 20),
-                           test: folderSlice(app, "fashion/test", classes: 3, perClass: 10),
-                           source: folderSlice(app, "mnist/train", classes: 3, perClass: 20),
-                           target: flatSlice(app, "optdigits/unlabelled", count: 40),
-                           targetTest: folderSlice(app, "optdigits/test", classes: 3, perClass: 10),
-                           file: firstFile(app, "fashion/test/\(classFolders(app, "fashion/test")[0])"))
+        let s = try Slices(train: app.folderSlice("fashion/train", classes: 3, perClass: 20),
+                           test: app.folderSlice("fashion/test", classes: 3, perClass: 10),
+                           source: app.folderSlice("mnist/train", classes: 3, perClass: 20),
+                           target: app.flatSlice("optdigits/unlabelled", count: 40),
+                           targetTest: app.folderSlice("optdigits/test", classes: 3, perClass: 10),
+                           file: app.firstFile("fashion/test/\(app.classFolders("fashion/test")[0])"))
         try matrix(app, s)
         // The issue's case on the whole task: 10 labels per class, with and without --test.
         try sameModelWithAndWithoutTest(app, command: "extract", train: app.fixture("fashion/train"), test: app.fixture("fashion/test"),
@@ -31,12 +31,12 @@ final class CommandMatrixTests: XCTestCase {
 
     func testSpeech() throws {
         let app = ReleaseApp("speech-tl", model: "speech-embedding/embedding.safetensors", fixtures: "speech", arguments: ["--threads", "2"])
-        let s = try Slices(train: folderSlice(app, "source/train", classes: 3, perClass: 20),
-                           test: folderSlice(app, "source/test", classes: 3, perClass: 10),
-                           source: folderSlice(app, "source/train", classes: 3, perClass: 20),
-                           target: flatSlice(app, "target/unlabelled", count: 40),
-                           targetTest: folderSlice(app, "target/test", classes: 3, perClass: 10),
-                           file: firstFile(app, "source/test/\(classFolders(app, "source/test")[0])"))
+        let s = try Slices(train: app.folderSlice("source/train", classes: 3, perClass: 20),
+                           test: app.folderSlice("source/test", classes: 3, perClass: 10),
+                           source: app.folderSlice("source/train", classes: 3, perClass: 20),
+                           target: app.flatSlice("target/unlabelled", count: 40),
+                           targetTest: app.folderSlice("target/test", classes: 3, perClass: 10),
+                           file: app.firstFile("source/test/\(app.classFolders("source/test")[0])"))
         try matrix(app, s)
         try sameModelWithAndWithoutTest(app, command: "extract", train: app.fixture("source/train"), test: app.fixture("source/test"),
                                         extra: ["--labels-per-class", "5"])
@@ -46,10 +46,10 @@ final class CommandMatrixTests: XCTestCase {
         let app = ReleaseApp("text-tl", model: "all-MiniLM-L6-v2/model.safetensors", fixtures: "text", arguments: ["--threads", "2"])
         let file = app.work.appendingPathComponent("review.txt")
         try "A generous, inspiring film.".write(to: file, atomically: true, encoding: .utf8)
-        let s = try Slices(train: tableSlice(app, "movies/train.tsv", perLabel: 40), test: tableSlice(app, "movies/test.tsv", perLabel: 20),
-                           source: tableSlice(app, "movies/train.tsv", perLabel: 40),
-                           target: tableSlice(app, "amazon/unlabelled.tsv", perLabel: 50),
-                           targetTest: tableSlice(app, "amazon/test.tsv", perLabel: 20), file: file.path)
+        let s = try Slices(train: app.tableSlice("movies/train.tsv", perLabel: 40), test: app.tableSlice("movies/test.tsv", perLabel: 20),
+                           source: app.tableSlice("movies/train.tsv", perLabel: 40),
+                           target: app.tableSlice("amazon/unlabelled.tsv", perLabel: 50),
+                           targetTest: app.tableSlice("amazon/test.tsv", perLabel: 20), file: file.path)
         try matrix(app, s)
         try sameModelWithAndWithoutTest(app, command: "extract", train: app.fixture("movies/train.tsv"), test: app.fixture("movies/test.tsv"),
                                         extra: ["--labels-per-class", "10"])
@@ -152,56 +152,5 @@ final class CommandMatrixTests: XCTestCase {
         let chosenRow = rows.first { $0["strategy"] as? String == "auto" }
         XCTAssertEqual(evaluatedDefault.first?["accuracy"] as? Double, (chosenRow ?? rows.first)?["accuracy"] as? Double,
                        "evaluate uses the default model, the one the auto row reports", file: file, line: line)
-    }
-
-    // MARK: Slices of the fixtures
-
-    func classFolders(_ app: ReleaseApp, _ path: String) -> [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: app.fixture(path))) ?? []).filter { !$0.hasPrefix(".") }.sorted()
-    }
-
-    func firstFile(_ app: ReleaseApp, _ path: String) -> String {
-        app.fixture(path) + "/" + (classFolders(app, path).first ?? "")
-    }
-
-    /// The first `perClass` files of the first `classes` class folders, linked into a new folder.
-    func folderSlice(_ app: ReleaseApp, _ path: String, classes: Int, perClass: Int) throws -> String {
-        let dest = app.work.appendingPathComponent("slices/" + path)
-        for c in classFolders(app, path).prefix(classes) {
-            let folder = dest.appendingPathComponent(c)
-            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-            for f in classFolders(app, path + "/" + c).prefix(perClass) {
-                try? FileManager.default.createSymbolicLink(atPath: folder.appendingPathComponent(f).path,
-                                                            withDestinationPath: app.fixture(path + "/" + c + "/" + f))
-            }
-        }
-        return dest.path
-    }
-
-    /// The first `count` files of a flat folder, linked into a new folder.
-    func flatSlice(_ app: ReleaseApp, _ path: String, count: Int) throws -> String {
-        let dest = app.work.appendingPathComponent("slices/" + path)
-        try FileManager.default.createDirectory(at: dest, withIntermediateDirectories: true)
-        for f in classFolders(app, path).filter({ !$0.hasSuffix(".csv") && !$0.hasSuffix(".txt") }).prefix(count) {
-            try? FileManager.default.createSymbolicLink(atPath: dest.appendingPathComponent(f).path, withDestinationPath: app.fixture(path + "/" + f))
-        }
-        return dest.path
-    }
-
-    /// The header and the first `perLabel` rows of each label (every row up to 2 x perLabel when unlabelled) of a TSV.
-    func tableSlice(_ app: ReleaseApp, _ path: String, perLabel: Int) throws -> String {
-        let lines = try String(contentsOfFile: app.fixture(path), encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: true)
-        let header = lines[0]
-        var kept = [header], counts: [Substring: Int] = [:]
-        let labelled = header.split(separator: "\t").first == "label"
-        for line in lines.dropFirst() {
-            let key = labelled ? line.split(separator: "\t").first ?? "" : ""
-            let limit = labelled ? perLabel : 2 * perLabel
-            if counts[key, default: 0] < limit { kept.append(line); counts[key, default: 0] += 1 }
-        }
-        let dest = app.work.appendingPathComponent("slices/" + path)
-        try FileManager.default.createDirectory(at: dest.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try (kept.joined(separator: "\n") + "\n").write(to: dest, atomically: true, encoding: .utf8)
-        return dest.path
     }
 }

@@ -105,10 +105,10 @@ open class Module {
                 if strict { throw EngineError.invalidFile(source, "missing tensor '\(n)'") }
                 continue
             }
-            guard t.count == v.value.count else {
+            guard t.shape == v.value.shape else {
                 throw EngineError.invalidFile(source, "tensor '\(n)' has shape \(t.shape), the model needs \(v.value.shape)")
             }
-            v.value = t.reshaped(v.value.shape)
+            v.value = t
             used.insert(n)
         }
         return state.keys.filter { !used.contains($0) }.sorted()

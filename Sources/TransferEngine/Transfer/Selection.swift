@@ -15,6 +15,9 @@ public struct LabelFreeScores: Codable, Equatable, Sendable {
     public var meanEntropy: Double
     /// Fraction of target samples on which this model and the source-only model of the same level agree.
     public var agreementWithSourceOnly: Double?
+    /// Ensemble validation (EnsV, Hu et al. 2024): fraction of target samples on which this model agrees with the
+    /// average prediction of every candidate of the run.
+    public var ensembleAgreement: Double?
     /// Share of the target predicted as each class (the target's class proportions as this model sees them).
     public var predictedProportions: [Double]
 }
@@ -83,9 +86,11 @@ extension TransferWorkflows {
                             target: [D.Sample], fT: Tensor) throws {
         let classes = source.classNames.count
         var targetPredictions: [String: [Int]] = [:]
+        var ensemble: Tensor?
         for i in results.indices {
             guard let model = results[i].model else { continue }
             let p = try probabilities(model, samples: target, name: "target through \(results[i].identifier)")
+            ensemble = ensemble.map { $0 + p } ?? p
             let predicted = p.argmaxRows()
             targetPredictions[results[i].identifier] = predicted
             let (im, entropy) = AdaptationSelection.informationMaximisation(p)
@@ -93,10 +98,14 @@ extension TransferWorkflows {
             for y in predicted { proportions[y] += 1 / Double(predicted.count) }
             results[i].labelFree = LabelFreeScores(
                 reverseValidation: try reverseValidation(pseudoLabels: predicted, fT: fT, source: source, fS: fS),
-                informationMaximisation: im, meanEntropy: entropy, agreementWithSourceOnly: nil,
+                informationMaximisation: im, meanEntropy: entropy, agreementWithSourceOnly: nil, ensembleAgreement: nil,
                 predictedProportions: proportions)
         }
+        let consensus = ensemble?.argmaxRows() ?? []
         for i in results.indices where results[i].labelFree != nil {
+            if let mine = targetPredictions[results[i].identifier] {
+                results[i].labelFree!.ensembleAgreement = Double(zip(mine, consensus).filter { $0 == $1 }.count) / Double(max(mine.count, 1))
+            }
             let baseline = StrategyResult(strategy: AdaptationMethod.sourceOnly.rawValue, level: results[i].level, eval: "",
                                           labelsPerClass: nil, report: nil, trainSeconds: 0, history: []).identifier
             guard let mine = targetPredictions[results[i].identifier], let theirs = targetPredictions[baseline] else { continue }

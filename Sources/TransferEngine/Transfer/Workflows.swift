@@ -68,6 +68,8 @@ public struct SavedModel {
     public var headHidden: Int
     public var classNames: [String]
     public var tensors: [String: Tensor]
+    /// What the model needs from its inputs (nil: saved before contracts were recorded, or not saved yet).
+    public var contract: RunContract?
 
     public init(kind: Kind, head: ClassifierHead, classNames: [String], backbone: [String: Tensor] = [:],
                 net: [String: Tensor] = [:]) {
@@ -84,9 +86,11 @@ public struct SavedModel {
     }
 
     public var metadata: [String: String] {
-        ["kind": kind.rawValue, "head_kind": headKind.rawValue, "head_inputs": String(headInputs),
-         "head_hidden": String(headHidden),
-         "class_names": String(decoding: try! JSONEncoder().encode(classNames), as: UTF8.self)]
+        var m = ["kind": kind.rawValue, "head_kind": headKind.rawValue, "head_inputs": String(headInputs),
+                 "head_hidden": String(headHidden),
+                 "class_names": String(decoding: (try? JSONEncoder().encode(classNames)) ?? Data("[]".utf8), as: UTF8.self)]
+        if let contract, let data = try? JSONEncoder().encode(contract) { m["contract"] = String(decoding: data, as: UTF8.self) }
+        return m
     }
 
     public init(tensors: [String: Tensor], metadata: [String: String], source: String) throws {
@@ -103,6 +107,15 @@ public struct SavedModel {
         headHidden = hidden
         classNames = names
         self.tensors = tensors
+        if let text = metadata["contract"] {
+            guard let c = try? JSONDecoder().decode(RunContract.self, from: Data(text.utf8)) else {
+                throw EngineError.invalidFile(source, "the model's contract metadata is damaged")
+            }
+            contract = c
+        }
+        guard names.count >= 2, inputs >= 1, hidden >= 1, inputs <= 1 << 20, hidden <= 1 << 20 else {
+            throw EngineError.invalidFile(source, "not a model saved by this suite (metadata out of range)")
+        }
     }
 
     /// Tensors under `prefix` with the prefix removed.
@@ -170,6 +183,8 @@ public final class TransferWorkflows<D: TransferDomain> {
     public var checkpointer: TrainingCheckpointer?
     private var pretrained: (any Backbone<D.Input>)?
     private var pristineBackbone: [String: Tensor]?
+    /// Hash of the pretrained weights (every workflow starts from them; computed once).
+    public private(set) var backboneHash = ""
 
     public init(domain: D, options: WorkflowOptions) {
         self.domain = domain
@@ -190,6 +205,7 @@ public final class TransferWorkflows<D: TransferDomain> {
         b.train(false)
         pretrained = b
         pristineBackbone = b.stateDict()
+        backboneHash = b.weightsHash()
         return b
     }
 
@@ -198,7 +214,7 @@ public final class TransferWorkflows<D: TransferDomain> {
     /// Pooled features [N, F] through the frozen pretrained backbone, cached on disk.
     public func features(_ samples: [D.Sample], name: String) throws -> Tensor {
         let bb = try backbone()
-        let key = FeatureCache.key(["features", D.name, bb.weightsHash(), domain.preprocessingKey]
+        let key = FeatureCache.key(["features", D.name, backboneHash, domain.preprocessingKey]
                                    + samples.map(domain.cacheKey))
         if let cached = options.cache?.load(key)?["features"], cached.shape == [samples.count, bb.featureCount] {
             return cached
@@ -516,9 +532,23 @@ public final class TransferWorkflows<D: TransferDomain> {
 
     // MARK: Saved models
 
-    /// Class probabilities [N, K] of a saved model on samples.
+    /// The contract of models trained by these workflows with the domain's `settings`.
+    public func contract(settings: [String: String]) throws -> RunContract {
+        let bb = try backbone()
+        return RunContract(domain: D.name, settings: settings, featureWidth: bb.featureCount, backbone: backboneHash)
+    }
+
+    /// Class probabilities [N, K] of a saved model on samples. A model whose contract (features it expects, the
+    /// pretrained weights) the backbone does not meet is refused before anything runs.
     public func probabilities(_ saved: SavedModel, samples: [D.Sample], name: String) throws -> Tensor {
         let head = try saved.makeHead()
+        if saved.kind != .scratch {
+            let bb = try backbone()
+            try saved.contract?.check(featureWidth: bb.featureCount, backbone: backboneHash, source: name)
+            guard saved.headInputs == bb.featureCount else {
+                throw EngineError.invalidFile(name, "the model's head takes \(saved.headInputs) features, the backbone gives \(bb.featureCount)")
+            }
+        }
         switch saved.kind {
         case .head:
             return probabilities(head, try features(samples, name: name))
@@ -531,6 +561,9 @@ public final class TransferWorkflows<D: TransferDomain> {
             var rng = RNG(seed: options.seed)
             let net = domain.scratchBackbone(rng: &rng)
             try net.load(saved.part("net."), source: "saved network")
+            guard saved.headInputs == net.featureCount else {
+                throw EngineError.invalidFile(name, "the model's head takes \(saved.headInputs) features, its network gives \(net.featureCount)")
+            }
             net.train(false)
             return probabilities(head, try pooled(samples, name: name, width: net.featureCount, scratch: true) { net.features($0) })
         }
