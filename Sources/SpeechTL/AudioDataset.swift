@@ -3,7 +3,8 @@ import TransferEngine
 
 /// Reading speech datasets: a folder per class, a flat (or nested) folder of unlabelled clips, or a CSV table.
 ///
-/// - Labelled folder: `<root>/<label>/*.{wav,flac,ogg}`; classes are the sub-folders, in sorted order.
+/// - Labelled folder: `<root>/<label>/**/*.{wav,flac,ogg}`; classes are the sub-folders, in sorted order, each read
+///   recursively (`DatasetFolders`).
 /// - Unlabelled folder: every audio file under the folder (sub-folders included), sorted by path.
 /// - CSV (`.csv`): `path,label` per line (labelled) or `path` (unlabelled; further columns are ignored), an
 ///   optional header whose first field is `path`, fields optionally double-quoted. Relative paths are relative
@@ -17,19 +18,7 @@ public enum AudioDataset {
 
     static func isCSV(_ url: URL) -> Bool { url.pathExtension.lowercased() == "csv" }
 
-    static func isDirectory(_ url: URL) -> Bool {
-        var d: ObjCBool = false
-        return FileManager.default.fileExists(atPath: url.path, isDirectory: &d) && d.boolValue
-    }
-
-    static func visibleContents(_ url: URL) throws -> [URL] {
-        do {
-            return try FileManager.default.contentsOfDirectory(at: url, includingPropertiesForKeys: nil, options: [.skipsHiddenFiles])
-                .sorted { $0.lastPathComponent < $1.lastPathComponent }
-        } catch {
-            throw EngineError.invalidFile(url.path, "cannot list the folder")
-        }
-    }
+    static func isDirectory(_ url: URL) -> Bool { DatasetFolders.isDirectory(url) }
 
     /// A labelled set from a class-per-folder tree or a `path,label` CSV.
     public static func labelled(at url: URL) throws -> LabelledSet<URL> {
@@ -42,21 +31,14 @@ public enum AudioDataset {
         guard isDirectory(url) else {
             throw EngineError.invalidFile(url.path, "is neither a folder of class folders nor a .csv table")
         }
-        let folders = try visibleContents(url).filter(isDirectory)
-        guard !folders.isEmpty else {
+        let found = try DatasetFolders.classFolders(url, where: isAudio)
+        guard !found.classNames.isEmpty else {
             throw EngineError.invalidFile(url.path, "has no class folders (expected <root>/<label>/*.wav|flac|ogg)")
         }
-        var samples: [URL] = [], labels: [Int] = []
-        for (i, folder) in folders.enumerated() {
-            for f in try visibleContents(folder) where isAudio(f) && !isDirectory(f) {
-                samples.append(f)
-                labels.append(i)
-            }
-        }
-        guard !samples.isEmpty else {
+        guard !found.samples.isEmpty else {
             throw EngineError.invalidFile(url.path, "holds no audio files (.wav, .flac, .ogg) in its class folders")
         }
-        return LabelledSet(samples: samples, labels: labels, classNames: folders.map(\.lastPathComponent), source: url.path)
+        return LabelledSet(samples: found.samples, labels: found.labels, classNames: found.classNames, source: url.path)
     }
 
     /// Unlabelled clips: every audio file under a folder, a `path` CSV, or one audio file.
@@ -67,13 +49,7 @@ public enum AudioDataset {
             guard isAudio(url) else { throw EngineError.invalidFile(url.path, "is not a .wav, .flac or .ogg file, a folder or a .csv table") }
             return [url]
         }
-        var out: [URL] = []
-        func walk(_ dir: URL) throws {
-            for f in try visibleContents(dir) {
-                if isDirectory(f) { try walk(f) } else if isAudio(f) { out.append(f) }
-            }
-        }
-        try walk(url)
+        let out = try DatasetFolders.files(in: url, where: isAudio)
         guard !out.isEmpty else { throw EngineError.invalidFile(url.path, "holds no audio files (.wav, .flac, .ogg)") }
         return out
     }

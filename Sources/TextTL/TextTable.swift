@@ -331,41 +331,21 @@ public enum TextTable {
     // MARK: - Folders of .txt files
 
     static func readFolder(_ url: URL, labelled: Bool) throws -> [TextExample] {
-        let fm = FileManager.default
-        func children(_ dir: URL) throws -> [URL] {
-            do {
-                return try fm.contentsOfDirectory(at: dir, includingPropertiesForKeys: [.isDirectoryKey], options: [.skipsHiddenFiles])
-                    .sorted { $0.lastPathComponent < $1.lastPathComponent }
-            } catch {
-                throw EngineError.invalidFile(dir.path, "cannot list the folder: \(error.localizedDescription)")
-            }
-        }
-        func isDirectory(_ u: URL) -> Bool { (try? u.resourceValues(forKeys: [.isDirectoryKey]).isDirectory) == true }
-        func isText(_ u: URL) -> Bool { u.pathExtension.lowercased() == "txt" && !isDirectory(u) }
+        func isText(_ u: URL) -> Bool { u.pathExtension.lowercased() == "txt" }
         func example(_ file: URL, label: String?) throws -> TextExample {
             let text = String(decoding: try contents(of: file), as: UTF8.self)
             guard !isBlank(text) else { throw EngineError.invalidFile("\(file.path):1", "empty text") }
             return TextExample(text: text, label: label, source: file.path)
         }
-        var result: [TextExample] = []
         if labelled {
-            for dir in try children(url) where isDirectory(dir) {
-                for file in try children(dir) where isText(file) {
-                    result.append(try example(file, label: dir.lastPathComponent))
-                }
-            }
-            guard !result.isEmpty else {
+            let found = try DatasetFolders.classFolders(url, where: isText)
+            guard !found.samples.isEmpty else {
                 throw EngineError.invalidFile(url.path, "no labelled texts: expected one sub-folder per label holding .txt files")
             }
-        } else {
-            func walk(_ dir: URL) throws {
-                for child in try children(dir) {
-                    if isDirectory(child) { try walk(child) } else if isText(child) { result.append(try example(child, label: nil)) }
-                }
-            }
-            try walk(url)
-            guard !result.isEmpty else { throw EngineError.invalidFile(url.path, "no .txt files in the folder") }
+            return try zip(found.samples, found.labels).map { try example($0, label: found.classNames[$1]) }
         }
-        return result
+        let files = try DatasetFolders.files(in: url, where: isText)
+        guard !files.isEmpty else { throw EngineError.invalidFile(url.path, "no .txt files in the folder") }
+        return try files.map { try example($0, label: nil) }
     }
 }

@@ -20,6 +20,34 @@ func requirePath(_ value: String?, _ option: String) throws -> URL {
     return URL(fileURLWithPath: value)
 }
 
+/// The datasets a command read, with their sizes and per-class counts: shown on stderr as they are read and
+/// saved in run.json (`data`).
+final class DataLog {
+    struct Entry: Codable {
+        var path: String
+        var samples: Int
+        /// Samples per class (labelled sets).
+        var classes: [String: Int]?
+    }
+    private(set) var entries: [String: Entry] = [:]
+
+    func labelled<D: TransferDomain>(_ w: TransferWorkflows<D>, _ path: String?, option: String, role: String) throws -> LabelledSet<D.Sample> {
+        let set = try w.domain.labelled(at: try requirePath(path, option))
+        let counts = Dictionary(uniqueKeysWithValues: zip(set.classNames, set.classCounts))
+        entries[role] = Entry(path: path!, samples: set.count, classes: counts)
+        ProgressReporter.note("\(role) \(datasetName(path!)): \(set.count) samples, \(set.classNames.count) classes ("
+                              + zip(set.classNames, set.classCounts).map { "\($0) \($1)" }.joined(separator: ", ") + ")")
+        return set
+    }
+
+    func unlabelled<D: TransferDomain>(_ w: TransferWorkflows<D>, _ path: String?, option: String, role: String) throws -> [D.Sample] {
+        let samples = try w.domain.unlabelled(at: try requirePath(path, option))
+        entries[role] = Entry(path: path!, samples: samples.count, classes: nil)
+        ProgressReporter.note("\(role) \(datasetName(path!)): \(samples.count) unlabelled samples")
+        return samples
+    }
+}
+
 /// What a training command produced: results, notes for the table, source/target features before adaptation
 /// (for the alignment plot), and the model `evaluate`/`predict` use by default with the reason it was chosen
 /// (never a test accuracy).
@@ -28,6 +56,8 @@ struct RunOutcome {
     var notes: [String] = []
     var before: (source: Tensor, target: Tensor)? = nil
     var defaultModel: (identifier: String, reason: String)? = nil
+    /// The datasets read (for run.json).
+    var data: [String: DataLog.Entry] = [:]
 }
 
 /// A command that trains: creates (or resumes) a run directory, runs, prints and saves the results.
@@ -47,8 +77,13 @@ extension TrainingCommand {
         let name = Self.configuration.commandName!
         if let resume = runOptions.resume {
             let (dir, record) = try RunDirectory.resume(resume, app: D.appName, command: name)
-            let replay = try Self.parse(record.arguments)
-            try replay.execute(run: dir, record: record)
+            do {
+                try Self.parse(record.arguments).execute(run: dir, record: record)
+            } catch {
+                // An error (not a kill) would only repeat on the next --resume: say why, and leave nothing stranded.
+                dir.discard()
+                throw EngineError.invalidArgument("\(error) (the unfinished run \(dir.partial.path) cannot continue and was removed; run the command again)")
+            }
         } else {
             try execute(run: nil, record: nil)
         }
@@ -66,10 +101,10 @@ extension TrainingCommand {
         if run == nil, let out = runOptions.out {
             let args = Array(CommandLine.arguments.dropFirst(2))
             let r = RunDirectory.Record(app: D.appName, version: TransferEngineVersion.string, command: name, arguments: args,
-                                        seed: common.seed, options: workflows.domain.optionsSummary, contract: contract,
+                                        seed: common.seed, options: workflows.domain.optionsSummary, contract: contract, data: nil,
                                         models: [], defaultModel: nil, defaultReason: nil,
                                         created: ISO8601DateFormatter().string(from: Date()))
-            run = try RunDirectory.create(out, record: r)
+            run = try RunDirectory.create(out, record: r, overwrite: runOptions.overwrite)
             record = r
         }
         workflows.checkpointer = run
@@ -86,7 +121,7 @@ extension TrainingCommand {
             Output.print(app: D.appName, command: name, results: outcome.results, defaultModel: outcome.defaultModel,
                          json: common.json, notes: notes)
         } catch {
-            if existing == nil { run?.discard() }
+            run?.discard()   // an error would only repeat on --resume (a resumed run says so in run())
             throw error
         }
     }
@@ -127,9 +162,10 @@ struct TaskOptions: ParsableArguments {
     func work<D: TransferDomain>(_ w: TransferWorkflows<D>, training: TrainingFlags,
                                  strategy: @escaping (LabelledSet<D.Sample>, LabelledSet<D.Sample>?, Int?, String) throws -> StrategyResult)
         throws -> () throws -> RunOutcome {
-        let train = try w.domain.labelled(at: try requirePath(self.train, "--train"))
+        let log = DataLog()
+        let train = try log.labelled(w, self.train, option: "--train", role: "train")
         try train.validateForTraining()
-        let test = try self.test.map { try w.domain.labelled(at: try requirePath($0, "--test")).relabelled(to: train.classNames) }
+        let test = try self.test.map { try log.labelled(w, $0, option: "--test", role: "test").relabelled(to: train.classNames) }
         w.options.classWeights = try training.weights(classNames: train.classNames, labels: train.labels)
         let evalName = self.test.map(datasetName) ?? "validation", k = labelsPerClass, baseline = !noBaseline
         return {
@@ -144,7 +180,7 @@ struct TaskOptions: ParsableArguments {
                     : "no --test: accuracy is on the validation split held out from the training data (\(main.report!.support.reduce(0, +)) samples; it also chose the epoch)")
             }
             return RunOutcome(results: results, notes: notes,
-                              defaultModel: (main.identifier, "the \(main.strategy) model this command trained"))
+                              defaultModel: (main.identifier, "the \(main.strategy) model this command trained"), data: log.entries)
         }
     }
 }
@@ -288,11 +324,12 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     }
 
     func prepare(_ w: TransferWorkflows<D>) throws -> () throws -> RunOutcome {
-        let sourceSet = try w.domain.labelled(at: try requirePath(source, "--source"))
+        let log = DataLog()
+        let sourceSet = try log.labelled(w, source, option: "--source", role: "source")
         try sourceSet.validateForTraining()
-        let targetSamples = try w.domain.unlabelled(at: try requirePath(target, "--target"))
+        let targetSamples = try log.unlabelled(w, target, option: "--target", role: "target")
         guard !targetSamples.isEmpty else { throw EngineError.invalidFile(target!, "no samples in the target set") }
-        let test = try targetTest.map { try w.domain.labelled(at: try requirePath($0, "--target-test")).relabelled(to: sourceSet.classNames) }
+        let test = try targetTest.map { try log.labelled(w, $0, option: "--target-test", role: "target test").relabelled(to: sourceSet.classNames) }
         w.options.classWeights = try training.weights(classNames: sourceSet.classNames, labels: sourceSet.labels)
         let methods = self.methods, levels = self.levels
         return {
@@ -311,7 +348,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
             }
             return RunOutcome(results: results,
                               notes: test == nil ? ["no --target-test: target accuracy not measured"] : [],
-                              before: before, defaultModel: pick)
+                              before: before, defaultModel: pick, data: log.entries)
         }
     }
 }

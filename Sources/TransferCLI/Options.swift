@@ -28,7 +28,7 @@ struct CommonOptions: ParsableArguments {
 
     func apply() {
         Runtime.setThreads(threads)
-        if quiet || json { ProgressReporter.quiet = true }
+        if quiet { ProgressReporter.quiet = true }   // --json keeps progress on stderr: stdout stays one JSON object
     }
 
     var featureCache: FeatureCache? {
@@ -97,8 +97,11 @@ struct TrainingFlags: ParsableArguments {
 
 /// Where a run writes its results, and resuming a killed one.
 struct RunOptions: ParsableArguments {
-    @Option(help: "Run directory to create (weights, options, metrics, plots). Must not exist yet.")
+    @Option(help: "Run directory to create (weights, options, metrics, plots). Must not exist yet, unless --overwrite.")
     var out: String?
+
+    @Flag(help: "Replace the run at --out (finished, or an unfinished RUN.partial) with a new one.")
+    var overwrite = false
 
     @Option(help: "Continue the killed run RUN_DIR from its last checkpoint (the other options are read from it).")
     var resume: String?

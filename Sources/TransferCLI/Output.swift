@@ -137,6 +137,7 @@ enum Output {
         // The default model for evaluate/predict: the command's choice, made without test labels.
         record.defaultModel = outcome.defaultModel?.identifier
         record.defaultReason = outcome.defaultModel?.reason
+        if !outcome.data.isEmpty { record.data = outcome.data }
         let summary = Output.json(app: app, command: command, results: results, defaultModel: outcome.defaultModel)
         var metrics = try JSONSerialization.jsonObject(with: Data(summary.utf8)) as! [String: Any]
         metrics["details"] = detailed

@@ -18,6 +18,8 @@ final class RunDirectory: TrainingCheckpointer {
         var options: [String: String]
         /// The settings every model of the run needs from its inputs (nil in runs made before contracts).
         var contract: RunContract?
+        /// The datasets the run read: path, samples, samples per class.
+        var data: [String: DataLog.Entry]?
         var models: [String]
         var defaultModel: String?
         /// Why `defaultModel` was chosen (never a test accuracy).
@@ -30,15 +32,24 @@ final class RunDirectory: TrainingCheckpointer {
         partial = URL(fileURLWithPath: final.path + ".partial", isDirectory: true)
     }
 
-    /// Starts a new run at `path`: neither `path` nor `path.partial` may exist.
-    static func create(_ path: String, record: Record) throws -> RunDirectory {
+    /// Starts a new run at `path`: neither `path` nor `path.partial` may exist, unless `overwrite` (then an existing
+    /// run there is removed; a folder that is not a run is never removed).
+    static func create(_ path: String, record: Record, overwrite: Bool = false) throws -> RunDirectory {
         let dir = RunDirectory(final: URL(fileURLWithPath: path, isDirectory: true))
         let fm = FileManager.default
+        if overwrite {
+            for folder in [dir.final, dir.partial] where fm.fileExists(atPath: folder.path) {
+                guard fm.fileExists(atPath: folder.appendingPathComponent("run.json").path) else {
+                    throw EngineError.invalidFile(folder.path, "is not a run directory (no run.json); not removing it")
+                }
+                try fm.removeItem(at: folder)
+            }
+        }
         if fm.fileExists(atPath: dir.final.path) {
-            throw EngineError.invalidFile(path, "already exists; choose another --out or remove it")
+            throw EngineError.invalidFile(path, "already exists; choose another --out, remove it, or replace it with --overwrite")
         }
         if fm.fileExists(atPath: dir.partial.path) {
-            throw EngineError.invalidFile(dir.partial.path, "an unfinished run is there; continue it with --resume \(path) or remove it")
+            throw EngineError.invalidFile(dir.partial.path, "an unfinished run is there; continue it with --resume \(path), or start again with --overwrite")
         }
         try fm.createDirectory(at: dir.partial.appendingPathComponent("checkpoints"), withIntermediateDirectories: true)
         try dir.writeRecord(record)

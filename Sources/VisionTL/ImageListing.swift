@@ -13,46 +13,26 @@ enum ImageListing {
 
     static func isPNG(_ url: URL) -> Bool { url.pathExtension.lowercased() == "png" }
 
-    /// The PNG files directly in `folder` (not in subfolders), sorted by name; hidden files skipped.
+    /// The PNG files under `folder` (subfolders included), sorted by path; hidden files skipped.
     static func pngFiles(in folder: URL, required: Bool) throws -> [URL] {
-        let names: [String]
-        do {
-            names = try FileManager.default.contentsOfDirectory(atPath: folder.path)
-        } catch {
-            throw EngineError.invalidFile(folder.path, "cannot list the folder (\(error.localizedDescription))")
-        }
-        let files = names.filter { !$0.hasPrefix(".") }.sorted()
-            .map { folder.appendingPathComponent($0) }
-            .filter { isPNG($0) && !((try? isDirectory($0)) ?? true) }
+        let files = try DatasetFolders.files(in: folder, where: isPNG)
         if required && files.isEmpty {
             throw EngineError.invalidFile(folder.path, "no .png files in this folder")
         }
         return files
     }
 
-    /// `<root>/<label>/*.png`: classes are the subfolders in sorted order.
+    /// `<root>/<label>/**/*.png`: classes are the subfolders in sorted order, read recursively.
     static func classFolders(_ root: URL) throws -> (samples: [URL], labels: [Int], classNames: [String]) {
-        let entries: [String]
-        do {
-            entries = try FileManager.default.contentsOfDirectory(atPath: root.path).filter { !$0.hasPrefix(".") }.sorted()
-        } catch {
-            throw EngineError.invalidFile(root.path, "cannot list the folder (\(error.localizedDescription))")
-        }
-        let folders = entries.filter { (try? isDirectory(root.appendingPathComponent($0))) ?? false }
-        guard !folders.isEmpty else {
-            let hasImages = entries.contains { isPNG(URL(fileURLWithPath: $0)) }
+        let found = try DatasetFolders.classFolders(root, where: isPNG)
+        guard !found.classNames.isEmpty else {
+            let hasImages = !((try? pngFiles(in: root, required: false)) ?? []).isEmpty
             throw EngineError.invalidFile(root.path, hasImages
                 ? "has images but no class folders; a labelled set is <root>/<label>/*.png or a CSV of path,label"
                 : "no class folders; a labelled set is <root>/<label>/*.png or a CSV of path,label")
         }
-        var samples: [URL] = [], labels: [Int] = []
-        for (label, name) in folders.enumerated() {
-            let files = try pngFiles(in: root.appendingPathComponent(name), required: false)
-            samples += files
-            labels += [Int](repeating: label, count: files.count)
-        }
-        guard !samples.isEmpty else { throw EngineError.invalidFile(root.path, "the class folders hold no .png files") }
-        return (samples, labels, folders)
+        guard !found.samples.isEmpty else { throw EngineError.invalidFile(root.path, "the class folders hold no .png files") }
+        return found
     }
 
     struct Row { var path: URL; var label: String? }

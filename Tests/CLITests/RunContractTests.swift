@@ -53,3 +53,63 @@ final class RunContractTests: XCTestCase {
         XCTAssertEqual(try app.run(["predict", "--model", run, file] + conflicting).status == 0, false, line: line)
     }
 }
+
+/// Folders read alike in every app, and failed runs that do not strand their user (issue 21).
+final class RunDirectoryTests: XCTestCase {
+    func testNestedClassFoldersAreCountedAndUsed() throws {
+        let app = ReleaseApp("vision-tl", model: "efficientnet-lite0/model.safetensors", fixtures: "vision", arguments: ["--threads", "2"])
+        let root = app.work.appendingPathComponent("nested")
+        let fm = FileManager.default
+        // sneaker: 5 images at the top and 15 in batch2/; bag: all 20 in a subfolder; a hidden file is skipped.
+        for (name, split) in [("sneaker", 5), ("bag", 0)] {
+            let files = app.classFolders("fashion/train/" + name).prefix(20)
+            for (i, f) in files.enumerated() {
+                let folder = i < split ? root.appendingPathComponent(name) : root.appendingPathComponent(name + "/batch2")
+                try fm.createDirectory(at: folder, withIntermediateDirectories: true)
+                try fm.createSymbolicLink(atPath: folder.appendingPathComponent(f).path, withDestinationPath: app.fixture("fashion/train/\(name)/\(f)"))
+            }
+        }
+        try Data("not an image".utf8).write(to: root.appendingPathComponent("bag/.hidden.png"))
+        let run = app.work.appendingPathComponent("nested-run").path
+        let out = try app.run(["extract", "--train", root.path, "--no-baseline", "--out", run])
+        XCTAssertEqual(out.status, 0, out.stderr)
+        XCTAssertTrue(out.stderr.contains("40 samples, 2 classes (bag 20, sneaker 20)"), out.stderr)
+        let record = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/run.json"))) as? [String: Any]
+        let train = (record?["data"] as? [String: Any])?["train"] as? [String: Any]
+        XCTAssertEqual(train?["classes"] as? [String: Int], ["bag": 20, "sneaker": 20])
+        // A symbolic link back into the tree is refused with one line, not walked for ever.
+        try fm.createSymbolicLink(atPath: root.appendingPathComponent("bag/batch2/loop").path, withDestinationPath: root.appendingPathComponent("bag").path)
+        let cycle = try app.run(["extract", "--train", root.path, "--no-baseline"])
+        XCTAssertNotEqual(cycle.status, 0)
+        XCTAssertTrue(cycle.stderr.contains("folder cycle"), cycle.stderr)
+    }
+
+    func testOverwriteAndARunThatCannotContinue() throws {
+        let app = ReleaseApp("speech-tl", model: "speech-embedding/embedding.safetensors", fixtures: "speech", arguments: ["--threads", "2"])
+        let train = try app.folderSlice("source/train", classes: 3, perClass: 20)
+        let run = app.work.appendingPathComponent("overwrite-run").path
+        let args = ["finetune", "--train", train, "--no-baseline", "--out", run]
+        XCTAssertEqual(try app.run(args).status, 0)
+        let again = try app.run(args)
+        XCTAssertNotEqual(again.status, 0)
+        XCTAssertTrue(again.stderr.contains("--overwrite"), again.stderr)
+        XCTAssertEqual(try app.run(args + ["--overwrite"]).status, 0)
+        // A run killed mid-way, whose data then went away: --resume says why it cannot continue and leaves nothing
+        // stranded; the same command then starts afresh.
+        let killed = app.work.appendingPathComponent("killed-run").path
+        let moved = try app.folderSlice("source/test", classes: 3, perClass: 20)
+        let killedArgs = ["finetune", "--train", moved, "--no-baseline", "--out", killed]
+        let died = try CLITests.run(at: app.binary, killedArgs + app.arguments, environment: [
+            "TL_MODELS_DIR": app.modelsDirectory, "TL_CACHE_DIR": app.work.appendingPathComponent("cache").path,
+            "TL_TEST_KILL_AFTER_CHECKPOINTS": "2"])
+        XCTAssertNotEqual(died.status, 0)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: killed + ".partial"))
+        try FileManager.default.removeItem(atPath: moved)
+        let resumed = try app.run(["finetune", "--resume", killed])
+        XCTAssertNotEqual(resumed.status, 0)
+        XCTAssertTrue(resumed.stderr.contains("cannot continue"), resumed.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: killed + ".partial"), "no unfinished run left that cannot be resumed")
+        _ = try app.folderSlice("source/test", classes: 3, perClass: 20)
+        XCTAssertEqual(try app.run(killedArgs).status, 0)
+    }
+}
