@@ -195,12 +195,18 @@ final class SoundFile {
         info = AudioInfo(path: path, sampleRate: Int(sfInfo.samplerate), channels: Int(sfInfo.channels),
                          frames: sfInfo.frames == Int64.max ? 0 : Int(max(0, sfInfo.frames)),
                          format: SoundFile.formatName(sfInfo.format))
-        guard sfInfo.samplerate > 0 else { throw EngineError.invalidFile(path, "declares a sample rate of \(sfInfo.samplerate) Hz") }
+        // The resampler's filter grows with the rate ratio: an absurd rate would allocate without bound.
+        guard (SoundFile.sampleRates).contains(Int(sfInfo.samplerate)) else {
+            throw EngineError.invalidFile(path, "declares a sample rate of \(sfInfo.samplerate) Hz (readable: \(SoundFile.sampleRates.lowerBound)-\(SoundFile.sampleRates.upperBound) Hz)")
+        }
         guard sfInfo.channels > 0 else { throw EngineError.invalidFile(path, "declares \(sfInfo.channels) channels") }
         if sfInfo.frames == 0 { throw EngineError.invalidFile(path, "holds no audio samples (0 frames)") }
     }
 
     deinit { sf_close(handle) }
+
+    /// Sample rates the reader accepts (telephone 1 kHz up to 768 kHz studio formats).
+    static let sampleRates = 1000...768_000
 
     /// Up to `maxFrames` frames mixed to mono at int16 scale; empty at the end of the file.
     func readMono(maxFrames: Int) throws -> [Float] {
@@ -214,13 +220,17 @@ final class SoundFile {
         if got <= 0 { return [] }
         var out = [Float](repeating: 0, count: got)
         let scale = AudioFile.int16Scale / Float(c)
+        var finite = true
         interleaved.withUnsafeBufferPointer { src in
             for i in 0..<got {
                 var s: Float = 0
                 for ch in 0..<c { s += src[i * c + ch] }
                 out[i] = s * scale
+                finite = finite && out[i].isFinite
             }
         }
+        // A float file can hold NaN or infinity; features computed from them are garbage.
+        guard finite else { throw EngineError.invalidFile(info.path, "holds samples that are not finite numbers (NaN or infinity)") }
         return out
     }
 

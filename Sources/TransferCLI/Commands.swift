@@ -20,8 +20,8 @@ func requirePath(_ value: String?, _ option: String) throws -> URL {
     return URL(fileURLWithPath: value)
 }
 
-/// The datasets a command read, with their sizes and per-class counts: shown on stderr as they are read and
-/// saved in run.json (`data`).
+/// The datasets a command read, with their sizes and per-class counts: shown on stderr once all are read and
+/// checked (`show`, so a bad input still gives one line) and saved in run.json (`data`).
 final class DataLog {
     struct Entry: Codable {
         var path: String
@@ -30,20 +30,23 @@ final class DataLog {
         var classes: [String: Int]?
     }
     private(set) var entries: [String: Entry] = [:]
+    private var lines: [String] = []
+
+    func show() { for line in lines { ProgressReporter.note(line) } }
 
     func labelled<D: TransferDomain>(_ w: TransferWorkflows<D>, _ path: String?, option: String, role: String) throws -> LabelledSet<D.Sample> {
         let set = try w.domain.labelled(at: try requirePath(path, option))
         let counts = Dictionary(uniqueKeysWithValues: zip(set.classNames, set.classCounts))
         entries[role] = Entry(path: path!, samples: set.count, classes: counts)
-        ProgressReporter.note("\(role) \(datasetName(path!)): \(set.count) samples, \(set.classNames.count) classes ("
-                              + zip(set.classNames, set.classCounts).map { "\($0) \($1)" }.joined(separator: ", ") + ")")
+        lines.append("\(role) \(datasetName(path!)): \(set.count) samples, \(set.classNames.count) classes ("
+                     + zip(set.classNames, set.classCounts).map { "\($0) \($1)" }.joined(separator: ", ") + ")")
         return set
     }
 
     func unlabelled<D: TransferDomain>(_ w: TransferWorkflows<D>, _ path: String?, option: String, role: String) throws -> [D.Sample] {
         let samples = try w.domain.unlabelled(at: try requirePath(path, option))
         entries[role] = Entry(path: path!, samples: samples.count, classes: nil)
-        ProgressReporter.note("\(role) \(datasetName(path!)): \(samples.count) unlabelled samples")
+        lines.append("\(role) \(datasetName(path!)): \(samples.count) unlabelled samples")
         return samples
     }
 }
@@ -169,6 +172,7 @@ struct TaskOptions: ParsableArguments {
         w.options.classWeights = try training.weights(classNames: train.classNames, labels: train.labels)
         let evalName = self.test.map(datasetName) ?? "validation", k = labelsPerClass, baseline = !noBaseline
         return {
+            log.show()
             var results: [StrategyResult] = []
             if baseline { results.append(try w.scratch(train: train, test: test, labelsPerClass: k, evalName: evalName)) }
             let main = try strategy(train, test, k, evalName)
@@ -316,6 +320,11 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     func validate() throws {
         if methods.isEmpty { throw ValidationError("--method must be one of \(AdaptationMethod.allCases.map(\.rawValue).joined(separator: ", ")) (or a comma-separated list of them) or all; got '\(method)'") }
         if levels.isEmpty { throw ValidationError("--level must be features, end-to-end or both; got '\(level)'") }
+        for (name, value) in [("--dann-weight", dannWeight), ("--coral-weight", coralWeight)] where !(value >= 0 && value.isFinite) {
+            throw ValidationError("\(name) must be a finite number >= 0, got \(value)")
+        }
+        if !(pseudoThreshold > 0 && pseudoThreshold <= 1) { throw ValidationError("--pseudo-threshold must be in (0, 1], got \(pseudoThreshold)") }
+        if pseudoRounds < 0 { throw ValidationError("--pseudo-rounds must be >= 0, got \(pseudoRounds)") }
     }
 
     func configure(_ options: inout WorkflowOptions, domain: D) throws {
@@ -333,6 +342,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         w.options.classWeights = try training.weights(classNames: sourceSet.classNames, labels: sourceSet.labels)
         let methods = self.methods, levels = self.levels
         return {
+            log.show()
             var settings = AdaptationOptions()
             settings.dannWeight = dannWeight
             settings.coralWeight = coralWeight

@@ -53,7 +53,7 @@ struct TrainingFlags: ParsableArguments {
     func validate() throws {
         if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
         if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
-        if let lr, !(lr > 0) { throw ValidationError("--lr must be positive") }
+        if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be a positive finite number, got \(lr)") }
     }
 
     func apply(to o: inout WorkflowOptions) {
@@ -82,7 +82,7 @@ struct TrainingFlags: ParsableArguments {
             for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
                 let parts = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "," })
                 if parts.isEmpty { continue }
-                guard parts.count == 2, let v = Float(parts[1]), v >= 0 else {
+                guard parts.count == 2, let v = Float(parts[1]), v >= 0, v.isFinite else {
                     throw EngineError.invalidFile("\(path):\(n + 1)", "expected 'class weight', got '\(line)'")
                 }
                 w[String(parts[0])] = v

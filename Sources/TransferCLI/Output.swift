@@ -37,8 +37,20 @@ enum Output {
         return object
     }
 
+    /// One JSON object; a number that JSON cannot hold (NaN, infinity) becomes null rather than a crash.
     static func encode(_ object: [String: Any]) -> String {
-        let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        func finite(_ value: Any) -> Any {
+            switch value {
+            case let d as Double: return d.isFinite ? d : NSNull()
+            case let f as Float: return f.isFinite ? Double(f) : NSNull()
+            case let a as [Any]: return a.map(finite)
+            case let o as [String: Any]: return o.mapValues(finite)
+            default: return value
+            }
+        }
+        guard let data = try? JSONSerialization.data(withJSONObject: finite(object), options: [.sortedKeys]) else {
+            return #"{"error": "the result could not be written as JSON"}"#
+        }
         return String(decoding: data, as: UTF8.self)
     }
 

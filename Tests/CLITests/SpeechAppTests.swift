@@ -98,4 +98,56 @@ final class SpeechAppTests: XCTestCase, ReleaseAppTests {
         XCTAssertNotEqual(noClasses.status, 0)
         XCTAssertTrue(noClasses.stderr.contains("has no class folders"), noClasses.stderr)
     }
+
+    /// A WAV file: `format` 1 (16-bit PCM) or 3 (32-bit float), mono, `rate` Hz, the given sample bytes.
+    static func wav(format: UInt16, rate: UInt32, samples: Data) -> Data {
+        let bits: UInt16 = format == 3 ? 32 : 16
+        var d = Data()
+        func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) } }
+        d.append(contentsOf: Array("RIFF".utf8)); put(UInt32(36 + samples.count)); d.append(contentsOf: Array("WAVEfmt ".utf8))
+        put(UInt32(16)); put(format); put(UInt16(1)); put(rate); put(rate &* UInt32(bits / 8)); put(bits / 8); put(bits)
+        d.append(contentsOf: Array("data".utf8)); put(UInt32(samples.count)); d.append(samples)
+        return d
+    }
+
+    /// Issue 15's findings 1-4: a NaN float WAV, an absurd sample rate, a flag that contradicts the run, impossible
+    /// options: each one line naming the file or option, a non-zero exit, never a signal or a BLAS complaint.
+    func testNonFiniteAudioAbsurdRatesContradictingFlagsAndImpossibleOptionsAreRefused() throws {
+        let train = try Self.app.folderSlice("source/train", classes: 3, perClass: 20)
+        let run = Self.app.work.appendingPathComponent("runs/hardening").path
+        XCTAssertEqual(try speech(["extract", "--train", train, "--no-baseline", "--out", run]).status, 0)
+        var floats = [Float](repeating: 0.1, count: 16000)
+        floats[100] = .nan
+        let nanFile = Self.app.work.appendingPathComponent("nan.wav")
+        try Self.wav(format: 3, rate: 16000, samples: floats.withUnsafeBytes { Data($0) }).write(to: nanFile)
+        let absurd = Self.app.work.appendingPathComponent("absurd-rate.wav")
+        try Self.wav(format: 1, rate: 2_147_483_647, samples: Data(count: 200)).write(to: absurd)
+        let absurdSet = Self.app.work.appendingPathComponent("absurd-set")
+        for word in ["down", "go"] {
+            try FileManager.default.createDirectory(at: absurdSet.appendingPathComponent(word), withIntermediateDirectories: true)
+            try? FileManager.default.createSymbolicLink(atPath: absurdSet.appendingPathComponent(word + "/a.flac").path,
+                                                        withDestinationPath: Self.app.firstFile("source/test/" + word))
+        }
+        try? FileManager.default.createSymbolicLink(atPath: absurdSet.appendingPathComponent("go/absurd-rate.wav").path, withDestinationPath: absurd.path)
+        let cases: [([String], String)] = [
+            (["predict", "--model", run, "--json", nanFile.path], nanFile.path + ": holds samples that are not finite"),
+            (["predict", "--model", run, absurd.path], absurd.path + ": declares a sample rate of 2147483647 Hz"),
+            (["extract", "--train", train, "--test", absurdSet.path], "absurd-rate.wav: declares a sample rate"),
+            (["predict", "--model", run, "--pooling", "mean-max", Self.app.firstFile("source/test/yes")], "pooling mean-max"),
+            (["extract", "--train", train, "--lr", "inf"], "--lr must be a positive finite number"),
+            (["adapt", "--source", train, "--target", train, "--dann-weight", "nan"], "--dann-weight must be a finite number"),
+        ]
+        for (args, message) in cases {
+            let r = try speech(args + ["--quiet"])
+            XCTAssertEqual(r.status == 0, false, args.joined(separator: " "))
+            XCTAssertLessThan(r.status, 128, "no signal: \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(message), "expected '\(message)' in: \(r.stderr)")
+            XCTAssertFalse(r.stderr.contains("SGEMM") || r.stdout.contains("SGEMM"), r.stderr)
+        }
+        let weights = Self.app.work.appendingPathComponent("weights.txt")
+        try "down inf\ngo 1\nleft 1\n".write(to: weights, atomically: true, encoding: .utf8)
+        let r = try speech(["extract", "--train", train, "--class-weights", weights.path, "--quiet"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("weights.txt:1"), r.stderr)
+    }
 }

@@ -220,6 +220,9 @@ public final class TransferWorkflows<D: TransferDomain> {
             return cached
         }
         let f = try pooled(samples, name: "features of \(name)", width: bb.featureCount) { bb.features($0) }
+        if let bad = f.withUnsafeBufferPointer({ $0.firstIndex { !$0.isFinite } }) {
+            throw EngineError.invalidFile(domain.describe(samples[bad / bb.featureCount]), "its features are not finite numbers (NaN or infinity); not cached")
+        }
         if !samples.isEmpty { try options.cache?.store(key, ["features": f]) }
         return f
     }
