@@ -274,7 +274,10 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
                              lambda 2/(1+exp(-10p))-1), coral (Deep CORAL), adabn (BatchNorm statistics re-estimated \
                              on the target), pseudo (self-training on confident pseudo-labels), mcc (Minimum Class \
                              Confusion, temperature 2.5), shot (information maximisation + nearest-centroid pseudo-labels, \
-                             classifier fixed), bnm (Batch Nuclear-norm Maximisation), all. \
+                             classifier fixed), bnm (Batch Nuclear-norm Maximisation); auto (the default) runs them \
+                             all and chooses the run's default model without target labels: the one that agrees most \
+                             with the average prediction of all of them on the target (ensemble validation), or \
+                             source-only when none agrees more than it does. \
                              Levels: features (a head with a 256-wide bottleneck on cached features) and end-to-end \
                              (the backbone's top blocks trained too). With --target-test, the target-supervised oracle \
                              (5-fold cross-validation on that set) is reported as well.
@@ -287,8 +290,8 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     var target: String?
     @Option(help: "Labelled target data, for reporting only (optional): it never chooses the default model.")
     var targetTest: String?
-    @Option(help: "Method: source-only, dann, coral, adabn, pseudo, mcc, shot, bnm, a comma-separated list of them, or all.")
-    var method = "all"
+    @Option(help: "Method: auto (every method, the default model chosen without target labels), source-only, dann, coral, adabn, pseudo, mcc, shot, bnm, or a comma-separated list of them (all = auto).")
+    var method = "auto"
     @Option(help: "Level: features, end-to-end or both.")
     var level = "features"
     @Option(help: "Weight of the DANN domain-discriminator loss.")
@@ -307,7 +310,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
 
     /// `all`, one method, or a comma-separated list (empty when any name is unknown).
     var methods: [AdaptationMethod] {
-        if method == "all" { return AdaptationMethod.allCases }
+        if method == "all" || method == "auto" { return AdaptationMethod.allCases }
         let names = method.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         let parsed = names.compactMap(AdaptationMethod.init(rawValue:))
         return parsed.count == names.count ? parsed : []
@@ -318,7 +321,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     }
 
     func validate() throws {
-        if methods.isEmpty { throw ValidationError("--method must be one of \(AdaptationMethod.allCases.map(\.rawValue).joined(separator: ", ")) (or a comma-separated list of them) or all; got '\(method)'") }
+        if methods.isEmpty { throw ValidationError("--method must be auto, or one of \(AdaptationMethod.allCases.map(\.rawValue).joined(separator: ", ")) (or a comma-separated list of them); got '\(method)'") }
         if levels.isEmpty { throw ValidationError("--level must be features, end-to-end or both; got '\(level)'") }
         for (name, value) in [("--dann-weight", dannWeight), ("--coral-weight", coralWeight)] where !(value >= 0 && value.isFinite) {
             throw ValidationError("\(name) must be a finite number >= 0, got \(value)")
