@@ -13,6 +13,8 @@ final class CommandMatrixTests: XCTestCase {
         var train: String, test: String, source: String, target: String, targetTest: String
         /// One input file for `predict`.
         var file: String
+        /// A label budget that still leaves a validation split (at least 50 training samples).
+        var labelsPerClass = 18
     }
 
     func testVision() throws {
@@ -49,7 +51,7 @@ final class CommandMatrixTests: XCTestCase {
         let s = try Slices(train: app.tableSlice("movies/train.tsv", perLabel: 40), test: app.tableSlice("movies/test.tsv", perLabel: 20),
                            source: app.tableSlice("movies/train.tsv", perLabel: 40),
                            target: app.tableSlice("amazon/unlabelled.tsv", perLabel: 50),
-                           targetTest: app.tableSlice("amazon/test.tsv", perLabel: 20), file: file.path)
+                           targetTest: app.tableSlice("amazon/test.tsv", perLabel: 20), file: file.path, labelsPerClass: 30)
         try matrix(app, s)
         try sameModelWithAndWithoutTest(app, command: "extract", train: app.fixture("movies/train.tsv"), test: app.fixture("movies/test.tsv"),
                                         extra: ["--labels-per-class", "10"])
@@ -73,7 +75,7 @@ final class CommandMatrixTests: XCTestCase {
         // Each optional input left out in turn; every saved run goes on to evaluate, predict and info.
         try sameModelWithAndWithoutTest(app, command: "extract", train: s.train, test: s.test, extra: [], out: run("extract"),
                                         baseline: true)
-        try sameModelWithAndWithoutTest(app, command: "finetune", train: s.train, test: s.test, extra: ["--labels-per-class", "18"],
+        try sameModelWithAndWithoutTest(app, command: "finetune", train: s.train, test: s.test, extra: ["--labels-per-class", String(s.labelsPerClass)],
                                         out: run("finetune"))
         _ = try ok(["extract", "--train", s.train, "--test", s.test, "--labels-per-class", "15", "--no-baseline"])   // no --out
         for r in [run("extract"), run("finetune")] { try followUp(app, run: r, data: s.test, file: s.file) }

@@ -106,6 +106,30 @@ extension ToyWorkflowTests {
         XCTAssertFalse(FileManager.default.fileExists(atPath: killedPath + ".partial"))
     }
 
+    /// End-to-end adaptation killed at several moments and resumed ends with the same bytes as an uninterrupted run:
+    /// DANN's reversal schedule, SHOT's per-epoch centroid labels and the discriminator all resume exactly (issue 15).
+    func testKilledEndToEndAdaptationResumesToTheSameBytes() throws {
+        let runs = Self.root.appendingPathComponent("runs-resume-adapt")
+        try? FileManager.default.removeItem(at: runs)
+        let args = ["adapt", "--source", trainCSV, "--target", data.appendingPathComponent("target-unlabelled.csv").path,
+                    "--level", "end-to-end", "--method", "source-only,dann,shot", "--threads", "1", "--no-cache", "--quiet"]
+        XCTAssertEqual(try toy(args + ["--out", runs.appendingPathComponent("whole").path]).status, 0)
+        let models = ["source-only-end-to-end", "dann-end-to-end", "shot-end-to-end"]
+        for killAfter in ["3", "9", "17"] {
+            let killedPath = runs.appendingPathComponent("killed-\(killAfter)").path
+            let killed = try CLITests.run("toy-tl", args + ["--out", killedPath], environment: [
+                "TL_MODELS_DIR": Self.root.appendingPathComponent("models").path, "TL_TEST_KILL_AFTER_CHECKPOINTS": killAfter])
+            XCTAssertEqual(killed.status, 9, "killed after \(killAfter) checkpoints: \(killed.stderr)")
+            let resumed = try toy(["adapt", "--resume", killedPath])
+            XCTAssertEqual(resumed.status, 0, resumed.stderr)
+            for model in models {
+                let x = try Data(contentsOf: runs.appendingPathComponent("whole/models/\(model).safetensors"))
+                let y = try Data(contentsOf: URL(fileURLWithPath: killedPath + "/models/\(model).safetensors"))
+                XCTAssertEqual(x, y, "\(model), killed after \(killAfter) checkpoints")
+            }
+        }
+    }
+
     func testRunDirectoryEvaluateAndPredict() throws {
         let run = Self.root.appendingPathComponent("runs-eval/extract").path
         try? FileManager.default.removeItem(atPath: run)

@@ -89,7 +89,9 @@ public struct SavedModel {
         var m = ["kind": kind.rawValue, "head_kind": headKind.rawValue, "head_inputs": String(headInputs),
                  "head_hidden": String(headHidden),
                  "class_names": String(decoding: (try? JSONEncoder().encode(classNames)) ?? Data("[]".utf8), as: UTF8.self)]
-        if let contract, let data = try? JSONEncoder().encode(contract) { m["contract"] = String(decoding: data, as: UTF8.self) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys   // the same model, the same bytes
+        if let contract, let data = try? encoder.encode(contract) { m["contract"] = String(decoding: data, as: UTF8.self) }
         return m
     }
 
