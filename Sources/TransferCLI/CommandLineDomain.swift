@@ -40,10 +40,12 @@ public struct DemoPlan: Sendable {
         public var source: String, target: String, targetTest: String
         public var methods: [AdaptationMethod]
         public var levels: [AdaptationLevel]
+        /// The methods run end to end (nil: `methods`), to keep a demo with a slow backbone within its time.
+        public var endToEndMethods: [AdaptationMethod]?
         public init(source: String, target: String, targetTest: String, methods: [AdaptationMethod] = AdaptationMethod.allCases,
-                    levels: [AdaptationLevel] = AdaptationLevel.allCases) {
+                    levels: [AdaptationLevel] = AdaptationLevel.allCases, endToEndMethods: [AdaptationMethod]? = nil) {
             self.source = source; self.target = target; self.targetTest = targetTest
-            self.methods = methods; self.levels = levels
+            self.methods = methods; self.levels = levels; self.endToEndMethods = endToEndMethods
         }
     }
 

@@ -412,7 +412,8 @@ struct DemoCommand<D: CommandLineDomain>: TrainingCommand {
             }
             if let (source, target, test, s) = shift {
                 let adapted = try w.adapt(source: source, target: target, targetTest: test, methods: s.methods,
-                                          levels: s.levels, oracle: true, evalName: datasetName(s.targetTest))
+                                          levels: s.levels, oracle: true, endToEndMethods: s.endToEndMethods,
+                                          evalName: datasetName(s.targetTest))
                 results += adapted
                 before = try w.unadaptedFeatures(source: source.samples, target: target)
                 if let pick = AdaptationSelection.choose(adapted) {

@@ -57,13 +57,14 @@ enum Output {
     static func table(_ results: [StrategyResult]) -> String {
         let scored = results.contains { $0.labelFree != nil }
         var rows: [[String]] = [["strategy", "level", "eval", "labels/class", "accuracy", "macro-F1", "train s"]
-                                + (scored ? ["reverse-val", "IM", "agree"] : [])]
+                                + (scored ? ["ensemble", "reverse-val", "IM", "agree"] : [])]
         for r in results {
             var row = [r.strategy == "auto" ? "auto (\(r.chosen ?? "?"))" : r.strategy, r.level ?? "-", r.eval, "all", "-", "-",
                        String(format: "%.1f", r.trainSeconds)]
             if scored {
                 let s = r.strategy == "auto" ? nil : r.labelFree
-                row += [s.map { String(format: "%.3f", $0.reverseValidation) } ?? "-",
+                row += [s?.ensembleAgreement.map { String(format: "%.3f", $0) } ?? "-",
+                        s.map { String(format: "%.3f", $0.reverseValidation) } ?? "-",
                         s.map { String(format: "%.3f", $0.informationMaximisation) } ?? "-",
                         s?.agreementWithSourceOnly.map { String(format: "%.3f", $0) } ?? "-"]
             }

@@ -55,6 +55,7 @@ extension TransferWorkflows {
     /// (k-fold cross-validation on `targetTest`: each fold is predicted by a head trained on the other folds).
     public func adapt(source: LabelledSet<D.Sample>, target: [D.Sample], targetTest: LabelledSet<D.Sample>?,
                       methods: [AdaptationMethod], levels: [AdaptationLevel], oracle: Bool,
+                      endToEndMethods: [AdaptationMethod]? = nil,
                       settings: AdaptationOptions = AdaptationOptions(), evalName: String) throws -> [StrategyResult] {
         guard !target.isEmpty else { throw EngineError.invalidArgument("the target set has no samples") }
         let test = try targetTest?.relabelled(to: source.classNames)
@@ -68,7 +69,7 @@ extension TransferWorkflows {
         }
         if levels.contains(.endToEnd) {
             results += try adaptEndToEnd(source: source, target: target, fS: fS, fT: fT, test: test,
-                                         methods: methods, settings: settings, evalName: evalName)
+                                         methods: endToEndMethods ?? methods, settings: settings, evalName: evalName)
         }
         try scoreWithoutLabels(&results, source: source, fS: fS, target: target, fT: fT)
         if oracle, let test, let fTest {
