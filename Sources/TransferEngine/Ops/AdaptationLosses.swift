@@ -67,7 +67,7 @@ extension Variable {
         var gram = [Double](repeating: 0, count: n * n)
         let p = x.value.pointer
         for i in 0..<m { for a in 0..<n { let va = Double(p[i * n + a]); for b in 0..<n { gram[a * n + b] += va * Double(p[i * n + b]) } } }
-        let (values, vectors) = symmetricEigen(gram, n)
+        let (values, vectors) = symmetricEigen(gram, size: n)
         let sigma = values.map { Swift.max($0, 0).squareRoot() }
         let largest = sigma.max() ?? 0
         let total = sigma.reduce(0, +)
@@ -89,40 +89,4 @@ extension Variable {
             x.accumulate(dx)
         }
     }
-}
-
-/// Eigenvalues and eigenvectors (column j of the row-major n x n result) of a symmetric matrix, by cyclic Jacobi
-/// rotations in Double (n is small here: the number of classes).
-func symmetricEigen(_ matrix: [Double], _ n: Int) -> (values: [Double], vectors: [Double]) {
-    var a = matrix
-    var v = [Double](repeating: 0, count: n * n)
-    for i in 0..<n { v[i * n + i] = 1 }
-    for _ in 0..<100 {
-        var off = 0.0
-        for p in 0..<n { for q in (p + 1)..<Swift.max(n, p + 1) { off += a[p * n + q] * a[p * n + q] } }
-        if off < 1e-30 { break }
-        for p in 0..<n {
-            for q in (p + 1)..<Swift.max(n, p + 1) where a[p * n + q] != 0 {
-                let theta = (a[q * n + q] - a[p * n + p]) / (2 * a[p * n + q])
-                let t = (theta >= 0 ? 1.0 : -1.0) / (Swift.abs(theta) + (theta * theta + 1).squareRoot())
-                let c = 1 / (t * t + 1).squareRoot(), s = t * c
-                for k in 0..<n {   // A <- A J (columns p, q)
-                    let akp = a[k * n + p], akq = a[k * n + q]
-                    a[k * n + p] = c * akp - s * akq
-                    a[k * n + q] = s * akp + c * akq
-                }
-                for k in 0..<n {   // A <- Jᵀ A (rows p, q)
-                    let apk = a[p * n + k], aqk = a[q * n + k]
-                    a[p * n + k] = c * apk - s * aqk
-                    a[q * n + k] = s * apk + c * aqk
-                }
-                for k in 0..<n {
-                    let vkp = v[k * n + p], vkq = v[k * n + q]
-                    v[k * n + p] = c * vkp - s * vkq
-                    v[k * n + q] = s * vkp + c * vkq
-                }
-            }
-        }
-    }
-    return ((0..<n).map { a[$0 * n + $0] }, v)
 }
