@@ -48,10 +48,12 @@ final class VisionDomainTests: XCTestCase {
         let plain = root.appendingPathComponent("plain.csv")
         try "imgs/two.png\r\nimgs/one.png\r\n".write(to: plain, atomically: true, encoding: .utf8)
         XCTAssertEqual(try VisionDomain().unlabelled(at: plain).map(\.lastPathComponent), ["two.png", "one.png"])
-        // Unlabelled folder: the folder's PNGs only, not subfolders.
+        // Unlabelled folder: every PNG below it, subfolders included (the one folder rule of every app, issue 21),
+        // hidden files skipped.
         try png("flat/a.png")
         try png("flat/sub/b.png")
-        XCTAssertEqual(try VisionDomain().unlabelled(at: root.appendingPathComponent("flat")).map(\.lastPathComponent), ["a.png"])
+        try png("flat/.hidden/c.png")
+        XCTAssertEqual(try VisionDomain().unlabelled(at: root.appendingPathComponent("flat")).map(\.lastPathComponent), ["a.png", "b.png"])
     }
 
     func testLayoutErrorsNameTheFileAndLine() throws {
