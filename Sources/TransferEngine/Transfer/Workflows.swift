@@ -539,19 +539,22 @@ public final class TransferWorkflows<D: TransferDomain> {
 
     /// The contract of models trained by these workflows with the domain's `settings`.
     public func contract(settings: [String: String]) throws -> RunContract {
-        let bb = try backbone()
-        return RunContract(domain: D.name, settings: settings, featureWidth: bb.featureCount, backbone: backboneHash)
+        RunContract(domain: D.name, settings: settings, featureWidth: try featureWidth(), backbone: backboneHash)
     }
+
+    /// Width of the pretrained features; loads the backbone the first time, without resetting its weights after
+    /// (a check, not a workflow: `backbone()` is for those).
+    func featureWidth() throws -> Int { try pretrained?.featureCount ?? backbone().featureCount }
 
     /// Class probabilities [N, K] of a saved model on samples. A model whose contract (features it expects, the
     /// pretrained weights) the backbone does not meet is refused before anything runs.
     public func probabilities(_ saved: SavedModel, samples: [D.Sample], name: String) throws -> Tensor {
         let head = try saved.makeHead()
         if saved.kind != .scratch {
-            let bb = try backbone()
-            try saved.contract?.check(featureWidth: bb.featureCount, backbone: backboneHash, source: name)
-            guard saved.headInputs == bb.featureCount else {
-                throw EngineError.invalidFile(name, "the model's head takes \(saved.headInputs) features, the backbone gives \(bb.featureCount)")
+            let width = try featureWidth()
+            try saved.contract?.check(featureWidth: width, backbone: backboneHash, source: name)
+            guard saved.headInputs == width else {
+                throw EngineError.invalidFile(name, "the model's head takes \(saved.headInputs) features, the backbone gives \(width)")
             }
         }
         switch saved.kind {
