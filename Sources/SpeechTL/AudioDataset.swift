@@ -58,9 +58,8 @@ public enum AudioDataset {
 
     /// Rows of a CSV: `path` (columns 1) or `path,label` (columns 2).
     static func csvRows(_ url: URL, columns: Int) throws -> [Row] {
-        let text: String
-        do { text = try String(contentsOf: url, encoding: .utf8) } catch {
-            throw EngineError.invalidFile(url.path, FileManager.default.fileExists(atPath: url.path) ? "is not UTF-8 text" : "no such file")
+        guard let text = String(data: try InputFile.read(url, limit: 1 << 30, what: "a CSV file"), encoding: .utf8) else {
+            throw EngineError.invalidFile(url.path, "is not UTF-8 text")
         }
         let base = url.deletingLastPathComponent()
         var rows: [Row] = []

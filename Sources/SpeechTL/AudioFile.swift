@@ -177,11 +177,7 @@ final class SoundFile {
 
     init(_ url: URL) throws {
         let path = url.path
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw EngineError.invalidFile(path, "no such file")
-        }
-        if isDirectory.boolValue { throw EngineError.invalidFile(path, "is a directory, not an audio file") }
+        try InputFile.requireRegular(url, what: "an audio file")   // sf_open would block on a FIFO
         if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber, size.intValue == 0 {
             throw EngineError.invalidFile(path, "is empty (0 bytes)")
         }

@@ -103,12 +103,7 @@ public struct SpeechDomain: CommandLineDomain {
 
     public func predictionSamples(_ url: URL) throws -> [URL] { try AudioDataset.unlabelled(at: url) }
 
-    public func cacheKey(_ sample: URL) -> String {
-        let attributes = try? FileManager.default.attributesOfItem(atPath: sample.path)
-        let size = (attributes?[.size] as? NSNumber)?.intValue ?? -1
-        let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
-        return "\(sample.standardizedFileURL.path)|\(size)|\(modified)"
-    }
+    public func cacheKey(_ sample: URL) -> String { InputFile.contentKey(sample) }
 
     public var preprocessingKey: String {
         "speech-v1 samples=\(frontEnd.clipSamples) hop=\(frontEnd.hop) pooling=\(pooling.rawValue) mel=openWakeWord"

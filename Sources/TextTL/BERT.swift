@@ -18,7 +18,8 @@ public struct BERTConfiguration: Equatable, Sendable {
     /// the exact (erf) GELU; anything else is one clear error naming the file.
     public init(contentsOf url: URL) throws {
         let object: Any
-        do { object = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) } catch {
+        let data = try InputFile.read(url, limit: 16 << 20, what: "a model configuration")
+        do { object = try JSONSerialization.jsonObject(with: data) } catch {
             throw EngineError.invalidFile(url.path, "cannot read the model configuration: \(error.localizedDescription)")
         }
         guard let json = object as? [String: Any] else { throw EngineError.invalidFile(url.path, "not a JSON object") }

@@ -97,12 +97,12 @@ public enum TextTable {
 
     // MARK: - Files and UTF-8
 
+    /// Largest table read (1 GiB; a table is read whole).
+    public static let maxFileBytes = 1 << 30
+
     /// The file's bytes without a UTF-8 BOM, checked to be valid UTF-8.
     static func contents(of url: URL) throws -> [UInt8] {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw EngineError.invalidFile(url.path, "cannot read: \(error.localizedDescription)")
-        }
+        let data = try InputFile.read(url, limit: maxFileBytes, what: "a text table")
         var bytes = [UInt8](data)
         if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) }
         if let bad = firstInvalidUTF8(bytes) {

@@ -29,10 +29,7 @@ public struct WordPieceTokenizer: Sendable {
 
     /// Loads `vocab.txt` (one token per line, id = line number; a repeated token keeps its last line).
     public init(vocabulary url: URL) throws {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw EngineError.invalidFile(url.path, "cannot read the vocabulary: \(error.localizedDescription)")
-        }
+        let data = try InputFile.read(url, limit: 64 << 20, what: "a vocabulary file")
         guard let text = String(data: data, encoding: .utf8) else {
             throw EngineError.invalidFile(url.path, "the vocabulary is not UTF-8")
         }
@@ -99,12 +96,34 @@ public struct WordPieceTokenizer: Sendable {
         return ids
     }
 
+    /// The first `limit` word-piece ids of `text`: `pieces(text).prefix(limit)`, without tokenising all of a
+    /// long text. A prefix ending in ASCII whitespace is tokenised first (whitespace separates words and nothing
+    /// in normalisation crosses it, so its pieces begin the text's pieces), doubling it until it gives enough.
+    public func pieces(_ text: String, limit: Int) -> [Int] {
+        let utf8 = text.utf8
+        var budget = max(4096, limit * 32)
+        while budget < utf8.count {
+            var cut = utf8.index(utf8.startIndex, offsetBy: budget)
+            while cut > utf8.startIndex, !Self.isASCIIWhitespace(utf8[utf8.index(before: cut)]) { cut = utf8.index(before: cut) }
+            if cut > utf8.startIndex {
+                let ids = pieces(String(decoding: utf8[..<cut], as: UTF8.self))
+                if ids.count >= limit { return Array(ids.prefix(limit)) }
+            }
+            budget *= 2
+        }
+        return Array(pieces(text).prefix(limit))
+    }
+
+    private static func isASCIIWhitespace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D }
+
     /// [CLS] pieces [SEP]; with `maxLength` (counting the two specials, at least 2) the pieces are cut to fit.
     public func encode(_ text: String, maxLength: Int? = 128) -> [Int] {
-        var body = pieces(text)
+        let body: [Int]
         if let maxLength {
             precondition(maxLength >= 2, "WordPieceTokenizer.encode: maxLength \(maxLength) leaves no room for [CLS] and [SEP]")
-            if body.count > maxLength - 2 { body.removeLast(body.count - (maxLength - 2)) }
+            body = pieces(text, limit: maxLength - 2)
+        } else {
+            body = pieces(text)
         }
         var ids = [classID]
         ids.reserveCapacity(body.count + 2)

@@ -4,9 +4,7 @@ import TransferEngine
 /// Reads the toy domain's CSV files.
 enum ToyCSV {
     static func read(_ url: URL) throws -> (header: [String], rows: [(Int, [String])]) {
-        guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw EngineError.invalidFile(url.path, "cannot read the file (a CSV file is expected)")
-        }
+        let data = try InputFile.read(url, limit: 1 << 30, what: "a CSV file")
         guard let text = String(data: data, encoding: .utf8) else { throw EngineError.invalidFile(url.path, "not UTF-8 text") }
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
         guard let first = lines.first, !first.isEmpty else { throw EngineError.invalidFile(url.path, "empty file") }

@@ -23,11 +23,14 @@ func requirePath(_ value: String?, _ option: String) throws -> URL {
 /// The datasets a command read, with their sizes and per-class counts: shown on stderr once all are read and
 /// checked (`show`, so a bad input still gives one line) and saved in run.json (`data`).
 final class DataLog {
-    struct Entry: Codable {
+    struct Entry: Codable, Equatable {
         var path: String
         var samples: Int
         /// Samples per class (labelled sets).
         var classes: [String: Int]?
+        /// Hash of every sample's contents (the domain's cache key) and label, in order: `--resume` refuses data
+        /// that changed since the run started.
+        var fingerprint: String?
     }
     private(set) var entries: [String: Entry] = [:]
     private var lines: [String] = []
@@ -37,7 +40,8 @@ final class DataLog {
     func labelled<D: TransferDomain>(_ w: TransferWorkflows<D>, _ path: String?, option: String, role: String) throws -> LabelledSet<D.Sample> {
         let set = try w.domain.labelled(at: try requirePath(path, option))
         let counts = Dictionary(uniqueKeysWithValues: zip(set.classNames, set.classCounts))
-        entries[role] = Entry(path: path!, samples: set.count, classes: counts)
+        entries[role] = Entry(path: path!, samples: set.count, classes: counts,
+                              fingerprint: fingerprint(w, set.samples, labels: set.labels.map { set.classNames[$0] }))
         lines.append("\(role) \(datasetName(path!)): \(set.count) samples, \(set.classNames.count) classes ("
                      + zip(set.classNames, set.classCounts).map { "\($0) \($1)" }.joined(separator: ", ") + ")")
         return set
@@ -45,9 +49,25 @@ final class DataLog {
 
     func unlabelled<D: TransferDomain>(_ w: TransferWorkflows<D>, _ path: String?, option: String, role: String) throws -> [D.Sample] {
         let samples = try w.domain.unlabelled(at: try requirePath(path, option))
-        entries[role] = Entry(path: path!, samples: samples.count, classes: nil)
+        entries[role] = Entry(path: path!, samples: samples.count, classes: nil, fingerprint: fingerprint(w, samples, labels: []))
         lines.append("\(role) \(datasetName(path!)): \(samples.count) unlabelled samples")
         return samples
+    }
+
+    private func fingerprint<D: TransferDomain>(_ w: TransferWorkflows<D>, _ samples: [D.Sample], labels: [String]) -> String {
+        var h = FNV64()
+        for s in samples { h.add(w.domain.cacheKey(s)) }
+        for l in labels { h.add(l) }
+        return h.hex
+    }
+
+    /// Refuses to continue a run whose data changed since it started (`recorded`: the run's entries).
+    func check(against recorded: [String: Entry]?) throws {
+        guard let recorded else { return }
+        for (role, now) in entries.sorted(by: { $0.key < $1.key }) {
+            guard let then = recorded[role], then.fingerprint != nil, then != now else { continue }
+            throw EngineError.invalidFile(now.path, "the \(role) data changed since the run started (\(then.samples) samples then, \(now.samples) now, contents differ); start the run again")
+        }
     }
 }
 
@@ -59,18 +79,17 @@ struct RunOutcome {
     var notes: [String] = []
     var before: (source: Tensor, target: Tensor)? = nil
     var defaultModel: (identifier: String, reason: String)? = nil
-    /// The datasets read (for run.json).
-    var data: [String: DataLog.Entry] = [:]
 }
 
 /// A command that trains: creates (or resumes) a run directory, runs, prints and saves the results.
 protocol TrainingCommand: ParsableCommand {
     associatedtype D: CommandLineDomain
-    var common: CommonOptions { get }
+    var common: CommonOptions { get set }
     var runOptions: RunOptions { get }
     var domainOptions: D.Options { get }
-    /// Loads and checks the inputs (before any run directory exists), then returns the work to do.
-    func prepare(_ workflows: TransferWorkflows<D>) throws -> () throws -> RunOutcome
+    /// Loads and checks the inputs (before any run directory exists), noting each dataset in `log`, then returns
+    /// the work to do.
+    func prepare(_ workflows: TransferWorkflows<D>, log: DataLog) throws -> () throws -> RunOutcome
     /// Applies command-specific options to the workflow options.
     func configure(_ options: inout WorkflowOptions, domain: D) throws
 }
@@ -81,7 +100,13 @@ extension TrainingCommand {
         if let resume = runOptions.resume {
             let (dir, record) = try RunDirectory.resume(resume, app: D.appName, command: name)
             do {
-                try Self.parse(record.arguments).execute(run: dir, record: record)
+                // The run's recorded arguments, read from the folder it started in; the cache is this command's.
+                var replay = try Self.parse(record.arguments)
+                replay.common.adoptCacheSettings(of: common)
+                if let start = record.directory, !FileManager.default.changeCurrentDirectoryPath(start) {
+                    throw EngineError.invalidFile(start, "the run was started in this folder, which is gone; its relative paths cannot be found")
+                }
+                try replay.execute(run: dir, record: record)
             } catch {
                 // An error (not a kill) would only repeat on the next --resume: say why, and leave nothing stranded.
                 dir.discard()
@@ -95,16 +120,25 @@ extension TrainingCommand {
     func execute(run existing: RunDirectory?, record existingRecord: RunDirectory.Record?) throws {
         common.apply()
         let workflows = try makeWorkflows(D.self, domainOptions, common) { try configure(&$0, domain: $1) }
-        let work = try prepare(workflows)
+        let log = DataLog()
+        let work = try prepare(workflows, log: log)
         // A missing or damaged model fails here, before any training.
         let contract = try workflows.contract(settings: domainOptions.contract)
+        if let existingRecord {
+            try log.check(against: existingRecord.data)
+            if let then = existingRecord.contract, then != contract {
+                throw EngineError.invalidFile(existing!.final.path, "the pretrained model or the settings differ from those the run started with (now: backbone \(contract.backbone), \(contract.describedSettings); then: backbone \(then.backbone), \(then.describedSettings))")
+            }
+        }
         let name = Self.configuration.commandName!
         var run = existing
         var record = existingRecord
         if run == nil, let out = runOptions.out {
             let args = Array(CommandLine.arguments.dropFirst(2))
             let r = RunDirectory.Record(app: D.appName, version: TransferEngineVersion.string, command: name, arguments: args,
-                                        seed: common.seed, options: workflows.domain.optionsSummary, contract: contract, data: nil,
+                                        seed: common.seed, options: workflows.domain.optionsSummary, contract: contract,
+                                        data: log.entries.isEmpty ? nil : log.entries,
+                                        directory: FileManager.default.currentDirectoryPath,
                                         models: [], defaultModel: nil, defaultReason: nil,
                                         created: ISO8601DateFormatter().string(from: Date()))
             run = try RunDirectory.create(out, record: r, overwrite: runOptions.overwrite)
@@ -162,10 +196,9 @@ struct TaskOptions: ParsableArguments {
 
     /// Loads and checks the sets, then returns the work: the from-scratch baseline (unless skipped) and `strategy`,
     /// whose model is the run's default (the technique asked for; the baseline is there to compare with).
-    func work<D: TransferDomain>(_ w: TransferWorkflows<D>, training: TrainingFlags,
+    func work<D: TransferDomain>(_ w: TransferWorkflows<D>, log: DataLog, training: TrainingFlags,
                                  strategy: @escaping (LabelledSet<D.Sample>, LabelledSet<D.Sample>?, Int?, String) throws -> StrategyResult)
         throws -> () throws -> RunOutcome {
-        let log = DataLog()
         let train = try log.labelled(w, self.train, option: "--train", role: "train")
         try train.validateForTraining()
         let test = try self.test.map { try log.labelled(w, $0, option: "--test", role: "test").relabelled(to: train.classNames) }
@@ -184,7 +217,7 @@ struct TaskOptions: ParsableArguments {
                     : "no --test: accuracy is on the validation split held out from the training data (\(main.report!.support.reduce(0, +)) samples; it also chose the epoch)")
             }
             return RunOutcome(results: results, notes: notes,
-                              defaultModel: (main.identifier, "the \(main.strategy) model this command trained"), data: log.entries)
+                              defaultModel: (main.identifier, "the \(main.strategy) model this command trained"))
         }
     }
 }
@@ -206,8 +239,8 @@ struct ExtractCommand<D: CommandLineDomain>: TrainingCommand {
         options.head = task.head
     }
 
-    func prepare(_ w: TransferWorkflows<D>) throws -> () throws -> RunOutcome {
-        try task.work(w, training: training) { try w.extract(train: $0, test: $1, labelsPerClass: $2, evalName: $3).result }
+    func prepare(_ w: TransferWorkflows<D>, log: DataLog) throws -> () throws -> RunOutcome {
+        try task.work(w, log: log, training: training) { try w.extract(train: $0, test: $1, labelsPerClass: $2, evalName: $3).result }
     }
 }
 
@@ -260,8 +293,8 @@ struct FinetuneCommand<D: CommandLineDomain>: TrainingCommand {
         options.head = task.head
     }
 
-    func prepare(_ w: TransferWorkflows<D>) throws -> () throws -> RunOutcome {
-        try task.work(w, training: training) { try w.finetune(train: $0, test: $1, labelsPerClass: $2, evalName: $3).result }
+    func prepare(_ w: TransferWorkflows<D>, log: DataLog) throws -> () throws -> RunOutcome {
+        try task.work(w, log: log, training: training) { try w.finetune(train: $0, test: $1, labelsPerClass: $2, evalName: $3).result }
     }
 }
 
@@ -335,8 +368,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         fine.apply(to: &options)
     }
 
-    func prepare(_ w: TransferWorkflows<D>) throws -> () throws -> RunOutcome {
-        let log = DataLog()
+    func prepare(_ w: TransferWorkflows<D>, log: DataLog) throws -> () throws -> RunOutcome {
         let sourceSet = try log.labelled(w, source, option: "--source", role: "source")
         try sourceSet.validateForTraining()
         let targetSamples = try log.unlabelled(w, target, option: "--target", role: "target")
@@ -361,7 +393,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
             }
             return RunOutcome(results: results,
                               notes: test == nil ? ["no --target-test: target accuracy not measured"] : [],
-                              before: before, defaultModel: pick, data: log.entries)
+                              before: before, defaultModel: pick)
         }
     }
 }
@@ -381,7 +413,7 @@ struct DemoCommand<D: CommandLineDomain>: TrainingCommand {
 
     func configure(_ options: inout WorkflowOptions, domain: D) throws { training.apply(to: &options) }
 
-    func prepare(_ w: TransferWorkflows<D>) throws -> () throws -> RunOutcome {
+    func prepare(_ w: TransferWorkflows<D>, log _: DataLog) throws -> () throws -> RunOutcome {
         let root = fixtures ?? ProcessInfo.processInfo.environment["TL_FIXTURES_DIR"] ?? "Fixtures"
         let plan = D.demo
         func path(_ p: String) throws -> URL { try requirePath(URL(fileURLWithPath: root).appendingPathComponent(p).path, "--fixtures") }
@@ -502,7 +534,8 @@ struct PredictCommand<D: CommandLineDomain>: ParsableCommand {
             if common.json {
                 rows.append(["input": domain.describe(s), "top": top.map { ["label": $0.0, "probability": $0.1] }])
             } else {
-                print("\(domain.describe(s))\t" + top.map { String(format: "%@ %.3f", $0.0 as NSString, $0.1) }.joined(separator: "\t"))
+                // Inputs and labels come from the user's data: control characters (tabs too) are shown escaped.
+                print("\(domain.describe(s).printable)\t" + top.map { "\($0.0.printable) " + String(format: "%.3f", $0.1) }.joined(separator: "\t"))
             }
         }
         if common.json { print(Output.encode(["app": D.appName, "command": "predict", "predictions": rows])) }

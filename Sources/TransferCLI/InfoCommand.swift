@@ -69,7 +69,7 @@ func runtimeRows(app: String) -> [(String, String)] {
 
 func printRows(_ rows: [(String, String)]) {
     let width = rows.map(\.0.count).max() ?? 0
-    for (k, v) in rows { print(k.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + v) }
+    for (k, v) in rows { print(k.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + v.printable) }
 }
 
 /// `--threads` alone (for commands that train nothing).

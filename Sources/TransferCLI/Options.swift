@@ -31,6 +31,14 @@ struct CommonOptions: ParsableArguments {
         if quiet { ProgressReporter.quiet = true }   // --json keeps progress on stderr: stdout stays one JSON object
     }
 
+    /// For `--resume`: which feature cache to use belongs to this machine and this invocation, not to the run
+    /// (a run.json from elsewhere must not point the cache at a folder of its choice; features are the same with
+    /// or without it). The path is made absolute first, as the resumed run works in the run's start folder.
+    mutating func adoptCacheSettings(of current: CommonOptions) {
+        noCache = current.noCache
+        cache = current.cache.map { URL(fileURLWithPath: $0).path }
+    }
+
     var featureCache: FeatureCache? {
         noCache ? nil : FeatureCache(directory: cache.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? FeatureCache.defaultDirectory)
     }
@@ -75,8 +83,9 @@ struct TrainingFlags: ParsableArguments {
             return counts.map { Float(labels.count) / Float(classNames.count * max($0, 1)) }
         default:
             let path = classWeights
-            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-                throw EngineError.invalidFile(path, "cannot read the class-weights file")
+            guard let text = String(data: try InputFile.read(URL(fileURLWithPath: path), limit: 16 << 20, what: "a class-weights file"),
+                                    encoding: .utf8) else {
+                throw EngineError.invalidFile(path, "the class-weights file is not UTF-8 text")
             }
             var w = [String: Float]()
             for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {

@@ -81,6 +81,7 @@ enum Output {
     /// Left-aligned columns separated by two spaces, optionally with a dashed rule under the first row.
     static func alignedColumns(_ rows: [[String]], ruleAfterFirst: Bool) -> String {
         var widths = [Int](repeating: 0, count: rows.first?.count ?? 0)
+        let rows = rows.map { $0.map(\.printable) }
         for row in rows { for i in row.indices { widths[i] = max(widths[i], row[i].count) } }
         var lines: [String] = []
         for (n, row) in rows.enumerated() {
@@ -101,7 +102,7 @@ enum Output {
             Swift.print(Output.json(app: app, command: command, results: results, defaultModel: defaultModel))
         } else {
             Swift.print(table(results))
-            for n in notes { Swift.print(n) }
+            for n in notes { Swift.print(n.printable) }
         }
     }
 
@@ -150,7 +151,6 @@ enum Output {
         // The default model for evaluate/predict: the command's choice, made without test labels.
         record.defaultModel = outcome.defaultModel?.identifier
         record.defaultReason = outcome.defaultModel?.reason
-        if !outcome.data.isEmpty { record.data = outcome.data }
         let summary = Output.json(app: app, command: command, results: results, defaultModel: outcome.defaultModel)
         var metrics = try JSONSerialization.jsonObject(with: Data(summary.utf8)) as! [String: Any]
         metrics["details"] = detailed

@@ -3,10 +3,15 @@ import TransferEngine
 
 /// A run directory. Work happens in `RUN.partial/` and is renamed to `RUN/` only when the run completes, so an
 /// interrupted or failed run never looks finished. A killed run keeps `RUN.partial/` with its checkpoints
-/// for `--resume RUN`; a run that fails on bad input removes it.
+/// for `--resume RUN`; a run that fails on bad input removes it. The process working in `RUN.partial/` holds a
+/// lock on it (released by the kernel when the process dies), so a second run with the same `--out`, or a
+/// `--resume` of a run still going, is refused instead of sharing it. `--overwrite` replaces a finished run only
+/// when the new one finishes: a new run that fails leaves the old one in place.
 final class RunDirectory: TrainingCheckpointer {
     let final: URL
     let partial: URL
+    /// The lock on `partial` (open for the life of the process).
+    private var lock: Int32 = -1
 
     struct Record: Codable {
         var app: String
@@ -20,6 +25,8 @@ final class RunDirectory: TrainingCheckpointer {
         var contract: RunContract?
         /// The datasets the run read: path, samples, samples per class.
         var data: [String: DataLog.Entry]?
+        /// The working directory the command was started in: `--resume` replays its relative paths from there.
+        var directory: String?
         var models: [String]
         var defaultModel: String?
         /// Why `defaultModel` was chosen (never a test accuracy).
@@ -42,18 +49,44 @@ final class RunDirectory: TrainingCheckpointer {
                 guard fm.fileExists(atPath: folder.appendingPathComponent("run.json").path) else {
                     throw EngineError.invalidFile(folder.path, "is not a run directory (no run.json); not removing it")
                 }
-                try fm.removeItem(at: folder)
             }
-        }
-        if fm.fileExists(atPath: dir.final.path) {
+            if fm.fileExists(atPath: dir.partial.path) {
+                try dir.acquireLock()   // never remove a run another process is writing
+                try fm.removeItem(at: dir.partial)
+                dir.releaseLock()
+            }
+        } else if fm.fileExists(atPath: dir.final.path) {
             throw EngineError.invalidFile(path, "already exists; choose another --out, remove it, or replace it with --overwrite")
         }
-        if fm.fileExists(atPath: dir.partial.path) {
-            throw EngineError.invalidFile(dir.partial.path, "an unfinished run is there; continue it with --resume \(path), or start again with --overwrite")
+        // mkdir fails if the folder exists: of two runs started together with the same --out, one gets it.
+        try fm.createDirectory(at: dir.partial.deletingLastPathComponent(), withIntermediateDirectories: true)
+        guard mkdir(dir.partial.path, 0o777) == 0 else {
+            if errno == EEXIST {
+                throw EngineError.invalidFile(dir.partial.path, "an unfinished run is there; continue it with --resume \(path), or start again with --overwrite")
+            }
+            throw EngineError.invalidFile(dir.partial.path, "cannot be created (\(String(cString: strerror(errno))))")
         }
+        try dir.acquireLock()
         try fm.createDirectory(at: dir.partial.appendingPathComponent("checkpoints"), withIntermediateDirectories: true)
         try dir.writeRecord(record)
         return dir
+    }
+
+    private var lockPath: String { partial.appendingPathComponent(".lock").path }
+
+    private func acquireLock() throws {
+        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw EngineError.invalidFile(partial.path, "cannot be locked (\(String(cString: strerror(errno))))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw EngineError.invalidFile(final.path, "another process is working on this run right now; wait for it to end or stop it first")
+        }
+        lock = fd
+    }
+
+    private func releaseLock() {
+        if lock >= 0 { close(lock) }
+        lock = -1
     }
 
     /// Reopens the unfinished run at `path` for `--resume`.
@@ -65,6 +98,7 @@ final class RunDirectory: TrainingCheckpointer {
             throw EngineError.invalidFile(path, "no unfinished run here (expected \(dir.partial.lastPathComponent))")
         }
         let record = try readRecord(dir.partial, path: path)
+        try dir.acquireLock()
         guard record.app == app else { throw EngineError.invalidFile(path, "this run was made by \(record.app), not \(app)") }
         guard record.command == command else {
             throw EngineError.invalidFile(path, "this run is a '\(record.command)' run; resume it with \(app) \(record.command) --resume \(path)")
@@ -74,9 +108,10 @@ final class RunDirectory: TrainingCheckpointer {
 
     static func readRecord(_ folder: URL, path: String) throws -> Record {
         let url = folder.appendingPathComponent("run.json")
-        guard let data = try? Data(contentsOf: url) else {
+        guard FileManager.default.fileExists(atPath: url.path) else {
             throw EngineError.invalidFile(path, "not a run directory (no run.json)")
         }
+        let data = try InputFile.read(url, limit: 64 << 20, what: "a run.json file")
         do { return try JSONDecoder().decode(Record.self, from: data) } catch {
             throw EngineError.invalidFile(url.path, "run.json is damaged")
         }
@@ -102,14 +137,33 @@ final class RunDirectory: TrainingCheckpointer {
         try SafeTensors.write(model.tensors, metadata: meta, to: url)
     }
 
-    /// Completes the run: checkpoints are dropped and `RUN.partial` becomes `RUN`.
+    /// Completes the run: checkpoints and the temporary files of writes killed before a resume are dropped, and
+    /// `RUN.partial` becomes `RUN` (replacing a finished run there, for --overwrite).
     func finish() throws {
-        try? FileManager.default.removeItem(at: partial.appendingPathComponent("checkpoints"))
-        try FileManager.default.moveItem(at: partial, to: final)
+        let fm = FileManager.default
+        try? fm.removeItem(at: partial.appendingPathComponent("checkpoints"))
+        if let files = fm.enumerator(atPath: partial.path)?.allObjects as? [String] {
+            for file in files where AtomicFile.isTemporary(URL(fileURLWithPath: file).lastPathComponent) {
+                try? fm.removeItem(at: partial.appendingPathComponent(file))
+            }
+        }
+        unlink(lockPath)
+        if fm.fileExists(atPath: final.path) {
+            let replaced = URL(fileURLWithPath: final.path + ".replaced-\(getpid())")
+            try fm.moveItem(at: final, to: replaced)
+            try fm.moveItem(at: partial, to: final)
+            try? fm.removeItem(at: replaced)
+        } else {
+            try fm.moveItem(at: partial, to: final)
+        }
+        releaseLock()
     }
 
     /// Removes the unfinished run (after an error that resuming would only repeat).
-    func discard() { try? FileManager.default.removeItem(at: partial) }
+    func discard() {
+        try? FileManager.default.removeItem(at: partial)
+        releaseLock()
+    }
 
     // MARK: TrainingCheckpointer
 

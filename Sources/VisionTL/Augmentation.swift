@@ -76,10 +76,17 @@ public enum Augmentation {
     /// A [N, size, size, 3] normalised training batch. One seed per image is drawn from `rng` up front, so the
     /// result does not depend on how the parallel loop splits the images.
     public static func trainingBatch(_ images: [Image], options: AugmentationOptions, rng: inout RNG) -> Tensor {
-        let seeds = images.map { _ in rng.next() }
-        return ImagePreprocessing.batch(count: images.count, size: options.size) { i in
+        try! trainingBatch(count: images.count, options: options, rng: &rng) { images[$0] }
+    }
+
+    /// The same, with image i made by `image(i)` (e.g. decoded from a file) inside the parallel loop; the seeds
+    /// are drawn as above, so the batch equals the one from the decoded images.
+    public static func trainingBatch(count: Int, options: AugmentationOptions, rng: inout RNG,
+                                     _ image: (Int) throws -> Image) throws -> Tensor {
+        let seeds = (0..<count).map { _ in rng.next() }
+        return try ImagePreprocessing.batch(count: count, size: options.size) { i in
             var local = RNG(seed: seeds[i])
-            return apply(images[i], options, rng: &local)
+            return apply(try image(i), options, rng: &local)
         }
     }
 

@@ -41,11 +41,8 @@ enum ImageListing {
     /// field is `path`, paths relative to the CSV's folder (or absolute). Simple CSV: fields may be quoted with
     /// double quotes (a doubled quote inside is a quote).
     static func csv(_ url: URL, labelled: Bool) throws -> [Row] {
-        let text: String
-        do {
-            text = try String(contentsOf: url, encoding: .utf8)
-        } catch {
-            throw EngineError.invalidFile(url.path, "cannot be read as UTF-8 text (\(error.localizedDescription))")
+        guard let text = String(data: try InputFile.read(url, limit: 1 << 30, what: "a CSV file"), encoding: .utf8) else {
+            throw EngineError.invalidFile(url.path, "cannot be read as UTF-8 text")
         }
         let base = url.deletingLastPathComponent()
         var rows: [Row] = []

@@ -107,25 +107,35 @@ public enum ImagePreprocessing {
 
     /// The evaluation batch: each image through `evaluationImage`, normalised, as a [N, size, size, 3] tensor.
     public static func evaluationBatch(_ images: [Image], size: Int = defaultSize) -> Tensor {
-        batch(count: images.count, size: size) { evaluationImage(images[$0], size: size) }
+        try! batch(count: images.count, size: size) { evaluationImage(images[$0], size: size) }
     }
 
     /// A [count, size, size, 3] NHWC tensor whose slot i holds `make(i)` normalised; `make` runs in parallel
-    /// over images and must return `size` x `size` images.
-    public static func batch(count: Int, size: Int, _ make: (Int) -> Image) -> Tensor {
+    /// over images and must return `size` x `size` images. Each worker makes one image at a time, so a batch of
+    /// files decoded inside `make` holds at most one full-resolution image per thread. If `make` throws, the
+    /// error of the first failing index is thrown.
+    public static func batch(count: Int, size: Int, _ make: (Int) throws -> Image) throws -> Tensor {
         var t = Tensor(uninitializedShape: [count, size, size, 3])
+        var failures = [Error?](repeating: nil, count: count)
         let slot = size * size * 3
         t.withUnsafeMutableBufferPointer { buffer in
-            let base = buffer.baseAddress!
-            Parallel.forEach(count, minimumChunk: 1) { range in
-                for i in range {
-                    let image = make(i)
-                    precondition(image.width == size && image.height == size,
-                                 "batch: image \(i) is \(image.width)x\(image.height), expected \(size)x\(size)")
-                    writeNormalised(image, to: base + i * slot)
+            failures.withUnsafeMutableBufferPointer { failed in
+                let base = buffer.baseAddress!, failedBase = failed.baseAddress!
+                Parallel.forEach(count, minimumChunk: 1) { range in
+                    for i in range {
+                        do {
+                            let image = try make(i)
+                            precondition(image.width == size && image.height == size,
+                                         "batch: image \(i) is \(image.width)x\(image.height), expected \(size)x\(size)")
+                            writeNormalised(image, to: base + i * slot)
+                        } catch {
+                            failedBase[i] = error
+                        }
+                    }
                 }
             }
         }
+        if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
         return t
     }
 

@@ -30,6 +30,8 @@ public enum PNGDecoder {
     /// Largest accepted width * height (50 megapixels: far above any training image, far below what
     /// exhausts memory: decoded as 16-bit RGBA plus the Float copy it is about 1 GB).
     public static let defaultMaxPixels = 50_000_000
+    /// Largest PNG file read (512 MiB: a 50-megapixel 16-bit RGBA image stored uncompressed is 400 MB).
+    public static let maxFileBytes = 512 << 20
 
     public enum AlphaHandling: Sendable {
         /// Ignore alpha and tRNS (PIL's `convert("RGB")`).
@@ -61,16 +63,7 @@ public enum PNGDecoder {
 
     /// Reads and decodes a file; errors name `url.path`.
     public static func read(_ url: URL, maxPixels: Int = defaultMaxPixels, alpha: AlphaHandling = .drop) throws -> Image {
-        let data: Data
-        do {
-            data = try Data(contentsOf: url)
-        } catch {
-            var isDirectory: ObjCBool = false
-            let exists = FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory)
-            let problem = !exists ? "no such file" : isDirectory.boolValue ? "is a directory, not a PNG file"
-                : "cannot be read (\(error.localizedDescription))"
-            throw EngineError.invalidFile(url.path, problem)
-        }
+        let data = try InputFile.read(url, limit: maxFileBytes, what: "a PNG file")
         return try decode(data, name: url.path, maxPixels: maxPixels, alpha: alpha)
     }
 

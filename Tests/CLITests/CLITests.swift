@@ -9,15 +9,17 @@ final class CLITests: XCTestCase {
     struct Output { var status: Int32; var stdout: String; var stderr: String }
 
     /// Runs an app of this build (debug or release, next to the test bundle).
-    static func run(_ app: String, _ arguments: [String], environment: [String: String] = [:]) throws -> Output {
-        try run(at: products.appendingPathComponent(app), arguments, environment: environment)
+    static func run(_ app: String, _ arguments: [String], environment: [String: String] = [:], directory: URL? = nil) throws -> Output {
+        try run(at: products.appendingPathComponent(app), arguments, environment: environment, directory: directory)
     }
 
     /// Runs an executable with the environment of the tests plus `environment`, without the re-execution guard
     /// variable (each run decides its OpenBLAS kernel itself, as a user's would).
-    static func run(at executable: URL, _ arguments: [String], environment: [String: String] = [:]) throws -> Output {
+    static func run(at executable: URL, _ arguments: [String], environment: [String: String] = [:],
+                    directory: URL? = nil) throws -> Output {
         let p = Process()
         p.executableURL = executable
+        if let directory { p.currentDirectoryURL = directory }
         p.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         env["TL_OPENBLAS_REEXEC"] = nil

@@ -136,6 +136,25 @@ final class WordPieceTests: XCTestCase {
         XCTAssertEqual(t.encode("hi", maxLength: 2), [101, 102])
     }
 
+    /// A long text is cut to its first pieces without being tokenised whole (issue 15), and the cut changes
+    /// nothing: the pieces equal the first pieces of the whole text, whatever the text holds at the cut points
+    /// (accents, CJK, punctuation, special tokens typed in, line breaks, a 5000-letter word).
+    func testTruncatedEncodingEqualsThePrefixOfTheWholeText() throws {
+        let t = try tokenizer()
+        let parts = ["Crème brûlée ", "[SEP] ", "東京タワー ", "don't!! ", "\r\n", "e\u{301} ", "x y\tz ",
+                     String(repeating: "ab", count: 2500) + " ", "unaffable ", "\u{1F600} "]
+        for trial in 0..<20 {
+            var rng = RNG(seed: UInt64(trial))
+            var text = ""
+            while text.utf8.count < 40_000 { text += parts[rng.int(below: parts.count)] }
+            let whole = t.pieces(text)
+            for limit in [1, 14, 126, 510, 5000] {
+                XCTAssertEqual(t.pieces(text, limit: limit), Array(whole.prefix(limit)), "trial \(trial), limit \(limit)")
+            }
+            XCTAssertEqual(t.encode(text, maxLength: 128), [101] + whole.prefix(126) + [102])
+        }
+    }
+
     func testSpecialTokensInTextCanBeTurnedOff() throws {
         var t = try tokenizer()
         XCTAssertEqual(t.encode("[CLS] x"), [101, 101, t.id(of: "x")!, 102])

@@ -72,6 +72,9 @@ public enum AtomicFile {
         }
     }
 
+    /// Whether a file name is one of the temporary files above (left behind only by a killed write).
+    public static func isTemporary(_ name: String) -> Bool { name.hasPrefix(".") && name.contains(".tmp-") }
+
     static func failure(_ path: String, _ what: String) -> EngineError {
         EngineError.invalidFile(path, "\(what): \(String(cString: strerror(errno)))")
     }

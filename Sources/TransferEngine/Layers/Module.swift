@@ -122,8 +122,8 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         switch self {
-        case let .invalidFile(file, problem): return "\(file): \(problem)"
-        case let .invalidArgument(problem): return problem
+        case let .invalidFile(file, problem): return "\(file): \(problem)".printable
+        case let .invalidArgument(problem): return problem.printable
         }
     }
 }

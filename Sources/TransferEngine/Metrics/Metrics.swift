@@ -38,10 +38,11 @@ public struct ClassificationReport: Codable, Equatable {
 
     /// A readable per-class table.
     public var table: String {
-        let w = max(5, classNames.map(\.count).max() ?? 5)
+        let names = classNames.map(\.printable)
+        let w = max(5, names.map(\.count).max() ?? 5)
         var lines = ["class".padding(toLength: w, withPad: " ", startingAt: 0) + "  precision  recall     f1  support"]
-        for i in classNames.indices {
-            lines.append(classNames[i].padding(toLength: w, withPad: " ", startingAt: 0)
+        for i in names.indices {
+            lines.append(names[i].padding(toLength: w, withPad: " ", startingAt: 0)
                 + String(format: "  %9.3f  %6.3f  %5.3f  %7d", precision[i], recall[i], f1[i], support[i]))
         }
         lines.append(String(format: "accuracy %.4f   macro-F1 %.4f   (%d samples)", accuracy, macroF1, support.reduce(0, +)))

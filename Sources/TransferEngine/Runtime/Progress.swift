@@ -82,7 +82,7 @@ public final class ProgressReporter: @unchecked Sendable {
         let out = output ?? defaultOutput
         lock.lock()
         defer { lock.unlock() }
-        out.write((barShowing && out.isTerminal ? "\r\u{1B}[K" : "") + line + "\n")
+        out.write((barShowing && out.isTerminal ? "\r\u{1B}[K" : "") + line.printable + "\n")
         barShowing = false
     }
 

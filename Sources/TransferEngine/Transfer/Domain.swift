@@ -186,7 +186,8 @@ public protocol TransferDomain {
     /// Loads and preprocesses samples into one batch. `augment` applies the domain's seeded augmentation;
     /// `scratch` selects the from-scratch network's preprocessing.
     func batch(_ samples: [Sample], augment: Bool, scratch: Bool, rng: inout RNG) throws -> Input
-    /// Identity of a sample for the feature cache (e.g. path, size and modification time).
+    /// Identity of a sample's contents for the feature cache and the run's data fingerprint (e.g. a hash of a
+    /// file's bytes; never its name or modification time, which survive replacing a file with `cp -p`).
     func cacheKey(_ sample: Sample) -> String
     /// Everything about preprocessing that changes features (input size, normalisation...).
     var preprocessingKey: String { get }

@@ -30,15 +30,41 @@ public struct FeatureCache {
 
     func url(_ key: String) -> URL { directory.appendingPathComponent("\(key).safetensors") }
 
-    /// Cached tensors for `key`, or nil (a damaged cache file is ignored and recomputed).
+    /// Cached tensors for `key`, or nil: a missing, damaged or altered cache file (its checksum of the tensors'
+    /// names, shapes and values does not match) is ignored and recomputed.
     public func load(_ key: String) -> [String: Tensor]? {
         let u = url(key)
-        guard FileManager.default.fileExists(atPath: u.path) else { return nil }
-        return try? SafeTensors.read(u).tensors()
+        guard FileManager.default.fileExists(atPath: u.path), let file = try? SafeTensors.read(u),
+              let tensors = try? file.tensors(), file.metadata["checksum"] == Self.checksum(tensors) else { return nil }
+        return tensors
     }
 
     public func store(_ key: String, _ tensors: [String: Tensor]) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        try SafeTensors.write(tensors, to: url(key))
+        removeAbandonedTemporaryFiles()
+        try SafeTensors.write(tensors, metadata: ["checksum": Self.checksum(tensors)], to: url(key))
+    }
+
+    static func checksum(_ tensors: [String: Tensor]) -> String {
+        var h = FNV64()
+        for name in tensors.keys.sorted() {
+            h.add(name)
+            h.add(tensors[name]!)
+        }
+        return h.hex
+    }
+
+    /// A write killed midway leaves its hidden temporary file (see `AtomicFile`); those over an hour old are
+    /// removed (a live write of one cache file takes seconds, and others may share the folder).
+    func removeAbandonedTemporaryFiles(olderThan age: TimeInterval = 3600) {
+        let fm = FileManager.default
+        guard let names = try? fm.contentsOfDirectory(atPath: directory.path) else { return }
+        for name in names where AtomicFile.isTemporary(name) {
+            let path = directory.appendingPathComponent(name).path
+            if let modified = (try? fm.attributesOfItem(atPath: path))?[.modificationDate] as? Date,
+               Date().timeIntervalSince(modified) > age {
+                try? fm.removeItem(atPath: path)
+            }
+        }
     }
 }

@@ -118,6 +118,15 @@ public struct SavedModel {
         guard names.count >= 2, inputs >= 1, hidden >= 1, inputs <= 1 << 20, hidden <= 1 << 20 else {
             throw EngineError.invalidFile(source, "not a model saved by this suite (metadata out of range)")
         }
+        // The head is built from these numbers before its weights are loaded: they must describe the tensors the
+        // file holds, so that metadata cannot make it allocate more than the file contains.
+        let classes = names.count
+        let expected = 2 * inputs   // standardisation: feature_mean, feature_scale
+            + (headKind == .linear ? inputs * classes + classes : inputs * hidden + hidden + hidden * classes + classes)
+        let stored = tensors.filter { $0.key.hasPrefix("head.") }.reduce(0) { $0 + $1.value.count }
+        guard stored == expected else {
+            throw EngineError.invalidFile(source, "the model's metadata (a \(headKind.rawValue) head, \(inputs) features in, \(classes) classes) does not match its head weights (\(stored) numbers, expected \(expected))")
+        }
     }
 
     /// Tensors under `prefix` with the prefix removed.

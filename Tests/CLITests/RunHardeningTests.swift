@@ -1,0 +1,144 @@
+import Foundation
+import XCTest
+
+/// Run directories and printing under the conditions issue 15's review found (through the toy app, which is
+/// quick): resume from another folder, data changed under a killed run, a run.json pointing the cache
+/// elsewhere, two processes on one run, --overwrite whose new run fails, temporary files of killed writes, and
+/// control characters in labels and file names.
+final class RunHardeningTests: XCTestCase {
+    var work: URL { ToyWorkflowTests.root.appendingPathComponent("hardening-\(name.filter { $0.isLetter })") }
+    var models: String { ToyWorkflowTests.root.appendingPathComponent("models").path }
+    let data = ToyWorkflowTests.root.appendingPathComponent("data")
+
+    override func setUpWithError() throws {
+        try? FileManager.default.removeItem(at: work)
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        for file in ["source-train.csv", "source-test.csv"] {
+            try FileManager.default.copyItem(at: data.appendingPathComponent(file), to: work.appendingPathComponent(file))
+        }
+    }
+
+    func toy(_ args: [String], in directory: URL? = nil, killAfter: Int? = nil) throws -> CLITests.Output {
+        var env = ["TL_MODELS_DIR": models, "TL_CACHE_DIR": work.appendingPathComponent("cache").path]
+        if let killAfter { env["TL_TEST_KILL_AFTER_CHECKPOINTS"] = String(killAfter) }
+        return try CLITests.run("toy-tl", args, environment: env, directory: directory)
+    }
+
+    /// finetune with relative paths, started in `work`.
+    func finetune(_ out: String, killAfter: Int? = nil) throws -> CLITests.Output {
+        try toy(["finetune", "--train", "source-train.csv", "--test", "source-test.csv", "--labels-per-class", "20",
+                 "--threads", "1", "--quiet", "--out", out], in: work, killAfter: killAfter)
+    }
+
+    func killed(_ out: String) throws -> String {
+        let died = try finetune(out, killAfter: 12)
+        XCTAssertEqual(died.status, 9, died.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: work.appendingPathComponent(out + ".partial").path))
+        return work.appendingPathComponent(out).path
+    }
+
+    func model(_ run: String) throws -> Data {
+        try Data(contentsOf: URL(fileURLWithPath: run).appendingPathComponent("models/finetune-20.safetensors"))
+    }
+
+    func testResumeFromAnotherFolderReadsTheRunsRelativePaths() throws {
+        XCTAssertEqual(try finetune("whole").status, 0)
+        let run = try killed("run")
+        let resumed = try toy(["finetune", "--resume", run], in: ToyWorkflowTests.root)
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertEqual(try model(run), try model(work.appendingPathComponent("whole").path))
+    }
+
+    /// A file replaced with its size and time kept (as `cp -p` or `rsync -a` do) is noticed by its contents.
+    func testResumeRefusesDataThatChangedSinceTheRunStarted() throws {
+        let run = try killed("run")
+        let csv = work.appendingPathComponent("source-train.csv")
+        let time = try FileManager.default.attributesOfItem(atPath: csv.path)[.modificationDate] as! Date
+        var text = try String(contentsOf: csv, encoding: .utf8)
+        let i = text[text.firstIndex(of: "\n")!...].firstIndex(of: "7")!   // a value, not the header
+        text.replaceSubrange(i...i, with: "8")
+        try text.write(to: csv, atomically: false, encoding: .utf8)
+        try FileManager.default.setAttributes([.modificationDate: time], ofItemAtPath: csv.path)
+        let resumed = try toy(["finetune", "--resume", run])
+        XCTAssertNotEqual(resumed.status, 0)
+        XCTAssertTrue(resumed.stderr.contains("source-train.csv: the train data changed since the run started"), resumed.stderr)
+        XCTAssertEqual(resumed.stderr.split(separator: "\n").count, 1, resumed.stderr)
+    }
+
+    func testACacheFolderInRunJsonIsNotUsedOnResume() throws {
+        let run = try killed("run")
+        let json = URL(fileURLWithPath: run + ".partial/run.json")
+        var record = try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as! [String: Any]
+        let elsewhere = work.appendingPathComponent("injected-cache").path
+        record["arguments"] = (record["arguments"] as! [String]) + ["--cache", elsewhere]
+        try JSONSerialization.data(withJSONObject: record).write(to: json)
+        let resumed = try toy(["finetune", "--resume", run])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: elsewhere), "the run.json's --cache was followed")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: work.appendingPathComponent("cache").path), "this command's cache is used")
+    }
+
+    /// A process working on a run holds its lock: another --resume, or --overwrite, is refused and removes nothing.
+    func testARunInUseIsNeitherResumedNorOverwrittenByAnotherProcess() throws {
+        let run = try killed("run")
+        let fd = open(run + ".partial/.lock", O_RDWR)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        XCTAssertEqual(flock(fd, LOCK_EX | LOCK_NB), 0, "the killed run's lock was released by its death")
+        let resumed = try toy(["finetune", "--resume", run])
+        XCTAssertNotEqual(resumed.status, 0)
+        XCTAssertTrue(resumed.stderr.contains("another process is working on this run"), resumed.stderr)
+        let overwritten = try toy(["finetune", "--train", "source-train.csv", "--test", "source-test.csv",
+                                   "--labels-per-class", "20", "--threads", "1", "--quiet", "--out", "run", "--overwrite"], in: work)
+        XCTAssertNotEqual(overwritten.status, 0)
+        XCTAssertTrue(overwritten.stderr.contains("another process is working on this run"), overwritten.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: run + ".partial/checkpoints"), "the run in use was left alone")
+        close(fd)
+        XCTAssertEqual(try toy(["finetune", "--resume", run]).status, 0)
+    }
+
+    func testOverwriteKeepsTheFinishedRunUntilTheNewOneFinishes() throws {
+        XCTAssertEqual(try finetune("run").status, 0)
+        let record = try Data(contentsOf: work.appendingPathComponent("run/run.json"))
+        // A learning rate this large makes the loss overflow during training, after the new run has started.
+        let failed = try toy(["finetune", "--train", "source-train.csv", "--labels-per-class", "20", "--threads", "1",
+                              "--quiet", "--lr", "1e30", "--out", "run", "--overwrite"], in: work)
+        XCTAssertNotEqual(failed.status, 0)
+        XCTAssertTrue(failed.stderr.contains("diverged"), failed.stderr)
+        XCTAssertEqual(try Data(contentsOf: work.appendingPathComponent("run/run.json")), record, "the finished run is intact")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: work.appendingPathComponent("run.partial").path))
+        XCTAssertEqual(try finetune("run", killAfter: nil).status, 1, "without --overwrite an existing run is refused")
+        let replaced = try toy(["finetune", "--train", "source-train.csv", "--labels-per-class", "10", "--threads", "1",
+                                "--quiet", "--out", "run", "--overwrite"], in: work)
+        XCTAssertEqual(replaced.status, 0, replaced.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: work.appendingPathComponent("run/models/finetune-10.safetensors").path))
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: work.path).filter { $0.hasPrefix("run.") }
+        XCTAssertEqual(leftovers, [], "no replaced or partial folder left")
+    }
+
+    func testTemporaryFilesOfKilledWritesAreDroppedWhenTheRunFinishes() throws {
+        let run = try killed("run")
+        try FileManager.default.createDirectory(atPath: run + ".partial/models", withIntermediateDirectories: true)
+        for stray in ["models/.finetune-20.safetensors.tmp-99-abc", ".run.json.tmp-98-def"] {
+            try Data([1]).write(to: URL(fileURLWithPath: run + ".partial/" + stray))
+        }
+        XCTAssertEqual(try toy(["finetune", "--resume", run]).status, 0)
+        let files = FileManager.default.enumerator(atPath: run)!.allObjects as! [String]
+        XCTAssertEqual(files.filter { $0.contains(".tmp-") || $0.hasSuffix(".lock") }, [], "\(files)")
+    }
+
+    /// Labels and file names come from the user's data: escape sequences are shown, never sent to the terminal.
+    func testControlCharactersInLabelsAndFileNamesArePrintedEscaped() throws {
+        let csv = work.appendingPathComponent("source-train.csv")
+        let text = try String(contentsOf: csv, encoding: .utf8).replacingOccurrences(of: "\nc1,", with: "\nc1\u{1B}[31m,")
+        try text.write(to: csv, atomically: true, encoding: .utf8)
+        let out = try toy(["extract", "--train", "source-train.csv", "--threads", "1"], in: work)
+        XCTAssertEqual(out.status, 0, out.stderr)
+        XCTAssertFalse((out.stdout + out.stderr).contains("\u{1B}[31m"), "raw escape printed")
+        XCTAssertTrue(out.stderr.contains("c1\\u{1B}[31m"), out.stderr)
+        let missing = "no\u{1B}]0;title\u{7}such.csv"
+        let failed = try toy(["extract", "--train", missing], in: work)
+        XCTAssertNotEqual(failed.status, 0)
+        XCTAssertFalse(failed.stderr.contains("\u{1B}"), failed.stderr)
+        XCTAssertTrue(failed.stderr.contains("no\\u{1B}]0;title\\u{7}such.csv"), failed.stderr)
+    }
+}
