@@ -69,7 +69,7 @@ let package = Package(
         .testTarget(name: "SpeechTLTests", dependencies: ["SpeechTL"], exclude: ["Golden"]),
         .testTarget(name: "TextTLTests", dependencies: ["TextTL"], exclude: ["Golden"]),
         // Runs the built apps as a user would.
-        .testTarget(name: "CLITests", dependencies: ["vision-tl", "speech-tl", "text-tl", "toy-tl", "ToyTL"]),
+        .testTarget(name: "CLITests", dependencies: ["vision-tl", "speech-tl", "text-tl", "toy-tl", "ToyTL"], exclude: ["Inputs"]),
     ],
     swiftLanguageModes: [.v5]
 )

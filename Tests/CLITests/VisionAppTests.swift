@@ -83,6 +83,36 @@ final class VisionAppTests: XCTestCase, ReleaseAppTests {
         XCTAssertFalse(FileManager.default.fileExists(atPath: run + ".partial"))
     }
 
+    /// A FIFO (which would block a read forever) named like a PNG in a class folder is one error naming it.
+    func testAFIFOInAClassFolderIsOneErrorNotAHang() throws {
+        let data = try Self.app.folderSlice("fashion/train", classes: 2, perClass: 3)
+        let fifo = data + "/" + Self.app.classFolders("fashion/train")[0] + "/zz-pipe.png"
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        let r = try vision(["extract", "--train", data, "--no-baseline", "--no-cache"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("\(fifo): is not a regular file (a FIFO, device or socket)"), r.stderr)
+    }
+
+    /// Twelve PNGs at the 50-megapixel limit in one batch: decoded side by side before resizing they need about
+    /// 9 GB (issue 15: 64 of them needed 38 GB); decoded and resized one per worker, under 2 GB. The run gets 4 GB
+    /// of address space, so the old way fails here and this way passes.
+    func testHugeImagesInOneBatchAreDecodedOneAtATimePerWorker() throws {
+        let big = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Inputs/grey-7071x7071.png")
+        let data = Self.app.work.appendingPathComponent("huge")
+        try? FileManager.default.removeItem(at: data)
+        for label in ["a", "b"] {
+            let folder = data.appendingPathComponent(label)
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            for i in 0..<6 { try FileManager.default.createSymbolicLink(at: folder.appendingPathComponent("\(i).png"), withDestinationURL: big) }
+        }
+        let r = try CLITests.run(at: URL(fileURLWithPath: "/bin/sh"),
+                                 ["-c", "ulimit -v 4000000 && exec \"$0\" \"$@\"", Self.app.binary.path,
+                                  "extract", "--train", data.path, "--no-baseline", "--no-cache", "--threads", "2", "--json"],
+                                 environment: ["TL_MODELS_DIR": Self.app.modelsDirectory])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("\"extract\""), r.stdout)
+    }
+
     func testCSVLayoutRunDirectoryEvaluateAndPredict() throws {
         // A CSV of path,label over fixture images (paths relative to the CSV), three classes.
         let dir = Self.app.work.appendingPathComponent("csv")
