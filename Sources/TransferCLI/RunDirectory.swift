@@ -44,6 +44,12 @@ final class RunDirectory: TrainingCheckpointer {
     static func create(_ path: String, record: Record, overwrite: Bool = false) throws -> RunDirectory {
         let dir = RunDirectory(final: URL(fileURLWithPath: path, isDirectory: true))
         let fm = FileManager.default
+        if dir.isStillborn {
+            // Killed while being created, before its record was written: there is nothing to resume.
+            try dir.acquireLock()
+            try fm.removeItem(at: dir.partial)
+            dir.releaseLock()
+        }
         if overwrite {
             for folder in [dir.final, dir.partial] where fm.fileExists(atPath: folder.path) {
                 guard fm.fileExists(atPath: folder.appendingPathComponent("run.json").path) else {
@@ -72,6 +78,15 @@ final class RunDirectory: TrainingCheckpointer {
         return dir
     }
 
+    /// `RUN.partial` holds only what `create` makes before the record (a lock, no checkpoint): a run killed while
+    /// being created. Anything else there, even without run.json, is not removed.
+    private var isStillborn: Bool {
+        let fm = FileManager.default
+        guard let top = try? fm.contentsOfDirectory(atPath: partial.path), !top.contains("run.json") else { return false }
+        let checkpoints = (try? fm.contentsOfDirectory(atPath: partial.appendingPathComponent("checkpoints").path)) ?? []
+        return Set(top).isSubset(of: [".lock", "checkpoints"]) && checkpoints.isEmpty
+    }
+
     private var lockPath: String { partial.appendingPathComponent(".lock").path }
 
     private func acquireLock() throws {
@@ -96,6 +111,9 @@ final class RunDirectory: TrainingCheckpointer {
         guard fm.fileExists(atPath: dir.partial.path) else {
             if fm.fileExists(atPath: dir.final.path) { throw EngineError.invalidFile(path, "this run already finished; nothing to resume") }
             throw EngineError.invalidFile(path, "no unfinished run here (expected \(dir.partial.lastPathComponent))")
+        }
+        guard fm.fileExists(atPath: dir.partial.appendingPathComponent("run.json").path) else {
+            throw EngineError.invalidFile(path, "this run was stopped before it started; run the command again")
         }
         let record = try readRecord(dir.partial, path: path)
         try dir.acquireLock()

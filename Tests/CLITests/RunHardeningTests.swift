@@ -115,6 +115,23 @@ final class RunHardeningTests: XCTestCase {
         XCTAssertEqual(leftovers, [], "no replaced or partial folder left")
     }
 
+    /// A run killed while its folder was being created (before run.json) is started again, not stuck; a folder
+    /// of the user's that merely has the name is never removed.
+    func testARunKilledWhileBeingCreatedStartsAgain() throws {
+        let stillborn = work.appendingPathComponent("run.partial")
+        try FileManager.default.createDirectory(at: stillborn.appendingPathComponent("checkpoints"), withIntermediateDirectories: true)
+        try Data().write(to: stillborn.appendingPathComponent(".lock"))
+        let resumed = try toy(["finetune", "--resume", work.appendingPathComponent("run").path])
+        XCTAssertTrue(resumed.stderr.contains("stopped before it started; run the command again"), resumed.stderr)
+        XCTAssertEqual(try finetune("run").status, 0)
+        let mine = work.appendingPathComponent("mine.partial")
+        try FileManager.default.createDirectory(at: mine, withIntermediateDirectories: true)
+        try Data("notes".utf8).write(to: mine.appendingPathComponent("notes.txt"))
+        let refused = try finetune("mine")
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: mine.appendingPathComponent("notes.txt").path))
+    }
+
     func testTemporaryFilesOfKilledWritesAreDroppedWhenTheRunFinishes() throws {
         let run = try killed("run")
         try FileManager.default.createDirectory(atPath: run + ".partial/models", withIntermediateDirectories: true)
