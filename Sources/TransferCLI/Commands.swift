@@ -470,11 +470,16 @@ struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
     var data: String
     @Option(help: "Which of the run's models (default: the run's best). Names are listed in run.json.")
     var strategy: String?
+    @Option(help: "Folder for the error analysis: predictions.csv (every input with its true and predicted label, the probability, the loss and the top 3), confusions.csv (the confused pairs, most frequent first) and metrics.json.")
+    var out: String?
     @OptionGroup var common: CommonOptions
     @OptionGroup var domainOptions: D.Options
 
     func run() throws {
         common.apply()
+        if let out, FileManager.default.fileExists(atPath: out), !DatasetFolders.isDirectory(URL(fileURLWithPath: out)) {
+            throw EngineError.invalidFile(out, "exists and is not a folder (given as --out)")
+        }
         let saved = try SavedRun(model, app: D.appName)
         let m = try saved.model(strategy)
         let w = try makeWorkflows(D.self, try saved.options(domainOptions, model: m), common)
@@ -487,10 +492,26 @@ struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
         let report = ClassificationReport(predictions: p.argmaxRows(), labels: test.labels, classNames: m.classNames)
         let result = StrategyResult(strategy: strategy ?? saved.record.defaultModel ?? "model", level: nil, eval: datasetName(data),
                                     labelsPerClass: nil, report: report, trainSeconds: 0, history: [])
+        let analysis = ErrorAnalysis(probabilities: p, labels: test.labels, classNames: m.classNames,
+                                     inputs: test.samples.map(w.domain.describe))
+        if let out {
+            let folder = URL(fileURLWithPath: out, isDirectory: true)
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            try AtomicFile.write(Data(analysis.predictionsCSV.utf8), to: folder.appendingPathComponent("predictions.csv"))
+            try AtomicFile.write(Data(analysis.confusionsCSV.utf8), to: folder.appendingPathComponent("confusions.csv"))
+            var metrics = try JSONSerialization.jsonObject(with: Data(Output.json(app: D.appName, command: "evaluate", results: [result]).utf8)) as! [String: Any]
+            metrics["report"] = Output.jsonObject(report)
+            try AtomicFile.write(Data(Output.encode(metrics).utf8), to: folder.appendingPathComponent("metrics.json"))
+        }
         if common.json {
             print(Output.json(app: D.appName, command: "evaluate", results: [result]))
         } else {
             print(report.table)
+            let pairs = analysis.confusedPairs.prefix(5)
+            if !pairs.isEmpty {
+                print("most confused (true -> predicted): " + pairs.map { "\($0.true.printable) -> \($0.predicted.printable) \($0.count)" }.joined(separator: ", "))
+            }
+            if let out { print("error analysis saved to \(out)/predictions.csv and confusions.csv".printable) }
         }
     }
 }
@@ -507,7 +528,11 @@ struct PredictCommand<D: CommandLineDomain>: ParsableCommand {
     var strategy: String?
     @Option(help: "How many labels to show per input.")
     var top = 3
-    @Argument(help: "Files to classify.")
+    @Option(help: "Below this probability the answer is 'unsure' instead of the most likely label (0 to 1).")
+    var threshold: Double?
+    @Option(help: "Also write the predictions to this CSV file (input, label, probability, then the top labels and their probabilities).")
+    var csv: String?
+    @Argument(help: "Files to classify (folders: every file in them).")
     var files: [String]
     @OptionGroup var common: CommonOptions
     @OptionGroup var domainOptions: D.Options
@@ -515,6 +540,7 @@ struct PredictCommand<D: CommandLineDomain>: ParsableCommand {
     func validate() throws {
         if files.isEmpty { throw ValidationError("give at least one file to classify") }
         if top < 1 { throw ValidationError("--top must be at least 1") }
+        if let threshold, !(0...1).contains(threshold) { throw ValidationError("--threshold must be between 0 and 1, got \(threshold)") }
     }
 
     func run() throws {
@@ -528,16 +554,63 @@ struct PredictCommand<D: CommandLineDomain>: ParsableCommand {
         let p = try w.probabilities(m, samples: samples, name: "inputs")
         let k = m.classNames.count
         var rows: [[String: Any]] = []
+        var table = [["input", "label", "probability"] + (1...min(top, k)).flatMap { ["top\($0)", "top\($0)_probability"] }]
         for (i, s) in samples.enumerated() {
             let ranked = (0..<k).sorted { p[flat: i * k + $0] > p[flat: i * k + $1] }.prefix(top)
             let top = ranked.map { (m.classNames[$0], Double(p[flat: i * k + $0])) }
+            let label = top[0].1 < (threshold ?? 0) ? "unsure" : top[0].0
+            table.append([domain.describe(s), label, String(format: "%.6f", top[0].1)] + top.flatMap { [$0.0, String(format: "%.6f", $0.1)] })
             if common.json {
-                rows.append(["input": domain.describe(s), "top": top.map { ["label": $0.0, "probability": $0.1] }])
+                rows.append(["input": domain.describe(s), "label": label, "top": top.map { ["label": $0.0, "probability": $0.1] }])
             } else {
                 // Inputs and labels come from the user's data: control characters (tabs too) are shown escaped.
-                print("\(domain.describe(s).printable)\t" + top.map { "\($0.0.printable) " + String(format: "%.3f", $0.1) }.joined(separator: "\t"))
+                print("\(domain.describe(s).printable)\t" + (threshold == nil ? "" : "\(label.printable)\t")
+                      + top.map { "\($0.0.printable) " + String(format: "%.3f", $0.1) }.joined(separator: "\t"))
             }
         }
+        if let csv { try AtomicFile.write(Data(Output.csv(table).utf8), to: URL(fileURLWithPath: csv)) }
         if common.json { print(Output.encode(["app": D.appName, "command": "predict", "predictions": rows])) }
+    }
+}
+
+/// What `evaluate --out` writes: each input with its true and predicted label, the probability of the prediction,
+/// the loss (-log of the true label's probability) and the top 3; and the confused pairs, most frequent first.
+struct ErrorAnalysis {
+    let probabilities: Tensor
+    let labels: [Int]
+    let classNames: [String]
+    let inputs: [String]
+
+    var predictionsCSV: String {
+        let k = classNames.count, shown = min(3, k)
+        var rows = [["input", "true", "predicted", "probability", "loss"] + (1...shown).flatMap { ["top\($0)", "top\($0)_probability"] }]
+        for (i, y) in labels.enumerated() {
+            let ranked = (0..<k).sorted { probabilities[flat: i * k + $0] > probabilities[flat: i * k + $1] }
+            let pTrue = Double(probabilities[flat: i * k + y])
+            rows.append([inputs[i], classNames[y], classNames[ranked[0]],
+                         String(format: "%.6f", probabilities[flat: i * k + ranked[0]]),
+                         String(format: "%.6f", -Foundation.log(max(pTrue, 1e-12)))]
+                        + ranked.prefix(shown).flatMap { [classNames[$0], String(format: "%.6f", probabilities[flat: i * k + $0])] })
+        }
+        return Output.csv(rows)
+    }
+
+    /// Off-diagonal cells of the confusion matrix with a count, most frequent first (ties by class order).
+    var confusedPairs: [(true: String, predicted: String, count: Int, shareOfTrue: Double)] {
+        let report = ClassificationReport(predictions: probabilities.argmaxRows(), labels: labels, classNames: classNames)
+        var pairs: [(true: String, predicted: String, count: Int, shareOfTrue: Double)] = []
+        for (t, row) in report.confusion.enumerated() {
+            let total = row.reduce(0, +)
+            for (p, n) in row.enumerated() where p != t && n > 0 {
+                pairs.append((classNames[t], classNames[p], n, Double(n) / Double(total)))
+            }
+        }
+        return pairs.enumerated().sorted { $0.element.count != $1.element.count ? $0.element.count > $1.element.count : $0.offset < $1.offset }
+            .map(\.element)
+    }
+
+    var confusionsCSV: String {
+        Output.csv([["true", "predicted", "count", "share_of_true"]]
+                   + confusedPairs.map { [$0.true, $0.predicted, String($0.count), String(format: "%.4f", $0.shareOfTrue)] })
     }
 }

@@ -38,6 +38,15 @@ enum Output {
     }
 
     /// One JSON object; a number that JSON cannot hold (NaN, infinity) becomes null rather than a crash.
+    /// RFC 4180 CSV: fields with a comma, quote or line break are quoted (quotes doubled); lines end in "\n".
+    static func csv(_ rows: [[String]]) -> String {
+        rows.map { row in
+            row.map { f in
+                f.contains { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" } ? "\"" + f.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : f
+            }.joined(separator: ",")
+        }.joined(separator: "\n") + "\n"
+    }
+
     static func encode(_ object: [String: Any]) -> String {
         func finite(_ value: Any) -> Any {
             switch value {

@@ -198,6 +198,13 @@ final class RunDirectory: TrainingCheckpointer {
 
     private var savedCheckpoints = 0
 
+    /// `history/<name>.csv`, rewritten after every epoch.
+    func record(history: [EpochLog], of name: String) throws {
+        let file = name.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "-" }
+        let text = ([EpochLog.csvHeader] + history.map(\.csvRow)).joined(separator: "\n") + "\n"
+        try write(Data(text.utf8), to: "history/\(String(file)).csv")
+    }
+
     func load(_ name: String) throws -> (tensors: [String: Tensor], info: [String: String])? {
         let url = checkpointURL(name)
         guard FileManager.default.fileExists(atPath: url.path) else { return nil }

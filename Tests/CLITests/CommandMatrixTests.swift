@@ -98,6 +98,57 @@ final class CommandMatrixTests: XCTestCase {
         }
         let info = try app.run(["info", "--model", run])
         XCTAssertTrue(info.stdout.contains("default model"), info.stdout, file: file, line: line)
+        try errorAnalysis(app, run: run, data: data, input: input, file: file, line: line)
+    }
+
+    /// `evaluate --out` writes a prediction per input that agrees with the accuracy it reports, and the confused
+    /// pairs; `predict --csv --threshold` writes what it prints, "unsure" exactly below the threshold.
+    func errorAnalysis(_ app: ReleaseApp, run: String, data: String, input: String, file: StaticString, line: UInt) throws {
+        let dir = app.work.appendingPathComponent("analysis-\(URL(fileURLWithPath: run).lastPathComponent)")
+        let evaluated = try app.results(try app.run(["evaluate", "--model", run, "--data", data, "--out", dir.path, "--json"]), file: file, line: line)
+        let predictions = try Self.csv(dir.appendingPathComponent("predictions.csv"))
+        XCTAssertEqual(Array(predictions[0].prefix(5)), ["input", "true", "predicted", "probability", "loss"], file: file, line: line)
+        let rows = predictions.dropFirst()
+        let correct = rows.filter { $0[1] == $0[2] }.count
+        XCTAssertEqual(Double(correct) / Double(rows.count), evaluated.first?["accuracy"] as? Double ?? -1, accuracy: 1e-9, file: file, line: line)
+        XCTAssertTrue(rows.allSatisfy { Double($0[4])! >= 0 && $0[2] == $0[5] }, "loss >= 0, top1 = predicted", file: file, line: line)
+        let confusions = try Self.csv(dir.appendingPathComponent("confusions.csv")).dropFirst()
+        XCTAssertEqual(confusions.map { Int($0[2])! }.reduce(0, +), rows.count - correct, file: file, line: line)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("metrics.json").path), file: file, line: line)
+
+        let csv = app.work.appendingPathComponent("predict-\(URL(fileURLWithPath: run).lastPathComponent).csv")
+        let threshold = 0.9
+        let out = try app.run(["predict", "--model", run, input, "--csv", csv.path, "--threshold", String(threshold), "--json"])
+        XCTAssertEqual(out.status, 0, out.stderr, file: file, line: line)
+        let printed = (try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any])?["predictions"] as? [[String: Any]] ?? []
+        let written = try Self.csv(csv).dropFirst()
+        XCTAssertEqual(written.count, printed.count, file: file, line: line)
+        XCTAssertFalse(written.isEmpty, file: file, line: line)
+        for (row, json) in zip(written, printed) {
+            XCTAssertEqual(row[1], json["label"] as? String, file: file, line: line)
+            XCTAssertEqual(row[1], Double(row[2])! < threshold ? "unsure" : row[3], "unsure exactly below the threshold", file: file, line: line)
+        }
+    }
+
+    /// Rows of an RFC 4180 CSV file (quoted fields may hold commas, quotes and line breaks).
+    static func csv(_ url: URL) throws -> [[String]] {
+        let text = try String(contentsOf: url, encoding: .utf8)
+        var rows: [[String]] = [], row: [String] = [], field = "", quoted = false
+        var chars = text.unicodeScalars.makeIterator()
+        var pending: Unicode.Scalar? = nil
+        while let c = pending ?? chars.next() {
+            pending = nil
+            if quoted {
+                if c == "\"" {
+                    if let n = chars.next() { if n == "\"" { field.unicodeScalars.append("\"") } else { quoted = false; pending = n } } else { quoted = false }
+                } else { field.unicodeScalars.append(c) }
+            } else if c == "\"" { quoted = true
+            } else if c == "," { row.append(field); field = ""
+            } else if c == "\n" { row.append(field); rows.append(row); row = []; field = ""
+            } else { field.unicodeScalars.append(c) }
+        }
+        if !field.isEmpty || !row.isEmpty { row.append(field); rows.append(row) }
+        return rows
     }
 
     /// A run made without `--test` reports on its validation split and saves the model that the same run with

@@ -59,6 +59,8 @@ public final class ProgressReporter: @unchecked Sendable {
     var done = 0
     var lastReport: Double
     var finished = false
+    /// Shown after the counts (e.g. the last epoch's loss and validation accuracy).
+    var detail: String?
 
     /// - Parameters:
     ///   - total: number of items, or nil when unknown (then no bar and no ETA).
@@ -87,11 +89,12 @@ public final class ProgressReporter: @unchecked Sendable {
     }
 
     /// Records `n` more items done and reports if it is time to.
-    public func advance(by n: Int = 1) {
+    public func advance(by n: Int = 1, detail: String? = nil) {
         ProgressReporter.lock.lock()
         defer { ProgressReporter.lock.unlock() }
         guard !finished else { return }
         done += n
+        if let detail { self.detail = detail }
         guard !silent else { return }
         let now = clock()
         if output.isTerminal {
@@ -141,6 +144,7 @@ public final class ProgressReporter: @unchecked Sendable {
             parts.append(ProgressReporter.rate(Double(done) / elapsed, unit: unit))
             if let total, total > done { parts.append("ETA " + ProgressReporter.duration(Double(total - done) * elapsed / Double(done))) }
         }
+        if let detail { parts.append(detail) }
         return parts.joined(separator: "  ")
     }
 
@@ -157,6 +161,7 @@ public final class ProgressReporter: @unchecked Sendable {
             line += ", " + ProgressReporter.rate(Double(done) / elapsed, unit: unit)
             if let total, total > done { line += ", ETA " + ProgressReporter.duration(Double(total - done) * elapsed / Double(done)) }
         }
+        if let detail { line += "; " + detail }
         return line
     }
 
@@ -165,6 +170,7 @@ public final class ProgressReporter: @unchecked Sendable {
         let elapsed = now - start
         var line = "\(label): \(done) \(unit) in \(ProgressReporter.duration(elapsed))"
         if elapsed > 0 && done > 0 { line += " (" + ProgressReporter.rate(Double(done) / elapsed, unit: unit) + ")" }
+        if let detail { line += "; " + detail }
         return line
     }
 

@@ -55,6 +55,30 @@ public protocol TrainingCheckpointer: AnyObject {
     func save(_ name: String, tensors: [String: Tensor], info: [String: String]) throws
     /// The latest state saved under `name`, if any.
     func load(_ name: String) throws -> (tensors: [String: Tensor], info: [String: String])?
+    /// The epochs of `name` so far, after each epoch's checkpoint (a run directory keeps them as CSV, so a killed
+    /// run still shows its curves).
+    func record(history: [EpochLog], of name: String) throws
+}
+
+extension TrainingCheckpointer {
+    public func record(history: [EpochLog], of name: String) throws {}
+}
+
+extension EpochLog {
+    public static let csvHeader = "epoch,train_loss,train_accuracy,validation_loss,validation_accuracy,learning_rate"
+
+    /// One CSV row under `csvHeader` (empty fields when there was no validation split).
+    public var csvRow: String {
+        func f(_ x: Double?) -> String { x.map { String(format: "%.6g", $0) } ?? "" }
+        return "\(epoch),\(f(trainLoss)),\(f(trainAccuracy)),\(f(validationLoss)),\(f(validationAccuracy)),\(f(learningRate))"
+    }
+
+    /// What the progress line shows after this epoch.
+    public var summary: String {
+        var s = String(format: "loss %.4f", trainLoss)
+        if let v = validationAccuracy { s += String(format: ", validation accuracy %.3f", v) }
+        return s
+    }
 }
 
 /// The loss of one batch, and the logits to score training accuracy with.
@@ -159,9 +183,10 @@ public final class Trainer {
             }
             history.append(log)
             onEpoch?(log)
-            progress.advance()
+            progress.advance(detail: log.summary)
             let stop = options.patience.map { badEpochs >= $0 } ?? false
             try saveCheckpoint(epoch: epoch + 1, best: best, badEpochs: badEpochs, rng: rng)
+            try checkpointer?.record(history: history, of: name)
             if stop { break }
         }
         if options.restoresBestWeights, let best { try module.load(best.state, source: "best weights of \(name)") }
