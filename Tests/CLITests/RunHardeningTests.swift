@@ -44,9 +44,19 @@ final class RunHardeningTests: XCTestCase {
     func testResumeFromAnotherFolderReadsTheRunsRelativePaths() throws {
         XCTAssertEqual(try finetune("whole").status, 0)
         let run = try killed("run")
+        let history = URL(fileURLWithPath: run + ".partial/history")
+        let killedCurves = try FileManager.default.contentsOfDirectory(atPath: history.path)
+        XCTAssertFalse(killedCurves.isEmpty, "a killed run keeps the curves of its epochs so far")
         let resumed = try toy(["finetune", "--resume", run], in: ToyWorkflowTests.root)
         XCTAssertEqual(resumed.status, 0, resumed.stderr)
         XCTAssertEqual(try model(run), try model(work.appendingPathComponent("whole").path))
+        // The finished run's curves are those of the uninterrupted run, epoch by epoch (timings are not in them).
+        let whole = work.appendingPathComponent("whole/history")
+        for file in try FileManager.default.contentsOfDirectory(atPath: whole.path) {
+            let expected = try String(contentsOf: whole.appendingPathComponent(file), encoding: .utf8)
+            XCTAssertTrue(expected.hasPrefix("epoch,train_loss,train_accuracy,validation_loss,validation_accuracy,learning_rate\n1,"), expected)
+            XCTAssertEqual(try String(contentsOfFile: run + "/history/" + file, encoding: .utf8), expected, file)
+        }
     }
 
     /// A file replaced with its size and time kept (as `cp -p` or `rsync -a` do) is noticed by its contents.

@@ -242,6 +242,24 @@ final class ReportTests: XCTestCase {
         XCTAssertTrue(sink.text.hasSuffix("\rtrain: 10 batches in 2.0s (5.0 batches/s)\u{1B}[K\n"), sink.text)
     }
 
+    /// Training shows the last epoch's loss and validation accuracy on its progress line.
+    func testProgressDetailFollowsTheCounts() {
+        let sink = Sink()
+        let p = ProgressReporter(label: "training head", total: 4, unit: "epochs", output: sink.output(terminal: false), clock: { sink.seconds })
+        sink.seconds += 5
+        p.advance(detail: EpochLog(epoch: 1, trainLoss: 0.51234, trainAccuracy: 0.8, validationLoss: 0.6,
+                                   validationAccuracy: 0.875, learningRate: 0.01).summary)
+        XCTAssertEqual(sink.text, "training head: 1/4 epochs (25%), 5.0 s/epoch, ETA 15s; loss 0.5123, validation accuracy 0.875\n")
+        sink.seconds += 5
+        p.advance(detail: EpochLog(epoch: 2, trainLoss: 0.25, trainAccuracy: 0.9, validationLoss: nil,
+                                   validationAccuracy: nil, learningRate: 0.01).summary)
+        p.finish()
+        XCTAssertTrue(sink.text.hasSuffix("training head: 2 epochs in 10s (5.0 s/epoch); loss 0.2500\n"), sink.text)
+        XCTAssertEqual(EpochLog.csvHeader, "epoch,train_loss,train_accuracy,validation_loss,validation_accuracy,learning_rate")
+        XCTAssertEqual(EpochLog(epoch: 2, trainLoss: 0.25, trainAccuracy: 0.9, validationLoss: nil, validationAccuracy: nil,
+                                learningRate: 0.001).csvRow, "2,0.25,0.9,,,0.001")
+    }
+
     func testQuietProgressPrintsNothing() {
         let sink = Sink()
         for terminal in [false, true] {
