@@ -182,6 +182,18 @@ final class DecodedAudio: @unchecked Sendable {
     }
 }
 
+extension SpeechDomain {
+    /// Clip durations from the files' headers.
+    public func sizeSummary(_ samples: [URL]) -> String? {
+        let seconds = samples.compactMap { try? AudioFile.info($0).duration }
+        let clip = Double(frontEnd.clipSamples) / Double(AudioFile.sampleRate)
+        let longer = seconds.filter { $0 > clip }.count
+        return spread(seconds) { String(format: "%.2f s", $0) }.map {
+            "durations \($0); \(longer) longer than the \(String(format: "%.2f", clip)) s clip (their loudest stretch is used)"
+        }
+    }
+}
+
 extension SpeechDomain.Options: ContractOptions {
     public var contract: [String: String] {
         ["clip_seconds": String(clipSeconds), "window_hop": String(windowHop), "pooling": pooling.rawValue]

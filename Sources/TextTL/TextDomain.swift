@@ -169,6 +169,18 @@ public struct TextDomain: CommandLineDomain {
     }
 }
 
+extension TextDomain {
+    /// Text lengths in characters, and how many texts --max-length cuts.
+    public func sizeSummary(_ samples: [TextExample]) -> String? {
+        guard var summary = spread(samples.map { Double($0.text.count) }, { String(Int($0)) }).map({ "texts of \($0) characters" }) else { return nil }
+        if let t = try? tokenizer.get() {
+            let cut = samples.filter { t.pieces($0.text, limit: maxLength - 1).count > maxLength - 2 }.count
+            summary += "; \(cut) longer than --max-length \(maxLength) word pieces (cut)"
+        }
+        return summary
+    }
+}
+
 extension TextDomain.Options: ContractOptions {
     /// The encoder as a name under the models folder, or an absolute path.
     public var contract: [String: String] {

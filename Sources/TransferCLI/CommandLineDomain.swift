@@ -18,11 +18,21 @@ public protocol CommandLineDomain: TransferDomain {
     func adjust(_ options: inout WorkflowOptions)
     /// Domain options worth recording in run.json.
     var optionsSummary: [String: String] { get }
+    /// For `check-data`: the spread of the samples' sizes (image sizes, durations, text lengths), or nil.
+    func sizeSummary(_ samples: [Sample]) -> String?
 }
 
 extension CommandLineDomain {
     public func adjust(_ options: inout WorkflowOptions) {}
     public var optionsSummary: [String: String] { [:] }
+    public func sizeSummary(_ samples: [Sample]) -> String? { nil }
+}
+
+/// "min .. max (median m)" of values shown with `format`, for `sizeSummary`.
+public func spread(_ values: [Double], _ format: (Double) -> String) -> String? {
+    guard !values.isEmpty else { return nil }
+    let v = values.sorted()
+    return "\(format(v[0])) to \(format(v[v.count - 1])) (median \(format(v[v.count / 2])))"
 }
 
 /// The demo of an app: a new task (scratch vs extraction vs fine-tuning at several label budgets) and a
@@ -77,6 +87,6 @@ struct RootCommand<D: CommandLineDomain>: ParsableCommand {
             """,
             version: "\(D.appName) \(TransferEngineVersion.string) (\(Runtime.summary))",
             subcommands: [DemoCommand<D>.self, ExtractCommand<D>.self, FinetuneCommand<D>.self, AdaptCommand<D>.self,
-                          EvaluateCommand<D>.self, PredictCommand<D>.self, InfoCommand<D>.self])
+                          EvaluateCommand<D>.self, PredictCommand<D>.self, CheckDataCommand<D>.self, InfoCommand<D>.self])
     }
 }

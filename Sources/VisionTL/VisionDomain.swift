@@ -163,6 +163,23 @@ public struct VisionDomain: CommandLineDomain {
     }
 }
 
+extension VisionDomain {
+    /// Image sizes from the PNG headers (width and height are bytes 16-23 of every PNG).
+    public func sizeSummary(_ samples: [URL]) -> String? {
+        var sizes: [(Int, Int)] = []
+        for url in samples {
+            guard let data = try? InputFile.read(url, limit: PNGDecoder.maxFileBytes, what: "a PNG file"), data.count >= 24 else { continue }
+            let bytes = [UInt8](data.prefix(24))
+            func be(_ i: Int) -> Int { bytes[i..<i + 4].reduce(0) { $0 << 8 | Int($1) } }
+            sizes.append((be(16), be(20)))
+        }
+        let byArea = sizes.sorted { $0.0 * $0.1 < $1.0 * $1.1 }
+        guard let small = byArea.first, let large = byArea.last else { return nil }
+        let median = byArea[byArea.count / 2]
+        return "images \(small.0)x\(small.1) to \(large.0)x\(large.1) (median \(median.0)x\(median.1)); the backbone sees \(imageSize)x\(imageSize)"
+    }
+}
+
 extension VisionDomain.Options: ContractOptions {
     public var contract: [String: String] { ["image_size": String(imageSize), "scratch_size": String(scratchSize)] }
     public static let contractFlags = ["image_size": ["--image-size"], "scratch_size": ["--scratch-size"]]

@@ -99,6 +99,11 @@ final class CommandMatrixTests: XCTestCase {
         let info = try app.run(["info", "--model", run])
         XCTAssertTrue(info.stdout.contains("default model"), info.stdout, file: file, line: line)
         try errorAnalysis(app, run: run, data: data, input: input, file: file, line: line)
+        let checked = try app.run(["check-data", data, "--json"])
+        XCTAssertEqual(checked.status, 0, "check-data of a usable set: \(checked.stdout) \(checked.stderr)", file: file, line: line)
+        let report = try JSONSerialization.jsonObject(with: Data(checked.stdout.utf8)) as? [String: Any]
+        XCTAssertEqual(report?["usable"] as? Bool, true, file: file, line: line)
+        XCTAssertNotNil((report?["sets"] as? [[String: Any]])?.first?["sizes"], "sizes of \(app.name) samples", file: file, line: line)
     }
 
     /// `evaluate --out` writes a prediction per input that agrees with the accuracy it reports, and the confused

@@ -83,6 +83,42 @@ final class VisionAppTests: XCTestCase, ReleaseAppTests {
         XCTAssertFalse(FileManager.default.fileExists(atPath: run + ".partial"))
     }
 
+    /// check-data lists every unreadable file (not just the first), identical images under two labels and images
+    /// shared with the test set, and exits non-zero; a clean set passes.
+    func testCheckDataListsEveryProblem() throws {
+        let data = Self.app.work.appendingPathComponent("check-data")
+        try? FileManager.default.removeItem(at: data)
+        let classes = Self.app.classFolders("fashion/train").prefix(2)
+        var kept: [URL] = []
+        for c in classes {
+            let folder = data.appendingPathComponent("train/\(c)")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            for f in Self.app.classFolders("fashion/train/\(c)").prefix(4) {
+                let to = folder.appendingPathComponent(f)
+                try FileManager.default.copyItem(atPath: Self.app.fixture("fashion/train/\(c)/\(f)"), toPath: to.path)
+                kept.append(to)
+            }
+        }
+        let clean = try vision(["check-data", data.appendingPathComponent("train").path])
+        XCTAssertEqual(clean.status, 0, clean.stdout + clean.stderr)
+        XCTAssertTrue(clean.stdout.contains("usable: yes"), clean.stdout)
+        // Two broken files, one image under both labels, one training image in the test set.
+        let broken = [data.appendingPathComponent("train/\(classes.first!)/broken-1.png"), data.appendingPathComponent("train/\(classes.last!)/broken-2.png")]
+        for b in broken { try Data([0x89, 0x50, 0x4E, 0x47]).write(to: b) }
+        try FileManager.default.copyItem(at: kept[0], to: data.appendingPathComponent("train/\(classes.last!)/copy.png"))
+        let test = data.appendingPathComponent("test/\(classes.first!)")
+        try FileManager.default.createDirectory(at: test, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: kept[1], to: test.appendingPathComponent("leak.png"))
+        let r = try vision(["check-data", data.appendingPathComponent("train").path, "--test", data.appendingPathComponent("test").path])
+        XCTAssertEqual(r.status, 1, r.stdout + r.stderr)
+        for b in broken { XCTAssertTrue(r.stdout.contains(b.path + ": "), r.stdout) }
+        XCTAssertTrue(r.stdout.contains("2 of 11 samples cannot be read"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("identical samples carry different labels"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("1 test samples are identical to samples of the data"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("images 28x28 to 28x28"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("usable: no (2 problems)"), r.stdout)
+    }
+
     /// A FIFO (which would block a read forever) named like a PNG in a class folder is one error naming it.
     func testAFIFOInAClassFolderIsOneErrorNotAHang() throws {
         let data = try Self.app.folderSlice("fashion/train", classes: 2, perClass: 3)

@@ -1,0 +1,144 @@
+import ArgumentParser
+import Foundation
+import TransferEngine
+
+/// `check-data`: whether a labelled set can be trained on, and what in it deserves a look, before any training.
+struct CheckDataCommand<D: CommandLineDomain>: ParsableCommand {
+    static var configuration: CommandConfiguration {
+        CommandConfiguration(
+            commandName: "check-data",
+            abstract: "Check a labelled set before training: classes, unreadable files, duplicates, sizes, imbalance.",
+            discussion: """
+            Every sample is read and preprocessed as training would (each unreadable one is listed, not just the \
+            first). Problems (exit status 1): fewer than 2 classes, an empty class, unreadable samples, identical \
+            samples with different labels. Warnings (exit status 0): exact duplicates, duplicates shared with \
+            --test (they inflate test accuracy), classes more than 10 times apart in size.
+            """)
+    }
+
+    @Argument(help: "Labelled data: a folder per class, or a table with a label column.")
+    var path: String
+    @Option(help: "A labelled test set to check too, and against the data for shared samples.")
+    var test: String?
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var domainOptions: D.Options
+
+    func run() throws {
+        common.apply()
+        let domain = try D(options: domainOptions)
+        var report = DataCheck(app: D.appName)
+        let train = try report.check(domain, path, role: "data")
+        if let test, let (testKeys, testClasses) = try report.check(domain, test, role: "test"), let (keys, classes) = train {
+            let unknown = testClasses.filter { !classes.contains($0) }
+            if !unknown.isEmpty {
+                report.problem("\(test): classes not in the data: \(unknown.joined(separator: ", "))")
+            }
+            let shared = testKeys.keys.filter { keys[$0] != nil }.sorted()
+            if !shared.isEmpty {
+                let count = shared.reduce(0) { $0 + testKeys[$1]!.count }
+                report.warn("\(count) test samples are identical to samples of the data (e.g. \(testKeys[shared[0]]![0]) = \(keys[shared[0]]![0])): they inflate test accuracy",
+                            list: "shared_with_test", shared.flatMap { testKeys[$0]! })
+            }
+        }
+        if common.json {
+            print(Output.encode(report.json))
+        } else {
+            for line in report.lines { print(line.printable) }
+            print(report.problems.isEmpty ? "usable: yes" : "usable: no (\(report.problems.count) problems)")
+        }
+        if !report.problems.isEmpty { throw ExitCode.failure }
+    }
+}
+
+/// What `check-data` found.
+struct DataCheck {
+    let app: String
+    private(set) var lines: [String] = []
+    private(set) var problems: [String] = []
+    private(set) var warnings: [String] = []
+    private var sets: [[String: Any]] = []
+    private var lists: [String: [String]] = [:]
+
+    init(app: String) { self.app = app }
+
+    mutating func problem(_ text: String) { problems.append(text); lines.append("problem: " + text) }
+
+    mutating func warn(_ text: String, list name: String? = nil, _ items: [String] = []) {
+        warnings.append(text)
+        lines.append("warning: " + text)
+        if let name { lists[name, default: []] += items }
+    }
+
+    /// Checks one labelled set; returns its samples' content keys (key -> descriptions) and its classes, unless it
+    /// could not be read.
+    mutating func check<D: CommandLineDomain>(_ domain: D, _ path: String, role: String) throws
+        -> (keys: [String: [String]], classes: [String])? {
+        let set: LabelledSet<D.Sample>
+        do {
+            set = try domain.labelled(at: try requirePath(path, role == "test" ? "--test" : "PATH"))
+        } catch {
+            problem("\(error)")
+            return nil
+        }
+        var entry: [String: Any] = ["role": role, "path": path, "samples": set.count,
+                                    "classes": Dictionary(uniqueKeysWithValues: zip(set.classNames, set.classCounts))]
+        lines.append("\(role) \(datasetName(path)): \(set.count) samples, \(set.classNames.count) classes ("
+                     + zip(set.classNames, set.classCounts).map { "\($0) \($1)" }.joined(separator: ", ") + ")")
+        if role != "test" {   // a test set may hold some of the classes only
+            do { try set.validateForTraining() } catch { problem("\(error)") }
+        }
+
+        // Every sample through the same loading and preprocessing as training, one at a time.
+        var unreadable: [[String: String]] = []
+        let progress = ProgressReporter(label: "reading \(datasetName(path))", total: set.count, unit: "samples")
+        var rng = RNG(seed: 0)
+        for s in set.samples {
+            do { _ = try domain.batch([s], augment: false, scratch: false, rng: &rng) } catch {
+                unreadable.append(["input": domain.describe(s), "problem": "\(error)"])
+            }
+            progress.advance()
+        }
+        progress.finish()
+        if !unreadable.isEmpty {
+            problem("\(unreadable.count) of \(set.count) samples cannot be read:")
+            for u in unreadable { lines.append("  " + u["problem"]!) }
+        }
+        entry["unreadable"] = unreadable
+
+        // Exact duplicates by content: within a class (a warning), across classes (a problem: same input, two labels).
+        var byKey: [String: [Int]] = [:]
+        for (i, s) in set.samples.enumerated() { byKey[domain.cacheKey(s), default: []].append(i) }
+        let groups = byKey.values.filter { $0.count > 1 }.sorted { $0[0] < $1[0] }
+        let conflicting = groups.filter { Set($0.map { set.labels[$0] }).count > 1 }
+        func names(_ g: [Int]) -> [String] { g.map { "\(domain.describe(set.samples[$0])) (\(set.classNames[set.labels[$0]]))" } }
+        if !conflicting.isEmpty {
+            problem("\(conflicting.count) groups of identical samples carry different labels, e.g. " + names(conflicting[0]).joined(separator: " = "))
+        }
+        let duplicates = groups.reduce(0) { $0 + $1.count - 1 }
+        if duplicates > 0 {
+            warn("\(duplicates) samples are exact duplicates of another in \(datasetName(path)), e.g. " + names(groups[0]).joined(separator: " = "))
+        }
+        entry["duplicate_groups"] = groups.map(names)
+
+        // Class balance.
+        let counts = set.classCounts.filter { $0 > 0 }
+        if let lo = counts.min(), let hi = counts.max(), lo * 10 < hi {
+            warn(String(format: "classes are imbalanced (%d to %d samples, %.0fx); consider --class-weights auto", lo, hi, Double(hi) / Double(lo)))
+        }
+        if let sizes = domain.sizeSummary(set.samples) {
+            lines.append("\(role) sizes: \(sizes)")
+            entry["sizes"] = sizes
+        }
+        sets.append(entry)
+        var keys: [String: [String]] = [:]
+        for (key, g) in byKey { keys[key] = g.map { domain.describe(set.samples[$0]) } }
+        return (keys, set.classNames)
+    }
+
+    var json: [String: Any] {
+        var object: [String: Any] = ["app": app, "command": "check-data", "usable": problems.isEmpty, "sets": sets,
+                                     "problems": problems, "warnings": warnings]
+        for (name, items) in lists { object[name] = items }
+        return object
+    }
+}
