@@ -183,6 +183,10 @@ final class DecodedAudio: @unchecked Sendable {
 }
 
 extension SpeechDomain {
+    public func pretrainedFiles() throws -> [(file: URL, storedAs: String)] {
+        [(try ModelStore.file(SpeechEmbedding.modelPath), SpeechEmbedding.modelPath)]
+    }
+
     /// Clip durations from the files' headers.
     public func sizeSummary(_ samples: [URL]) -> String? {
         let seconds = samples.compactMap { try? AudioFile.info($0).duration }

@@ -242,9 +242,12 @@ public final class SpeechEmbedding: Module, Backbone {
         try load(state, strict: true, source: file.path)
     }
 
-    /// The pretrained backbone from `speech-embedding/embedding.safetensors` in the models folder.
+    /// The pretrained weights, relative to the models folder.
+    public static let modelPath = "speech-embedding/embedding.safetensors"
+
+    /// The pretrained backbone from `modelPath` in the models folder.
     public static func pretrained(pooling: WindowPooling = .mean) throws -> SpeechEmbedding {
-        let url = try ModelStore.file("speech-embedding/embedding.safetensors")
+        let url = try ModelStore.file(modelPath)
         var rng = RNG(seed: 0)
         let model = SpeechEmbedding(pooling: pooling, rng: &rng)
         try model.load(file: try SafeTensors.read(url))

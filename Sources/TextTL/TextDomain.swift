@@ -170,6 +170,19 @@ public struct TextDomain: CommandLineDomain {
 }
 
 extension TextDomain {
+    /// Every file of the encoder's folder (weights, configuration, vocabulary), under the folder's name.
+    public func pretrainedFiles() throws -> [(file: URL, storedAs: String)] {
+        let names = try FileManager.default.contentsOfDirectory(atPath: encoderFolder.path).filter { !$0.hasPrefix(".") }.sorted()
+        return names.map { (encoderFolder.appendingPathComponent($0), encoderFolder.lastPathComponent + "/" + $0) }
+    }
+
+    /// An encoder given as a path is exported under its folder's name.
+    public func exported(_ contract: RunContract) -> RunContract {
+        var c = contract
+        if let e = c.settings["encoder"], e.contains("/") { c.settings["encoder"] = URL(fileURLWithPath: e).lastPathComponent }
+        return c
+    }
+
     /// Text lengths in characters, and how many texts --max-length cuts.
     public func sizeSummary(_ samples: [TextExample]) -> String? {
         guard var summary = spread(samples.map { Double($0.text.count) }, { String(Int($0)) }).map({ "texts of \($0) characters" }) else { return nil }

@@ -57,8 +57,12 @@ public struct ToyDomain: CommandLineDomain {
 
     public func predictionSamples(_ url: URL) throws -> [[Float]] { try unlabelled(at: url) }
 
+    static let modelPath = "toy/backbone.safetensors"
+
+    public func pretrainedFiles() throws -> [(file: URL, storedAs: String)] { [(try ModelStore.file(Self.modelPath), Self.modelPath)] }
+
     public func pretrainedBackbone() throws -> any Backbone<Tensor> {
-        let url = try ModelStore.file("toy/backbone.safetensors")
+        let url = try ModelStore.file(Self.modelPath)
         let file = try SafeTensors.read(url)
         let inputs = try file.shape(of: "fc0.weight")[1]
         var rng = RNG(seed: 0)

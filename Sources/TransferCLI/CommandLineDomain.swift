@@ -20,12 +20,17 @@ public protocol CommandLineDomain: TransferDomain {
     var optionsSummary: [String: String] { get }
     /// For `check-data`: the spread of the samples' sizes (image sizes, durations, text lengths), or nil.
     func sizeSummary(_ samples: [Sample]) -> String?
+    /// For `export`: every file the pretrained backbone reads, and where under a models folder it goes.
+    func pretrainedFiles() throws -> [(file: URL, storedAs: String)]
+    /// For `export`: the contract of a model whose pretrained files moved under the export's own models folder.
+    func exported(_ contract: RunContract) -> RunContract
 }
 
 extension CommandLineDomain {
     public func adjust(_ options: inout WorkflowOptions) {}
     public var optionsSummary: [String: String] { [:] }
     public func sizeSummary(_ samples: [Sample]) -> String? { nil }
+    public func exported(_ contract: RunContract) -> RunContract { contract }
 }
 
 /// "min .. max (median m)" of values shown with `format`, for `sizeSummary`.
@@ -87,6 +92,7 @@ struct RootCommand<D: CommandLineDomain>: ParsableCommand {
             """,
             version: "\(D.appName) \(TransferEngineVersion.string) (\(Runtime.summary))",
             subcommands: [DemoCommand<D>.self, ExtractCommand<D>.self, FinetuneCommand<D>.self, AdaptCommand<D>.self,
-                          EvaluateCommand<D>.self, PredictCommand<D>.self, CheckDataCommand<D>.self, InfoCommand<D>.self])
+                          EvaluateCommand<D>.self, PredictCommand<D>.self, CheckDataCommand<D>.self, ExportCommand<D>.self,
+                          InfoCommand<D>.self])
     }
 }

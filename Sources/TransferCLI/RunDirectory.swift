@@ -227,6 +227,9 @@ struct SavedRun {
             throw EngineError.invalidFile(path, "no such run directory")
         }
         record = try RunDirectory.readRecord(folder, path: path)
+        // An exported model brings its own pretrained files.
+        let own = folder.appendingPathComponent("Models", isDirectory: true)
+        if DatasetFolders.isDirectory(own) { ModelStore.override = own }
         guard record.app == app else { throw EngineError.invalidFile(path, "this run was made by \(record.app), not \(app)") }
     }
 

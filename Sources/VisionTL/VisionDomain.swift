@@ -164,6 +164,8 @@ public struct VisionDomain: CommandLineDomain {
 }
 
 extension VisionDomain {
+    public func pretrainedFiles() throws -> [(file: URL, storedAs: String)] { [(try ModelStore.file(Self.modelPath), Self.modelPath)] }
+
     /// Image sizes from the PNG headers (width and height are bytes 16-23 of every PNG).
     public func sizeSummary(_ samples: [URL]) -> String? {
         var sizes: [(Int, Int)] = []

@@ -99,6 +99,7 @@ final class CommandMatrixTests: XCTestCase {
         let info = try app.run(["info", "--model", run])
         XCTAssertTrue(info.stdout.contains("default model"), info.stdout, file: file, line: line)
         try errorAnalysis(app, run: run, data: data, input: input, file: file, line: line)
+        try exported(app, run: run, data: data, input: input, file: file, line: line)
         let checked = try app.run(["check-data", data, "--json"])
         XCTAssertEqual(checked.status, 0, "check-data of a usable set: \(checked.stdout) \(checked.stderr)", file: file, line: line)
         let report = try JSONSerialization.jsonObject(with: Data(checked.stdout.utf8)) as? [String: Any]
@@ -132,6 +133,24 @@ final class CommandMatrixTests: XCTestCase {
         for (row, json) in zip(written, printed) {
             XCTAssertEqual(row[1], json["label"] as? String, file: file, line: line)
             XCTAssertEqual(row[1], Double(row[2])! < threshold ? "unsure" : row[3], "unsure exactly below the threshold", file: file, line: line)
+        }
+    }
+
+    /// `export` makes a folder that predicts and evaluates exactly as the run does, with no models folder at all.
+    func exported(_ app: ReleaseApp, run: String, data: String, input: String, file: StaticString, line: UInt) throws {
+        let dir = app.work.appendingPathComponent("exported-\(URL(fileURLWithPath: run).lastPathComponent)").path
+        try? FileManager.default.removeItem(atPath: dir)
+        let export = try app.run(["export", "--model", run, "--out", dir])
+        XCTAssertEqual(export.status, 0, export.stderr, file: file, line: line)
+        let card = (try? String(contentsOfFile: dir + "/README.md", encoding: .utf8)) ?? ""
+        XCTAssertTrue(card.contains("## Data the run read") && card.contains("predict  --model"), card, file: file, line: line)
+        let noModels = app.work.appendingPathComponent("no-models").path   // does not exist
+        for args in [["predict", input, "--json"], ["evaluate", "--data", data, "--json"]] {
+            let fromRun = try app.run([args[0], "--model", run] + args.dropFirst())
+            let fromExport = try CLITests.run(at: app.binary, [args[0], "--model", dir] + args.dropFirst() + app.arguments,
+                                              environment: ["TL_MODELS_DIR": noModels, "TL_CACHE_DIR": noModels + "-cache"])
+            XCTAssertEqual(fromExport.status, 0, fromExport.stderr, file: file, line: line)
+            XCTAssertEqual(fromExport.stdout, fromRun.stdout, "\(app.name) \(args[0]) of the export without models", file: file, line: line)
         }
     }
 

@@ -169,3 +169,24 @@ final class RunHardeningTests: XCTestCase {
         XCTAssertTrue(failed.stderr.contains("no\\u{1B}]0;title\\u{7}such.csv"), failed.stderr)
     }
 }
+
+extension RunHardeningTests {
+    /// The toy's export predicts exactly as its run, with no models folder.
+    func testExportedModelPredictsTheSameWithoutTheModelsFolder() throws {
+        XCTAssertEqual(try finetune("run").status, 0)
+        let dir = work.appendingPathComponent("exported").path
+        let export = try toy(["export", "--model", work.appendingPathComponent("run").path, "--out", dir])
+        XCTAssertEqual(export.status, 0, export.stderr)
+        XCTAssertNotEqual(try toy(["export", "--model", work.appendingPathComponent("run").path, "--out", dir]).status, 0, "an existing folder is refused")
+        let input = data.appendingPathComponent("target-unlabelled.csv").path
+        let fromRun = try toy(["predict", "--model", work.appendingPathComponent("run").path, input, "--json"])
+        let fromExport = try CLITests.run("toy-tl", ["predict", "--model", dir, input, "--json"],
+                                          environment: ["TL_MODELS_DIR": work.appendingPathComponent("nothing").path])
+        XCTAssertEqual(fromExport.status, 0, fromExport.stderr)
+        XCTAssertEqual(fromExport.stdout, fromRun.stdout)
+        let card = try String(contentsOfFile: dir + "/README.md", encoding: .utf8)
+        XCTAssertTrue(card.contains("- Classes ("), card)
+        XCTAssertTrue(card.contains("Accuracy "), card)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/Models/toy/backbone.safetensors"))
+    }
+}

@@ -3,7 +3,11 @@ import Foundation
 /// Where fetched pretrained models live: `$TL_MODELS_DIR`, else `Models/` in the current directory
 /// (what `scripts/fetch-models` writes by default when run from the repository root).
 public enum ModelStore {
+    /// Set when a command works with an exported model: its own `Models/` folder, used before any other.
+    public nonisolated(unsafe) static var override: URL?
+
     public static var directory: URL {
+        if let override { return override }
         if let dir = ProcessInfo.processInfo.environment["TL_MODELS_DIR"], !dir.isEmpty {
             return URL(fileURLWithPath: dir, isDirectory: true)
         }
