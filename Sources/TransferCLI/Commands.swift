@@ -79,6 +79,8 @@ struct RunOutcome {
     var notes: [String] = []
     var before: (source: Tensor, target: Tensor)? = nil
     var defaultModel: (identifier: String, reason: String)? = nil
+    /// The source set's labels, to colour the source features by class in report.html.
+    var sourceLabels: (labels: [Int], classNames: [String])? = nil
 }
 
 /// A command that trains: creates (or resumes) a run directory, runs, prints and saves the results.
@@ -393,7 +395,8 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
             }
             return RunOutcome(results: results,
                               notes: test == nil ? ["no --target-test: target accuracy not measured"] : [],
-                              before: before, defaultModel: pick)
+                              before: before, defaultModel: pick,
+                              sourceLabels: (sourceSet.labels, sourceSet.classNames))
         }
     }
 }
@@ -453,7 +456,8 @@ struct DemoCommand<D: CommandLineDomain>: TrainingCommand {
                     chosen = chosen ?? pick
                 }
             }
-            return RunOutcome(results: results, before: before, defaultModel: chosen)
+            return RunOutcome(results: results, before: before, defaultModel: chosen,
+                              sourceLabels: shift.map { ($0.0.labels, $0.0.classNames) })
         }
     }
 }

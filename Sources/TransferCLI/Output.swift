@@ -164,6 +164,7 @@ enum Output {
         var metrics = try JSONSerialization.jsonObject(with: Data(summary.utf8)) as! [String: Any]
         metrics["details"] = detailed
         try run.write(Data(encode(metrics).utf8), to: "metrics.json")
+        try run.write(Data(HTMLReport(app: app, command: command, record: record, outcome: outcome).html.utf8), to: "report.html")
         try run.writeRecord(record)
     }
 

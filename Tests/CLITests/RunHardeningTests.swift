@@ -190,3 +190,30 @@ extension RunHardeningTests {
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/Models/toy/backbone.safetensors"))
     }
 }
+
+extension RunHardeningTests {
+    /// report.html is one page that needs nothing else: no script, no external file, every in-page link resolves;
+    /// it has the results, a section per model with its scores, confusion matrix and curves, and the features.
+    func testReportIsOneSelfContainedPage() throws {
+        let run = work.appendingPathComponent("adapt").path
+        let out = try toy(["adapt", "--source", "source-train.csv", "--target", data.appendingPathComponent("target-unlabelled.csv").path,
+                           "--target-test", data.appendingPathComponent("target-test.csv").path, "--method", "source-only,dann",
+                           "--threads", "1", "--quiet", "--out", run], in: work)
+        XCTAssertEqual(out.status, 0, out.stderr)
+        let html = try String(contentsOfFile: run + "/report.html", encoding: .utf8)
+        XCTAssertTrue(html.hasPrefix("<!DOCTYPE html>") && html.hasSuffix("</html>\n"))
+        for part in ["<h2>Data</h2>", "<h2>Results</h2>", "<h2>Source and target features before adaptation</h2>",
+                     "id=\"model-source-only-features\"", "id=\"model-dann-features\"", "id=\"model-oracle-features\"",
+                     "aria-label=\"confusion matrix\"", "aria-label=\"loss\"", "aria-label=\"accuracy\"", "best epoch",
+                     "ensemble agreement", "source by class, target grey"] {
+            XCTAssertTrue(html.contains(part), part)
+        }
+        XCTAssertFalse(html.contains("<script") || html.contains("src=") || html.contains("http://") || html.contains("https://"))
+        let links = html.components(separatedBy: "href=\"").dropFirst().map { String($0.prefix { $0 != "\"" }) }
+        for link in links { XCTAssertTrue(link.hasPrefix("#") && html.contains("id=\"\(link.dropFirst())\""), link) }
+        func count(_ s: String) -> Int { html.components(separatedBy: s).count - 1 }
+        XCTAssertEqual(count("aria-label=\"confusion matrix\""), 3, "source-only, dann, oracle")
+        XCTAssertEqual(count("aria-label=\"loss\""), 3)
+        XCTAssertEqual(count("aria-label=\"PCA scatter\""), 6, "before, source-only and dann: by domain and by class")
+    }
+}
