@@ -23,9 +23,11 @@ struct ExportCommand<D: CommandLineDomain>: ParsableCommand {
     var strategy: String?
     @Option(help: "Folder to create (must not exist).")
     var out: String
+    @OptionGroup var runtime: RuntimeThreads
     @OptionGroup var domainOptions: D.Options
 
     func run() throws {
+        runtime.apply()
         let saved = try SavedRun(model, app: D.appName)
         var m = try saved.model(strategy)
         let id = strategy ?? saved.record.defaultModel!

@@ -56,10 +56,13 @@ struct HTMLReport {
     // MARK: Tables
 
     static func resultsTable(_ results: [StrategyResult]) -> String {
-        let rows = results.map { r -> [String] in
-            [r.strategy == "auto" ? "auto (\(r.chosen ?? "?"))" : r.identifier, r.level ?? "-", r.eval, r.evaluatedOn.rawValue,
-             r.labelsPerClass.map(String.init) ?? "all", r.accuracy.map(fmt) ?? "-", r.macroF1.map(fmt) ?? "-",
-             String(format: "%.1f", r.trainSeconds), r.labelFree?.ensembleAgreement.map(fmt) ?? "-"]
+        var rows: [[String]] = []
+        for r in results {
+            let name = r.strategy == "auto" ? "auto (\(r.chosen ?? "?"))" : r.identifier
+            let accuracy = r.report.map { fmt($0.accuracy) } ?? "-", macroF1 = r.report.map { fmt($0.macroF1) } ?? "-"
+            let agreement = r.labelFree?.ensembleAgreement.map(fmt) ?? "-"
+            rows.append([name, r.level ?? "-", r.eval, r.evaluatedOn.rawValue, r.labelsPerClass.map(String.init) ?? "all",
+                         accuracy, macroF1, String(format: "%.1f", r.trainSeconds), agreement])
         }
         return table(["strategy", "level", "eval", "eval set", "labels/class", "accuracy", "macro-F1", "train s", "ensemble agreement"], rows)
     }
