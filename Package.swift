@@ -73,7 +73,7 @@ let package = Package(
 
         // The properties the fuzz harnesses check, shared with the corpus replay tests.
         .target(name: "FuzzChecks", dependencies: ["TransferEngine", "VisionTL", "SpeechTL", "TextTL"], path: "Fuzz/FuzzChecks"),
-        .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzChecks"]),
+        .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzChecks", "SpeechTL"]),
 
         .testTarget(name: "TransferEngineTests", dependencies: ["TransferEngine"], exclude: ["Golden"]),
         .testTarget(name: "VisionTLTests", dependencies: ["VisionTL"], exclude: ["Golden"]),

@@ -1,5 +1,7 @@
 import Foundation
 import FuzzChecks
+import SpeechTL
+import TransferEngine
 import XCTest
 
 /// Replays every saved fuzz input (seed corpora and crash reproducers in Tests/FuzzCorpus/<harness>/) through
@@ -30,6 +32,26 @@ final class FuzzReplayTests: XCTestCase {
     func testCorpusFoldersMatchHarnesses() throws {
         let folders = try FileManager.default.contentsOfDirectory(atPath: Self.corpus.path).filter { !$0.hasPrefix(".") }
         XCTAssertEqual(Set(folders), Set(FuzzChecks.all.map(\.name)))
+    }
+
+    /// The in-memory reader (sf_open_virtual) gives exactly what the file reader gives.
+    func testAudioFromBytesMatchesFile() throws {
+        let root = Self.corpus.deletingLastPathComponent().deletingLastPathComponent()
+        for file in ["Fixtures/speech/target/test/right/0004.flac", "Tests/FuzzCorpus/audio/wav-pcm24-22k.wav",
+                     "Tests/FuzzCorpus/audio/ogg-vorbis.ogg"] {
+            let url = root.appendingPathComponent(file)
+            XCTAssertEqual(try AudioFile.read(data: Data(contentsOf: url), name: url.path), try AudioFile.read(url), file)
+        }
+    }
+
+    /// What fuzz-audio found is refused with a clear error now.
+    func testFuzzFoundAudioFilesAreErrors() throws {
+        for (file, words) in [("crash-float-power-overflow.wav", "times full scale"), ("timeout-rate-720897.wav", "cannot be converted")] {
+            let data = try Data(contentsOf: Self.corpus.appendingPathComponent("audio/" + file))
+            XCTAssertThrowsError(try AudioFile.read(data: data, name: file)) { error in
+                XCTAssertTrue("\(error)".hasPrefix(file + ": ") && "\(error)".contains(words), "\(error)")
+            }
+        }
     }
 
     /// The checks can fail: a property that does not hold is reported, not swallowed.
