@@ -1,8 +1,15 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// Fuzz targets (scripts/fuzz) exist only when TL_FUZZ is set, so normal builds are unchanged.
+let fuzzing = Context.environment["TL_FUZZ"] != nil
+
 // Release builds drop overflow/bounds checks in the numeric kernels (they are checked in debug test builds).
-let fast: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+// Fuzz builds keep them (-O), so a failed check is found as the crash it is rather than as silent UB.
+let fast: [SwiftSetting] = fuzzing ? [] : [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+
+// libFuzzer harnesses: thin `LLVMFuzzerTestOneInput` wrappers around the checks in FuzzChecks (see scripts/fuzz).
+let fuzzHarnesses = ["png", "audio", "safetensors", "text-table", "wordpiece"]
 
 let package = Package(
     name: "TransferSuite",
@@ -64,6 +71,10 @@ let package = Package(
             "TransferEngine", "CBLAS", "VisionTL", "SpeechTL", "TextTL", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "apps/tl-bench", swiftSettings: fast),
 
+        // The properties the fuzz harnesses check, shared with the corpus replay tests.
+        .target(name: "FuzzChecks", dependencies: ["TransferEngine", "VisionTL", "SpeechTL", "TextTL"], path: "Fuzz/FuzzChecks"),
+        .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzChecks", "SpeechTL"]),
+
         .testTarget(name: "TransferEngineTests", dependencies: ["TransferEngine"], exclude: ["Golden"]),
         .testTarget(name: "VisionTLTests", dependencies: ["VisionTL"], exclude: ["Golden"]),
         .testTarget(name: "SpeechTLTests", dependencies: ["SpeechTL"], exclude: ["Golden"]),
@@ -73,3 +84,10 @@ let package = Package(
     ],
     swiftLanguageModes: [.v5]
 )
+
+if fuzzing {
+    for name in fuzzHarnesses {
+        package.products.append(.executable(name: "fuzz-\(name)", targets: ["fuzz-\(name)"]))
+        package.targets.append(.executableTarget(name: "fuzz-\(name)", dependencies: ["FuzzChecks"], path: "Fuzz/fuzz-\(name)"))
+    }
+}

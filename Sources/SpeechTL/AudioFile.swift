@@ -54,14 +54,23 @@ public enum AudioFile {
     /// - Parameter maximumDuration: seconds; longer files throw and point to `windows`, which streams.
     public static func read(_ url: URL, sampleRate: Int = AudioFile.sampleRate,
                             maximumDuration: Double = AudioFile.defaultMaximumDuration) throws -> [Float] {
-        let file = try SoundFile(url)
+        try read(SoundFile(url), sampleRate: sampleRate, maximumDuration: maximumDuration)
+    }
+
+    /// `read` for a file's bytes held in memory (through `sf_open_virtual`); errors name `name`.
+    public static func read(data: Data, name: String, sampleRate: Int = AudioFile.sampleRate,
+                            maximumDuration: Double = AudioFile.defaultMaximumDuration) throws -> [Float] {
+        try read(SoundFile(data: data, name: name), sampleRate: sampleRate, maximumDuration: maximumDuration)
+    }
+
+    static func read(_ file: SoundFile, sampleRate: Int, maximumDuration: Double) throws -> [Float] {
         let info = file.info
         func tooLong(_ seconds: Double) -> EngineError {
             .invalidFile(info.path, String(format: "is %.1f s long, over the %.0f s limit of AudioFile.read; "
                 + "read long recordings in pieces with AudioFile.windows(url, seconds:)", seconds, maximumDuration))
         }
         if info.duration > maximumDuration { throw tooLong(info.duration) }
-        let resampler = info.sampleRate == sampleRate ? nil : Resampler(from: info.sampleRate, to: sampleRate)
+        let resampler = try resampler(info, to: sampleRate)
         var out: [Float] = []
         out.reserveCapacity(resampler?.outputLength(forInput: info.frames) ?? info.frames)
         var framesRead = 0
@@ -78,6 +87,22 @@ public enum AudioFile {
         if framesRead == 0 { throw EngineError.invalidFile(info.path, "holds no audio samples (0 frames could be decoded)") }
         if let r = resampler { out += r.finish() }
         return out
+    }
+
+    /// Largest reduced term of the rate ratio `Resampler` is asked to convert: its phase bank holds about
+    /// 100 * max(up, down) coefficients, so a rate coprime with the target (e.g. 720897 Hz -> 16 kHz) would
+    /// take 576 MB and minutes to build (found by fuzz-audio). 11127 Hz -> 16 kHz (16000/11127) still passes.
+    static let maximumRatioTerm = 20_000
+
+    /// The converter from the file's rate to `rate`, nil when they are equal.
+    static func resampler(_ info: AudioInfo, to rate: Int) throws -> Resampler? {
+        if info.sampleRate == rate { return nil }
+        let g = Resampler.gcd(info.sampleRate, rate)
+        guard max(info.sampleRate / g, rate / g) <= maximumRatioTerm else {
+            throw EngineError.invalidFile(info.path, "declares a sample rate of \(info.sampleRate) Hz, which cannot be "
+                + "converted to \(rate) Hz with a filter of reasonable size (ratio \(rate / g)/\(info.sampleRate / g)); resample it first")
+        }
+        return Resampler(from: info.sampleRate, to: rate)
     }
 
     /// The `count`-sample stretch of a file with the most energy (mono, int16 scale, `sampleRate` Hz), or the
@@ -132,7 +157,7 @@ public final class AudioWindowReader {
         info = file.info
         self.sampleRate = sampleRate
         windowLength = max(1, Int((seconds * Double(sampleRate)).rounded()))
-        resampler = info.sampleRate == sampleRate ? nil : Resampler(from: info.sampleRate, to: sampleRate)
+        resampler = try AudioFile.resampler(info, to: sampleRate)
     }
 
     /// The next window, or nil after the last.
@@ -174,15 +199,32 @@ final class SoundFile {
     private let handle: OpaquePointer
     private let channels: Int
     private var interleaved: [Float] = []
+    /// The bytes a virtual (in-memory) file reads from; they must outlive the handle.
+    private let memory: MemoryFile?
 
-    init(_ url: URL) throws {
+    convenience init(_ url: URL) throws {
         let path = url.path
         try InputFile.requireRegular(url, what: "an audio file")   // sf_open would block on a FIFO
         if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber, size.intValue == 0 {
             throw EngineError.invalidFile(path, "is empty (0 bytes)")
         }
+        try self.init(path: path, memory: nil) { sf_open(path, Int32(SFM_READ), &$0) }
+    }
+
+    /// A file held in memory, read through `sf_open_virtual`; `name` is what errors report.
+    convenience init(data: Data, name: String) throws {
+        if data.isEmpty { throw EngineError.invalidFile(name, "is empty (0 bytes)") }
+        let memory = MemoryFile(data)
+        try self.init(path: name, memory: memory) { info in
+            var io = MemoryFile.io
+            return sf_open_virtual(&io, Int32(SFM_READ), &info, Unmanaged.passUnretained(memory).toOpaque())
+        }
+    }
+
+    private init(path: String, memory: MemoryFile?, open: (inout SF_INFO) -> OpaquePointer?) throws {
+        self.memory = memory
         var sfInfo = SF_INFO()
-        guard let h = sf_open(path, Int32(SFM_READ), &sfInfo) else {
+        guard let h = open(&sfInfo) else {
             throw EngineError.invalidFile(path, "cannot be read as audio: " + SoundFile.readable(sf_strerror(nil)))
         }
         handle = h
@@ -201,6 +243,9 @@ final class SoundFile {
 
     deinit { sf_close(handle) }
 
+    /// Largest accepted sample magnitude at int16 scale (a million times full scale; float files only can exceed it).
+    static let maximumMagnitude: Float = 1e6 * AudioFile.int16Scale
+
     /// Sample rates the reader accepts (telephone 1 kHz up to 768 kHz studio formats).
     static let sampleRates = 1000...768_000
 
@@ -216,17 +261,23 @@ final class SoundFile {
         if got <= 0 { return [] }
         var out = [Float](repeating: 0, count: got)
         let scale = AudioFile.int16Scale / Float(c)
-        var finite = true
+        var finite = true, peak: Float = 0
         interleaved.withUnsafeBufferPointer { src in
             for i in 0..<got {
                 var s: Float = 0
                 for ch in 0..<c { s += src[i * c + ch] }
                 out[i] = s * scale
                 finite = finite && out[i].isFinite
+                peak = max(peak, abs(out[i]))
             }
         }
         // A float file can hold NaN or infinity; features computed from them are garbage.
         guard finite else { throw EngineError.invalidFile(info.path, "holds samples that are not finite numbers (NaN or infinity)") }
+        // So can absurd magnitudes: their power overflows Float in the mel front end (found by fuzzing).
+        guard peak <= SoundFile.maximumMagnitude else {
+            throw EngineError.invalidFile(info.path, String(format: "holds samples of magnitude %g, over %g times full scale (not audio)",
+                                                            Double(peak / AudioFile.int16Scale), Double(SoundFile.maximumMagnitude / AudioFile.int16Scale)))
+        }
         return out
     }
 
@@ -252,6 +303,44 @@ final class SoundFile {
         let minor = name(format & Int32(SF_FORMAT_SUBMASK))
         return [major, minor].compactMap { $0 }.joined(separator: ", ")
     }
+}
+
+/// Bytes read by libsndfile through `SF_VIRTUAL_IO` (read-only: `write` writes nothing).
+final class MemoryFile {
+    let bytes: [UInt8]
+    var position = 0
+
+    init(_ data: Data) { bytes = [UInt8](data) }
+
+    private static func file(_ user: UnsafeMutableRawPointer?) -> MemoryFile {
+        Unmanaged<MemoryFile>.fromOpaque(user!).takeUnretainedValue()
+    }
+
+    static let io = SF_VIRTUAL_IO(
+        get_filelen: { user in sf_count_t(file(user).bytes.count) },
+        seek: { offset, whence, user in
+            let f = file(user)
+            let base: Int
+            switch whence {
+            case SEEK_CUR: base = f.position
+            case SEEK_END: base = f.bytes.count
+            default: base = 0
+            }
+            let (target, overflow) = base.addingReportingOverflow(Int(offset))
+            guard !overflow, target >= 0 else { return -1 }
+            f.position = target
+            return sf_count_t(target)
+        },
+        read: { destination, count, user in
+            let f = file(user)
+            guard let destination, count > 0, f.position < f.bytes.count else { return 0 }
+            let n = min(Int(count), f.bytes.count - f.position)
+            f.bytes.withUnsafeBytes { destination.copyMemory(from: $0.baseAddress! + f.position, byteCount: n) }
+            f.position += n
+            return sf_count_t(n)
+        },
+        write: { _, _, _ in 0 },
+        tell: { user in sf_count_t(file(user).position) })
 }
 
 /// The first `count`-sample stretch with the largest energy in a stream of samples (energy as a running sum in
