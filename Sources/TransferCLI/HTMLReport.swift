@@ -97,9 +97,11 @@ struct HTMLReport {
     }
 
     /// Loss, accuracy and learning rate per epoch in three panels; the best epoch (lowest validation loss) marked.
+    /// Epochs are counted across the phases of a model (fine-tuning's linear probe, then the unfrozen blocks).
     static func curves(_ history: [EpochLog]) -> String {
-        let epochs = history.map { Double($0.epoch) }
-        let best = history.filter { $0.validationLoss != nil }.min { $0.validationLoss! < $1.validationLoss! }?.epoch
+        let epochs = history.indices.map { Double($0 + 1) }
+        let best = history.indices.filter { history[$0].validationLoss != nil }
+            .min { history[$0].validationLoss! < history[$1].validationLoss! }.map { $0 + 1 }
         return [lineChart("loss", epochs, [("train", "#1f77b4", history.map(\.trainLoss)),
                                            ("validation", "#d62728", history.map { $0.validationLoss ?? .nan })], best: best),
                 lineChart("accuracy", epochs, [("train", "#1f77b4", history.map(\.trainAccuracy)),
