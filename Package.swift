@@ -9,7 +9,7 @@ let fuzzing = Context.environment["TL_FUZZ"] != nil
 let fast: [SwiftSetting] = fuzzing ? [] : [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
 
 // libFuzzer harnesses: thin `LLVMFuzzerTestOneInput` wrappers around the checks in FuzzChecks (see scripts/fuzz).
-let fuzzHarnesses = ["png", "audio", "safetensors", "text-table", "wordpiece"]
+let fuzzHarnesses = ["png", "jpeg", "audio", "safetensors", "text-table", "wordpiece"]
 
 let package = Package(
     name: "TransferSuite",
@@ -26,7 +26,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        // System libraries (Debian: libopenblas-dev, libpng-dev, libsndfile1-dev).
+        // System libraries (Debian: libopenblas-dev, libpng-dev, libsndfile1-dev; libjpeg62-turbo-dev for CJPEGShim).
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
         .systemLibrary(name: "CSndFile", path: "Sources/CSndFile"),
@@ -34,6 +34,9 @@ let package = Package(
         // libpng's setjmp/longjmp error handling stays in C.
         .target(name: "CPNGShim", dependencies: ["CPNG"], path: "Sources/CPNGShim",
                 cSettings: [.unsafeFlags(["-O2"])]),
+        // libjpeg's error_exit/setjmp likewise (Debian: libjpeg62-turbo-dev).
+        .target(name: "CJPEGShim", path: "Sources/CJPEGShim", cSettings: [.unsafeFlags(["-O2"])],
+                linkerSettings: [.linkedLibrary("jpeg")]),
 
         // Vectorised C loops (multiversioned for AVX-512 / AVX2 / baseline) behind a few engine ops.
         .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3"])]),
@@ -43,7 +46,7 @@ let package = Package(
 
         // One module per domain.
         .target(name: "VisionTL", dependencies: [
-            "TransferEngine", "CPNGShim", "TransferCLI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "TransferEngine", "CPNGShim", "CJPEGShim", "TransferCLI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: fast),
         .target(name: "SpeechTL", dependencies: [
             "TransferEngine", "CSndFile", "TransferCLI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -80,7 +83,10 @@ let package = Package(
         .testTarget(name: "SpeechTLTests", dependencies: ["SpeechTL"], exclude: ["Golden"]),
         .testTarget(name: "TextTLTests", dependencies: ["TextTL"], exclude: ["Golden"]),
         // Runs the built apps as a user would.
-        .testTarget(name: "CLITests", dependencies: ["vision-tl", "speech-tl", "text-tl", "toy-tl", "ToyTL"], exclude: ["Inputs"]),
+        // Test support: a JPEG encoder to build JPEG copies of the PNG fixtures.
+        .target(name: "CJPEGEncoder", path: "Tests/CJPEGEncoder", linkerSettings: [.linkedLibrary("jpeg")]),
+        .testTarget(name: "CLITests", dependencies: ["vision-tl", "speech-tl", "text-tl", "toy-tl", "ToyTL", "VisionTL", "CJPEGEncoder"],
+                    exclude: ["Inputs"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -20,7 +20,7 @@ public struct PropertyViolation: Error, CustomStringConvertible {
 public enum FuzzChecks {
     /// Every harness by name (as in `fuzz-<name>` and `Tests/FuzzCorpus/<name>`).
     public static let all: [(name: String, check: (Data) throws -> Void)] = [
-        ("png", png), ("audio", audio), ("safetensors", safeTensors), ("text-table", textTable), ("wordpiece", wordPiece),
+        ("png", png), ("jpeg", jpeg), ("audio", audio), ("safetensors", safeTensors), ("text-table", textTable), ("wordpiece", wordPiece),
     ]
 
     /// The libFuzzer entry point's body: runs `check` and crashes on a violated property.
@@ -116,6 +116,25 @@ public enum FuzzChecks {
                             && again.pixels == bytes.map(Float.init), h, "PNGWriter round trip changed the image")
             }
         }
+    }
+
+    // MARK: - JPEG
+
+    /// JPEG decode through the format dispatch and the evaluation preprocessing.
+    public static func jpeg(_ data: Data) throws {
+        let h = "jpeg", name = "fuzz-input.jpg"
+        let image: Image
+        do { image = try ImageFile.decode(data, name: name, maxPixels: pngMaxPixels) } catch {
+            try expectInvalidFile(error, name: name, harness: h)
+            return
+        }
+        try require(image.width > 0 && image.height > 0 && image.width * image.height <= pngMaxPixels, h,
+                    "decoded size \(image.width)x\(image.height)")
+        try require(image.channels == 3 && image.pixels.count == image.width * image.height * 3, h,
+                    "decoded \(image.pixels.count) samples for \(image.width)x\(image.height)x\(image.channels)")
+        try require(image.pixels.allSatisfy { $0 >= 0 && $0 <= 255 && $0 == $0.rounded() }, h, "decoded samples not bytes")
+        let batch = ImagePreprocessing.evaluationBatch([image], size: 8)
+        try require(batch.shape == [1, 8, 8, 3] && batch.scalars.allSatisfy(\.isFinite), h, "evaluation batch \(batch.shape)")
     }
 
     // MARK: - Audio

@@ -3,7 +3,7 @@ import TransferEngine
 
 /// Reading speech datasets: a folder per class, a flat (or nested) folder of unlabelled clips, or a CSV table.
 ///
-/// - Labelled folder: `<root>/<label>/**/*.{wav,flac,ogg}`; classes are the sub-folders, in sorted order, each read
+/// - Labelled folder: `<root>/<label>/**/*.{wav,flac,ogg,opus,mp3,aiff,...}` (`extensions`); classes are the sub-folders, in sorted order, each read
 ///   recursively (`DatasetFolders`).
 /// - Unlabelled folder: every audio file under the folder (sub-folders included), sorted by path.
 /// - CSV (`.csv`): `path,label` per line (labelled) or `path` (unlabelled; further columns are ignored), an
@@ -12,7 +12,10 @@ import TransferEngine
 ///
 /// Problems are one line naming the file (and line): a missing folder or file, no audio files, a bad row.
 public enum AudioDataset {
-    public static let extensions: Set<String> = ["wav", "flac", "ogg"]
+    /// Audio file extensions read from folders (the installed libsndfile's formats; see `SoundFile.readableExtensions`).
+    public static var extensions: Set<String> { SoundFile.readableExtensions }
+
+    static var extensionList: String { extensions.sorted().map { "." + $0 }.joined(separator: ", ") }
 
     static func isAudio(_ url: URL) -> Bool { extensions.contains(url.pathExtension.lowercased()) }
 
@@ -33,10 +36,10 @@ public enum AudioDataset {
         }
         let found = try DatasetFolders.classFolders(url, where: isAudio)
         guard !found.classNames.isEmpty else {
-            throw EngineError.invalidFile(url.path, "has no class folders (expected <root>/<label>/*.wav|flac|ogg)")
+            throw EngineError.invalidFile(url.path, "has no class folders (expected <root>/<label>/<audio files>)")
         }
         guard !found.samples.isEmpty else {
-            throw EngineError.invalidFile(url.path, "holds no audio files (.wav, .flac, .ogg) in its class folders")
+            throw EngineError.invalidFile(url.path, "holds no audio files (\(extensionList)) in its class folders")
         }
         return LabelledSet(samples: found.samples, labels: found.labels, classNames: found.classNames, source: url.path)
     }
@@ -46,11 +49,11 @@ public enum AudioDataset {
         if isCSV(url) { return try csvRows(url, columns: 1).map(\.url) }
         if !isDirectory(url) {
             guard FileManager.default.fileExists(atPath: url.path) else { throw EngineError.invalidFile(url.path, "no such file or folder") }
-            guard isAudio(url) else { throw EngineError.invalidFile(url.path, "is not a .wav, .flac or .ogg file, a folder or a .csv table") }
+            guard isAudio(url) else { throw EngineError.invalidFile(url.path, "is not an audio file (\(extensionList)), a folder or a .csv table") }
             return [url]
         }
         let out = try DatasetFolders.files(in: url, where: isAudio)
-        guard !out.isEmpty else { throw EngineError.invalidFile(url.path, "holds no audio files (.wav, .flac, .ogg)") }
+        guard !out.isEmpty else { throw EngineError.invalidFile(url.path, "holds no audio files (\(extensionList))") }
         return out
     }
 

@@ -292,6 +292,32 @@ final class SoundFile {
         return text.prefix(1).lowercased() + text.dropFirst()
     }
 
+    /// File extensions of the audio formats the installed libsndfile reads, from its own format tables: WAV
+    /// (`wav`, `wave`), FLAC, Ogg Vorbis (`ogg`, `oga`), Opus (`opus`, when its Opus codec is built in), MP3
+    /// (`mp3`, when its MPEG codec is), AIFF (`aif`, `aiff`, `aifc`), AU (`au`, `snd`), CAF, W64, RF64. Exotic
+    /// formats libsndfile also opens (VOC, IRCAM, MAT, ...) are not listed by extension (their extensions name
+    /// other things in a data folder) but are read when named in a CSV.
+    static let readableExtensions: Set<String> = {
+        func formats(count: Int32, get: Int32) -> [Int32] {
+            var n: Int32 = 0
+            sf_command(nil, count, &n, Int32(MemoryLayout<Int32>.size))
+            return (0..<max(n, 0)).compactMap { i in
+                var f = SF_FORMAT_INFO(format: i, name: nil, extension: nil)
+                return sf_command(nil, get, &f, Int32(MemoryLayout<SF_FORMAT_INFO>.size)) == 0 ? f.format : nil
+            }
+        }
+        let majors = Set(formats(count: Int32(SFC_GET_FORMAT_MAJOR_COUNT), get: Int32(SFC_GET_FORMAT_MAJOR)))
+        let subtypes = Set(formats(count: Int32(SFC_GET_FORMAT_SUBTYPE_COUNT), get: Int32(SFC_GET_FORMAT_SUBTYPE)))
+        let byMajor: [(Int32, [String])] = [
+            (Int32(SF_FORMAT_WAV), ["wav", "wave"]), (Int32(SF_FORMAT_FLAC), ["flac"]), (Int32(SF_FORMAT_OGG), ["ogg", "oga"]),
+            (Int32(SF_FORMAT_AIFF), ["aif", "aiff", "aifc"]), (Int32(SF_FORMAT_AU), ["au", "snd"]), (Int32(SF_FORMAT_CAF), ["caf"]),
+            (Int32(SF_FORMAT_W64), ["w64"]), (Int32(SF_FORMAT_RF64), ["rf64"]), (Int32(SF_FORMAT_MPEG), ["mp3", "mp2"]),
+        ]
+        var out = Set(byMajor.filter { majors.contains($0.0) }.flatMap(\.1))
+        if majors.contains(Int32(SF_FORMAT_OGG)) && subtypes.contains(Int32(SF_FORMAT_OPUS)) { out.insert("opus") }
+        return out
+    }()
+
     /// "Container, encoding" from libsndfile's own format tables.
     static func formatName(_ format: Int32) -> String {
         func name(_ code: Int32) -> String? {

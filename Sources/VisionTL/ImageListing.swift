@@ -11,27 +11,25 @@ enum ImageListing {
         return isDirectory.boolValue
     }
 
-    static func isPNG(_ url: URL) -> Bool { url.pathExtension.lowercased() == "png" }
-
-    /// The PNG files under `folder` (subfolders included), sorted by path; hidden files skipped.
-    static func pngFiles(in folder: URL, required: Bool) throws -> [URL] {
-        let files = try DatasetFolders.files(in: folder, where: isPNG)
+    /// The PNG and JPEG files under `folder` (subfolders included), sorted by path; hidden files skipped.
+    static func imageFiles(in folder: URL, required: Bool) throws -> [URL] {
+        let files = try DatasetFolders.files(in: folder, where: ImageFile.isImage)
         if required && files.isEmpty {
-            throw EngineError.invalidFile(folder.path, "no .png files in this folder")
+            throw EngineError.invalidFile(folder.path, "no .png or .jpg files in this folder")
         }
         return files
     }
 
-    /// `<root>/<label>/**/*.png`: classes are the subfolders in sorted order, read recursively.
+    /// `<root>/<label>/**/*.{png,jpg,jpeg}`: classes are the subfolders in sorted order, read recursively.
     static func classFolders(_ root: URL) throws -> (samples: [URL], labels: [Int], classNames: [String]) {
-        let found = try DatasetFolders.classFolders(root, where: isPNG)
+        let found = try DatasetFolders.classFolders(root, where: ImageFile.isImage)
         guard !found.classNames.isEmpty else {
-            let hasImages = !((try? pngFiles(in: root, required: false)) ?? []).isEmpty
+            let hasImages = !((try? imageFiles(in: root, required: false)) ?? []).isEmpty
             throw EngineError.invalidFile(root.path, hasImages
-                ? "has images but no class folders; a labelled set is <root>/<label>/*.png or a CSV of path,label"
-                : "no class folders; a labelled set is <root>/<label>/*.png or a CSV of path,label")
+                ? "has images but no class folders; a labelled set is <root>/<label>/*.png (or .jpg) or a CSV of path,label"
+                : "no class folders; a labelled set is <root>/<label>/*.png (or .jpg) or a CSV of path,label")
         }
-        guard !found.samples.isEmpty else { throw EngineError.invalidFile(root.path, "the class folders hold no .png files") }
+        guard !found.samples.isEmpty else { throw EngineError.invalidFile(root.path, "the class folders hold no .png or .jpg files") }
         return found
     }
 

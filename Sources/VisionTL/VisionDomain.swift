@@ -3,12 +3,13 @@ import Foundation
 import TransferCLI
 import TransferEngine
 
-/// Image classification from PNG files with ImageNet EfficientNet-Lite0 as the pretrained backbone.
+/// Image classification from PNG and JPEG files with ImageNet EfficientNet-Lite0 as the pretrained backbone.
 ///
-/// Data layouts (samples are file URLs; a PNG is decoded only when a batch needs it):
+/// Data layouts (samples are file URLs; an image is decoded only when a batch needs it; `.png`, `.jpg` and `.jpeg`
+/// files, mixed freely, told apart by their bytes):
 /// - labelled: `<root>/<label>/*.png` (ImageFolder: one folder per class, classes in sorted order), or a CSV
 ///   file `path,label` (an optional `path,label` header; paths relative to the CSV file);
-/// - unlabelled: a folder of PNGs (that folder only, not its subfolders), or a CSV whose first column is a path
+/// - unlabelled: a folder of images (that folder only, not its subfolders), or a CSV whose first column is a path
 ///   (an optional `path` header; further columns are ignored).
 ///
 /// Preprocessing for the pretrained network: shorter side resized to `--image-size` (Pillow-style bilinear,
@@ -97,12 +98,12 @@ public struct VisionDomain: CommandLineDomain {
     }
 
     public func unlabelled(at url: URL) throws -> [URL] {
-        if try ImageListing.isDirectory(url) { return try ImageListing.pngFiles(in: url, required: true) }
+        if try ImageListing.isDirectory(url) { return try ImageListing.imageFiles(in: url, required: true) }
         return try ImageListing.csv(url, labelled: false).map(\.path)
     }
 
     public func predictionSamples(_ url: URL) throws -> [URL] {
-        if try ImageListing.isDirectory(url) { return try ImageListing.pngFiles(in: url, required: true) }
+        if try ImageListing.isDirectory(url) { return try ImageListing.imageFiles(in: url, required: true) }
         if url.pathExtension.lowercased() == "csv" { return try ImageListing.csv(url, labelled: false).map(\.path) }
         return [url]
     }
@@ -125,11 +126,11 @@ public struct VisionDomain: CommandLineDomain {
         let size = scratch ? scratchSize : imageSize
         if augment && (!scratch || scratchAugmentation) {
             return try Augmentation.trainingBatch(count: samples.count, options: augmentation(size: size), rng: &rng) {
-                try PNGDecoder.read(samples[$0])
+                try ImageFile.read(samples[$0])
             }
         }
         return try ImagePreprocessing.batch(count: samples.count, size: size) {
-            ImagePreprocessing.evaluationImage(try PNGDecoder.read(samples[$0]), size: size)
+            ImagePreprocessing.evaluationImage(try ImageFile.read(samples[$0]), size: size)
         }
     }
 
@@ -166,15 +167,9 @@ public struct VisionDomain: CommandLineDomain {
 extension VisionDomain {
     public func pretrainedFiles() throws -> [(file: URL, storedAs: String)] { [(try ModelStore.file(Self.modelPath), Self.modelPath)] }
 
-    /// Image sizes from the PNG headers (width and height are bytes 16-23 of every PNG).
+    /// Image sizes from the file headers.
     public func sizeSummary(_ samples: [URL]) -> String? {
-        var sizes: [(Int, Int)] = []
-        for url in samples {
-            guard let data = try? InputFile.read(url, limit: PNGDecoder.maxFileBytes, what: "a PNG file"), data.count >= 24 else { continue }
-            let bytes = [UInt8](data.prefix(24))
-            func be(_ i: Int) -> Int { bytes[i..<i + 4].reduce(0) { $0 << 8 | Int($1) } }
-            sizes.append((be(16), be(20)))
-        }
+        let sizes = samples.compactMap { ImageFile.size($0) }.map { ($0.width, $0.height) }
         let byArea = sizes.sorted { $0.0 * $0.1 < $1.0 * $1.1 }
         guard let small = byArea.first, let large = byArea.last else { return nil }
         let median = byArea[byArea.count / 2]

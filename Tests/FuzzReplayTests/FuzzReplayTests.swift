@@ -23,6 +23,7 @@ final class FuzzReplayTests: XCTestCase {
     }
 
     func testPNG() throws { try replay("png") }
+    func testJPEG() throws { try replay("jpeg") }
     func testAudio() throws { try replay("audio") }
     func testSafeTensors() throws { try replay("safetensors") }
     func testTextTable() throws { try replay("text-table") }

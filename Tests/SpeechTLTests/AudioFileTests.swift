@@ -108,6 +108,24 @@ final class AudioFileTests: XCTestCase {
         XCTAssertLessThan(fit.residual / (fit.amplitude / 2.squareRoot()), 0.05, "Vorbis residual")
     }
 
+    /// MP3 (LAME) and Opus (opusenc) through the installed libsndfile: the tone's frequency and level survive, the
+    /// length is the encoded half second within the codecs' padding, and both are listed as audio files.
+    func testMP3AndOpusKeepLengthAndTone() throws {
+        for (name, format) in [("tone440.mp3", "MPEG"), ("tone440.opus", "OGG")] {
+            let info = try AudioFile.info(file(name))
+            XCTAssertTrue(info.format.contains(format), "\(name): \(info.format)")
+            let x = try AudioFile.read(file(name))
+            XCTAssertEqual(Double(x.count) / 16000, 0.5, accuracy: 0.1, name)
+            let fit = Self.fitTone(x[2000..<6000], frequency: 440, rate: 16000)
+            XCTAssertEqual(20 * log10(fit.amplitude / 8000), 0, accuracy: 1, "\(name): 440 Hz level")
+            XCTAssertLessThan(fit.residual / (fit.amplitude / 2.squareRoot()), 0.1, "\(name): residual")
+            XCTAssertTrue(AudioDataset.isAudio(file(name)), name)
+            print(String(format: "AudioFileTests: %@ (%@): %d samples, 440 Hz level %.0f (8000 encoded)", name, info.format, x.count, fit.amplitude))
+        }
+        for ext in ["wav", "flac", "ogg", "opus", "mp3", "aiff", "caf"] { XCTAssertTrue(AudioDataset.extensions.contains(ext), ext) }
+        XCTAssertFalse(AudioDataset.isAudio(URL(fileURLWithPath: "notes.txt")))
+    }
+
     func testStereo44kIsMixedAndResampledTo16k() throws {
         let info = try AudioFile.info(file("stereo44k.wav"))
         XCTAssertEqual([info.sampleRate, info.channels, info.frames], [44100, 2, 4410])

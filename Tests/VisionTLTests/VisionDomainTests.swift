@@ -73,7 +73,7 @@ final class VisionDomainTests: XCTestCase {
         }
         try FileManager.default.createDirectory(at: root.appendingPathComponent("empty"), withIntermediateDirectories: true)
         XCTAssertThrowsError(try d.unlabelled(at: root.appendingPathComponent("empty"))) {
-            XCTAssertTrue("\($0)".contains("no .png files"), "\($0)")
+            XCTAssertTrue("\($0)".contains("no .png or .jpg files"), "\($0)")
         }
     }
 

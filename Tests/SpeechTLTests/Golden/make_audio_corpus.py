@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Writes the small audio corpus for AudioFileTests into Golden/audio/ (about 40 KB in all).
 
-Needs only the standard library and sox (Debian: sox libsox-fmt-all). Run from anywhere:
+Needs only the standard library, sox and opusenc (Debian: sox libsox-fmt-all opus-tools). Run from anywhere:
     python3 Tests/SpeechTLTests/Golden/make_audio_corpus.py
 
 Exact files (PCM 8/16/24/32, float, FLAC, 16 kHz stereo) hold integer sequences from a 32-bit LCG that
 AudioFileTests regenerates: x <- (1664525 x + 1013904223) mod 2^32 from x = seed, and a B-bit sample is
 (x >> (32 - B)) - 2^(B-1), after a head of extreme values. Lossy or resampled files (u-law, A-law, Ogg/Vorbis,
-44.1 kHz stereo) hold tones whose level and frequency the tests check.
+44.1 kHz stereo, MP3 by LAME through sox, Opus by opusenc) hold tones whose level and frequency the tests check.
 """
 import math, os, struct, subprocess, wave
 
@@ -90,6 +90,9 @@ def main():
 
     write_raw_s16(raw, tone(440, 8000, 16000, 0.5))
     sox(*fmt, "-C", "0", os.path.join(HERE, "tone440.ogg"))
+    sox(*fmt, "-C", "64", os.path.join(HERE, "tone440.mp3"))  # MPEG-2 layer III (16 kHz), 64 kbit/s
+    subprocess.run(["opusenc", "--quiet", "--raw", "--raw-rate", "16000", "--raw-chan", "1", "--raw-bits", "16",
+                    "--bitrate", "32", raw, os.path.join(HERE, "tone440.opus")], check=True)
 
     # 44.1 kHz stereo, 0.1 s: left 1 kHz at 8000, right the same at 4000 -> mono 1 kHz at 6000.
     left, right = tone(1000, 8000, 44100, 0.1), tone(1000, 4000, 44100, 0.1)
