@@ -150,6 +150,8 @@ public struct TextDomain: CommandLineDomain {
         "text-v1 wordpiece max-length \(maxLength) mean-pool\(normalize ? " l2" : "") \(encoderFolder.lastPathComponent)"
     }
 
+    public func preview(_ sample: TextExample) -> SamplePreview? { .text(sample.text) }
+
     public func describe(_ sample: TextExample) -> String {
         let oneLine = sample.text.split(whereSeparator: { $0.isNewline || $0 == "\t" }).joined(separator: " ")
         let short = oneLine.count > 60 ? String(oneLine.prefix(57)) + "..." : oneLine

@@ -24,6 +24,8 @@ public protocol CommandLineDomain: TransferDomain {
     func pretrainedFiles() throws -> [(file: URL, storedAs: String)]
     /// For `export`: the contract of a model whose pretrained files moved under the export's own models folder.
     func exported(_ contract: RunContract) -> RunContract
+    /// For report.html's top losses: a thumbnail or the text of a sample, or nil (its description is shown).
+    func preview(_ sample: Sample) -> SamplePreview?
 }
 
 extension CommandLineDomain {
@@ -31,6 +33,7 @@ extension CommandLineDomain {
     public var optionsSummary: [String: String] { [:] }
     public func sizeSummary(_ samples: [Sample]) -> String? { nil }
     public func exported(_ contract: RunContract) -> RunContract { contract }
+    public func preview(_ sample: Sample) -> SamplePreview? { nil }
 }
 
 /// "min .. max (median m)" of values shown with `format`, for `sizeSummary`.

@@ -81,6 +81,8 @@ struct RunOutcome {
     var defaultModel: (identifier: String, reason: String)? = nil
     /// The source set's labels, to colour the source features by class in report.html.
     var sourceLabels: (labels: [Int], classNames: [String])? = nil
+    /// The default model's highest-loss test samples, for report.html (only with a labelled test set).
+    var topLosses: TopLossRequest? = nil
 }
 
 /// A command that trains: creates (or resumes) a run directory, runs, prints and saves the results.
@@ -198,7 +200,7 @@ struct TaskOptions: ParsableArguments {
 
     /// Loads and checks the sets, then returns the work: the from-scratch baseline (unless skipped) and `strategy`,
     /// whose model is the run's default (the technique asked for; the baseline is there to compare with).
-    func work<D: TransferDomain>(_ w: TransferWorkflows<D>, log: DataLog, training: TrainingFlags,
+    func work<D: CommandLineDomain>(_ w: TransferWorkflows<D>, log: DataLog, training: TrainingFlags,
                                  strategy: @escaping (LabelledSet<D.Sample>, LabelledSet<D.Sample>?, Int?, String) throws -> StrategyResult)
         throws -> () throws -> RunOutcome {
         let train = try log.labelled(w, self.train, option: "--train", role: "train")
@@ -219,7 +221,8 @@ struct TaskOptions: ParsableArguments {
                     : "no --test: accuracy is on the validation split held out from the training data (\(main.report!.support.reduce(0, +)) samples; it also chose the epoch)")
             }
             return RunOutcome(results: results, notes: notes,
-                              defaultModel: (main.identifier, "the \(main.strategy) model this command trained"))
+                              defaultModel: (main.identifier, "the \(main.strategy) model this command trained"),
+                              topLosses: test.flatMap { w.topLossRequest(main, on: $0, name: evalName) })
         }
     }
 }
@@ -393,10 +396,12 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
             if let pick, results.filter({ $0.model != nil }).count > 1 {
                 results.append(AdaptationSelection.autoRow(pick.identifier, of: results))
             }
+            let chosen = pick.flatMap { p in results.first { $0.identifier == p.identifier } }
             return RunOutcome(results: results,
                               notes: test == nil ? ["no --target-test: target accuracy not measured"] : [],
                               before: before, defaultModel: pick,
-                              sourceLabels: (sourceSet.labels, sourceSet.classNames))
+                              sourceLabels: (sourceSet.labels, sourceSet.classNames),
+                              topLosses: test.flatMap { t in chosen.flatMap { w.topLossRequest($0, on: t, name: datasetName(targetTest!)) } })
         }
     }
 }
@@ -492,11 +497,11 @@ struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
             throw EngineError.invalidFile(data, "has \(set.classNames.count) classes, the model knows \(m.classNames.count) (\(m.classNames.joined(separator: ", ")))")
         }
         let test = try set.relabelled(to: m.classNames)
-        let p = try w.probabilities(m, samples: test.samples, name: datasetName(data))
-        let report = ClassificationReport(predictions: p.argmaxRows(), labels: test.labels, classNames: m.classNames)
+        let logP = try w.probabilities(m, samples: test.samples, name: datasetName(data), log: true)
+        let report = ClassificationReport(predictions: logP.argmaxRows(), labels: test.labels, classNames: m.classNames)
         let result = StrategyResult(strategy: strategy ?? saved.record.defaultModel ?? "model", level: nil, eval: datasetName(data),
                                     labelsPerClass: nil, report: report, trainSeconds: 0, history: [])
-        let analysis = ErrorAnalysis(probabilities: p, labels: test.labels, classNames: m.classNames,
+        let analysis = ErrorAnalysis(logProbabilities: logP, labels: test.labels, classNames: m.classNames,
                                      inputs: test.samples.map(w.domain.describe))
         if let out {
             let folder = URL(fileURLWithPath: out, isDirectory: true)
@@ -580,7 +585,8 @@ struct PredictCommand<D: CommandLineDomain>: ParsableCommand {
 /// What `evaluate --out` writes: each input with its true and predicted label, the probability of the prediction,
 /// the loss (-log of the true label's probability) and the top 3; and the confused pairs, most frequent first.
 struct ErrorAnalysis {
-    let probabilities: Tensor
+    /// Log-probabilities [N, K] (losses stay exact where a probability rounds to 0).
+    let logProbabilities: Tensor
     let labels: [Int]
     let classNames: [String]
     let inputs: [String]
@@ -589,19 +595,18 @@ struct ErrorAnalysis {
         let k = classNames.count, shown = min(3, k)
         var rows = [["input", "true", "predicted", "probability", "loss"] + (1...shown).flatMap { ["top\($0)", "top\($0)_probability"] }]
         for (i, y) in labels.enumerated() {
-            let ranked = (0..<k).sorted { probabilities[flat: i * k + $0] > probabilities[flat: i * k + $1] }
-            let pTrue = Double(probabilities[flat: i * k + y])
-            rows.append([inputs[i], classNames[y], classNames[ranked[0]],
-                         String(format: "%.6f", probabilities[flat: i * k + ranked[0]]),
-                         String(format: "%.6f", -Foundation.log(max(pTrue, 1e-12)))]
-                        + ranked.prefix(shown).flatMap { [classNames[$0], String(format: "%.6f", probabilities[flat: i * k + $0])] })
+            func p(_ c: Int) -> Double { Foundation.exp(Double(logProbabilities[flat: i * k + c])) }
+            let ranked = (0..<k).sorted { logProbabilities[flat: i * k + $0] > logProbabilities[flat: i * k + $1] }
+            rows.append([inputs[i], classNames[y], classNames[ranked[0]], String(format: "%.6f", p(ranked[0])),
+                         String(format: "%.6f", -Double(logProbabilities[flat: i * k + y]))]
+                        + ranked.prefix(shown).flatMap { [classNames[$0], String(format: "%.6f", p($0))] })
         }
         return Output.csv(rows)
     }
 
     /// Off-diagonal cells of the confusion matrix with a count, most frequent first (ties by class order).
     var confusedPairs: [(true: String, predicted: String, count: Int, shareOfTrue: Double)] {
-        let report = ClassificationReport(predictions: probabilities.argmaxRows(), labels: labels, classNames: classNames)
+        let report = ClassificationReport(predictions: logProbabilities.argmaxRows(), labels: labels, classNames: classNames)
         var pairs: [(true: String, predicted: String, count: Int, shareOfTrue: Double)] = []
         for (t, row) in report.confusion.enumerated() {
             let total = row.reduce(0, +)

@@ -10,8 +10,11 @@ struct HTMLReport {
     let command: String
     let record: RunDirectory.Record
     let outcome: RunOutcome
+    var topLosses: (model: String, set: String, rows: [TopLoss])? = nil
 
-    var html: String {
+    /// The page, and its figures as standalone SVG files (name without extension -> file contents).
+    func render() -> (html: String, plots: [(name: String, svg: String)]) {
+        var plots: [(name: String, svg: String)] = []
         var body = ["<h1>\(esc(app)) \(esc(command))</h1>",
                     "<p class=meta>\(esc(app)) \(esc(record.version)), \(esc(record.created)); seed \(record.seed)</p>",
                     "<pre>\(esc(([app, command] + record.arguments).joined(separator: " ")))</pre>"]
@@ -24,33 +27,50 @@ struct HTMLReport {
             }))
         }
         body.append("<h2>Results</h2>" + Self.resultsTable(outcome.results))
+        if let (model, set, rows) = topLosses, !rows.isEmpty {
+            body.append("<h2 id=\"top-losses\">Top losses</h2><p>The \(rows.count) samples of \(esc(set)) the default model (<a href=\"#model-\(esc(model))\">\(esc(model))</a>) gets most wrong, highest loss first.</p>"
+                        + Self.lossTable(rows))
+        }
         if let (source, target) = outcome.before {
-            body.append("<h2>Source and target features before adaptation</h2>" + alignment(source, target))
+            let panels = alignment(source, target)
+            plots.append(("alignment-before", Self.svgFile(panels)))
+            body.append("<h2>Source and target features before adaptation</h2><div class=row>" + panels.joined() + "</div>")
         }
         for r in outcome.results where r.strategy != "auto" {
             var section = ["<h2 id=\"model-\(esc(r.identifier))\">\(esc(r.identifier))</h2>"]
             if let report = r.report {
                 section.append("<p>On \(esc(r.eval)) (\(r.evaluatedOn.rawValue) set): accuracy \(fmt(report.accuracy)), macro-F1 \(fmt(report.macroF1))</p>")
-                section.append("<div class=row>" + perClass(report) + Self.confusion(report) + "</div>")
+                let confusion = Self.confusion(report)
+                plots.append(("confusion-\(r.identifier)", Self.svgFile([confusion])))
+                section.append("<div class=row>" + perClass(report) + confusion + "</div>")
             }
             if let s = r.labelFree {
                 section.append("<p>Without target labels: ensemble agreement \(s.ensembleAgreement.map(fmt) ?? "-"), reverse validation \(fmt(s.reverseValidation)), information maximisation \(fmt(s.informationMaximisation)), agreement with source-only \(s.agreementWithSourceOnly.map(fmt) ?? "-"); predicted target proportions \(s.predictedProportions.map { String(format: "%.2f", $0) }.joined(separator: " "))</p>")
             }
-            if !r.history.isEmpty { section.append("<div class=row>" + Self.curves(r.history) + "</div>") }
-            if let (source, target) = r.alignment { section.append("<h3>Source and target through this model</h3>" + alignment(source, target)) }
+            if !r.history.isEmpty {
+                let panels = Self.curves(r.history)
+                plots.append(("learning-\(r.identifier)", Self.svgFile(panels)))
+                section.append("<div class=row>" + panels.joined() + "</div>")
+            }
+            if let (source, target) = r.alignment {
+                let panels = alignment(source, target)
+                plots.append(("alignment-\(r.identifier)", Self.svgFile(panels)))
+                section.append("<h3>Source and target through this model</h3><div class=row>" + panels.joined() + "</div>")
+            }
             body.append(section.joined(separator: "\n"))
         }
-        return """
+        let html = """
         <!DOCTYPE html>
         <html lang="en"><head><meta charset="utf-8"><title>\(esc(app)) \(esc(command))</title>
         <style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}table{border-collapse:collapse;margin:.5em 0}\
         td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}th{background:#f3f3f3}.num{text-align:right}\
         pre{background:#f6f6f6;padding:.5em;white-space:pre-wrap}.row{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}\
-        .meta{color:#666}svg text{font-size:11px;font-family:system-ui,sans-serif}</style></head><body>
+        .meta{color:#666}.text{max-width:60em;white-space:pre-wrap}td img{display:block}svg text{font-size:11px;font-family:system-ui,sans-serif}</style></head><body>
         \(body.joined(separator: "\n"))
         </body></html>
 
         """
+        return (html, plots)
     }
 
     // MARK: Tables
@@ -65,6 +85,23 @@ struct HTMLReport {
                          accuracy, macroF1, String(format: "%.1f", r.trainSeconds), agreement])
         }
         return table(["strategy", "level", "eval", "eval set", "labels/class", "accuracy", "macro-F1", "train s", "ensemble agreement"], rows)
+    }
+
+    static func lossTable(_ rows: [TopLoss]) -> String {
+        var html = "<table><tr><th>sample</th><th>true</th><th>predicted</th><th>probability</th><th>loss</th></tr>"
+        for r in rows {
+            var sample = "<code>\(esc(r.input))</code>"
+            switch r.preview {
+            case let .png(bytes)?:
+                sample = "<img alt=\"\(esc(r.input))\" src=\"data:image/png;base64,\(Data(bytes).base64EncodedString())\"><br>" + sample
+            case let .text(text)?:
+                let shown = text.count > 400 ? String(text.prefix(399)) + "…" : text
+                sample = "<div class=text>\(esc(shown))</div>" + sample
+            case nil: break
+            }
+            html += "<tr><td>\(sample)</td><td>\(esc(r.truth))</td><td>\(esc(r.predicted))</td><td class=num>\(fmt(r.probability))</td><td class=num>\(fmt(r.loss))</td></tr>"
+        }
+        return html + "</table>"
     }
 
     func perClass(_ report: ClassificationReport) -> String {
@@ -98,7 +135,7 @@ struct HTMLReport {
 
     /// Loss, accuracy and learning rate per epoch in three panels; the best epoch (lowest validation loss) marked.
     /// Epochs are counted across the phases of a model (fine-tuning's linear probe, then the unfrozen blocks).
-    static func curves(_ history: [EpochLog]) -> String {
+    static func curves(_ history: [EpochLog]) -> [String] {
         let epochs = history.indices.map { Double($0 + 1) }
         let best = history.indices.filter { history[$0].validationLoss != nil }
             .min { history[$0].validationLoss! < history[$1].validationLoss! }.map { $0 + 1 }
@@ -106,7 +143,7 @@ struct HTMLReport {
                                            ("validation", "#d62728", history.map { $0.validationLoss ?? .nan })], best: best),
                 lineChart("accuracy", epochs, [("train", "#1f77b4", history.map(\.trainAccuracy)),
                                                ("validation", "#d62728", history.map { $0.validationAccuracy ?? .nan })], best: best),
-                lineChart("learning rate", epochs, [("", "#555", history.map(\.learningRate))], best: nil)].joined()
+                lineChart("learning rate", epochs, [("", "#555", history.map(\.learningRate))], best: nil)]
     }
 
     static func lineChart(_ title: String, _ x: [Double], _ series: [(name: String, color: String, values: [Double])], best: Int?) -> String {
@@ -132,8 +169,9 @@ struct HTMLReport {
         return (svg + ["</svg>"]).joined()
     }
 
-    /// PCA of both sets (fitted on both): coloured by domain, and the source coloured by class (target grey).
-    func alignment(_ source: Tensor, _ target: Tensor) -> String {
+    /// PCA of both sets (fitted on both): coloured by domain, and the source coloured by class (target grey), with
+    /// its legend; one SVG per panel.
+    func alignment(_ source: Tensor, _ target: Tensor) -> [String] {
         let pca = PCA.fit(Tensor.concatenateRows([source, target]), components: 2)
         func points(_ t: Tensor) -> [(Double, Double)] {
             let p = pca.transform(t), n = p.shape[0], step = max(1, n / 1500)
@@ -147,11 +185,13 @@ struct HTMLReport {
             let classOf = stride(from: 0, to: labels.count, by: step).map { labels[$0] + 1 }
             panels.append(scatter("source by class, target grey", [(tg, Array(repeating: 0, count: tg.count)), (s, classOf)],
                                   colors: Self.palette))
-            panels.append("<p>" + names.enumerated().map {
-                "<span style=\"color:\(Self.palette[($0.offset + 1) % Self.palette.count])\">&#9679;</span> \(esc($0.element))"
-            }.joined(separator: "<br>") + "</p>")
+            var legend = ["<svg width=\"180\" height=\"\(20 + 16 * names.count)\" role=\"img\" aria-label=\"classes\">"]
+            for (i, name) in names.enumerated() {
+                legend.append("<circle cx=\"10\" cy=\"\(16 + 16 * i)\" r=\"5\" fill=\"\(Self.palette[(i + 1) % Self.palette.count])\"/><text x=\"20\" y=\"\(20 + 16 * i)\">\(esc(short(name)))</text>")
+            }
+            panels.append((legend + ["</svg>"]).joined())
         }
-        return "<div class=row>" + panels.joined() + "</div>"
+        return panels
     }
 
     static let palette = ["#bbbbbb", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939"]
@@ -170,6 +210,30 @@ struct HTMLReport {
             }
         }
         return (svg + ["</svg>"]).joined()
+    }
+}
+
+extension HTMLReport {
+    /// Panels (each a whole `<svg>` as the functions above make them, inline-HTML style without a namespace, which
+    /// the root's declares for all of them) side by side in one standalone SVG file,
+    /// for plots/*.svg: the report's figures as files a user can open or put in a paper.
+    static func svgFile(_ panels: [String]) -> String {
+        var x = 0.0, height = 0.0, body: [String] = []
+        for panel in panels {
+            func attribute(_ name: String) -> Double {
+                guard let open = panel.range(of: ">")?.lowerBound, let r = panel[..<open].range(of: " \(name)=\"") else { return 0 }
+                return Double(panel[r.upperBound...].prefix { $0 != "\"" }) ?? 0
+            }
+            body.append(panel.replacingOccurrences(of: "<svg ", with: "<svg x=\"\(Int(x))\" ", options: .anchored))
+            x += attribute("width") + 16
+            height = max(height, attribute("height"))
+        }
+        return """
+        <?xml version="1.0" encoding="UTF-8"?>
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(max(x - 16, 0)))" height="\(Int(height))"><style>text{font-size:11px;font-family:sans-serif}</style>\
+        <rect width="100%" height="100%" fill="#fff"/>\(body.joined())</svg>
+
+        """
     }
 }
 

@@ -115,7 +115,7 @@ enum Output {
         }
     }
 
-    /// Writes metrics, models and plots into the run directory.
+    /// Writes metrics, models, report.html and its figures as plots/*.svg into the run directory.
     static func save(_ outcome: RunOutcome, app: String, command: String, to run: RunDirectory,
                      record: inout RunDirectory.Record) throws {
         let results = outcome.results
@@ -133,29 +133,9 @@ enum Output {
             if let report = r.report {
                 let data = try JSONEncoder().encode(report)
                 entry["report"] = try JSONSerialization.jsonObject(with: data)
-                try run.write(Data(Plots.confusionMatrix(report.confusion, classNames: report.classNames,
-                                                         title: "\(id) on \(r.eval)")), to: "plots/confusion-\(id).png")
             }
             entry["history"] = jsonObject(r.history, snakeCase: false)
             detailed.append(entry)
-            if !r.history.isEmpty {
-                let series: [(name: String, values: [Double])] = [
-                    ("train loss", r.history.map(\.trainLoss)),
-                    ("validation loss", r.history.map { $0.validationLoss ?? .nan }),
-                    ("train accuracy", r.history.map(\.trainAccuracy)),
-                    ("validation accuracy", r.history.map { $0.validationAccuracy ?? .nan }),
-                ]
-                try run.write(Data(Plots.learningCurves(series: series, yLabel: "loss / accuracy", title: "\(id): learning curves")),
-                              to: "plots/learning-\(id).png")
-            }
-            if let after = r.alignment {
-                try run.write(Data(alignmentPlot(after, title: "\(id): source vs target, after adaptation")),
-                              to: "plots/alignment-\(id).png")
-            }
-        }
-        if let before = outcome.before {
-            try run.write(Data(alignmentPlot(before, title: "source vs target features before adaptation")),
-                          to: "plots/alignment-before.png")
         }
         // The default model for evaluate/predict: the command's choice, made without test labels.
         record.defaultModel = outcome.defaultModel?.identifier
@@ -164,18 +144,10 @@ enum Output {
         var metrics = try JSONSerialization.jsonObject(with: Data(summary.utf8)) as! [String: Any]
         metrics["details"] = detailed
         try run.write(Data(encode(metrics).utf8), to: "metrics.json")
-        try run.write(Data(HTMLReport(app: app, command: command, record: record, outcome: outcome).html.utf8), to: "report.html")
+        let losses = try outcome.topLosses.map { ($0.model, $0.set, try $0.compute()) }
+        let page = HTMLReport(app: app, command: command, record: record, outcome: outcome, topLosses: losses).render()
+        for (name, svg) in page.plots { try run.write(Data(svg.utf8), to: "plots/\(name).svg") }
+        try run.write(Data(page.html.utf8), to: "report.html")
         try run.writeRecord(record)
-    }
-
-    /// PCA (fitted on both sets together) of standardised source and target rows, as a scatter plot.
-    static func alignmentPlot(_ sets: (source: Tensor, target: Tensor), title: String) -> [UInt8] {
-        let both = Tensor.concatenateRows([sets.source, sets.target])
-        let pca = PCA.fit(both, components: 2)
-        func points(_ t: Tensor) -> [(Double, Double)] {
-            let p = pca.transform(t)
-            return (0..<p.shape[0]).map { (Double(p[flat: 2 * $0]), Double(p[flat: 2 * $0 + 1])) }
-        }
-        return Plots.scatter(groups: [("source", points(sets.source)), ("target", points(sets.target))], title: title)
     }
 }

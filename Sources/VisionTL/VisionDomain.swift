@@ -167,6 +167,15 @@ public struct VisionDomain: CommandLineDomain {
 extension VisionDomain {
     public func pretrainedFiles() throws -> [(file: URL, storedAs: String)] { [(try ModelStore.file(Self.modelPath), Self.modelPath)] }
 
+    /// A thumbnail whose longer side is 64 pixels, for report.html.
+    public func preview(_ sample: URL) -> SamplePreview? {
+        guard let image = try? ImageFile.read(sample) else { return nil }
+        let scale = 64 / Double(max(image.width, image.height))
+        let w = max(1, Int((Double(image.width) * scale).rounded())), h = max(1, Int((Double(image.height) * scale).rounded()))
+        let small = ImagePreprocessing.resized(image, width: w, height: h)
+        return .png(PNGWriter.encode(width: w, height: h, channels: 3, pixels: small.pixels.map { UInt8(min(max($0.rounded(), 0), 255)) }))
+    }
+
     /// Image sizes from the file headers.
     public func sizeSummary(_ samples: [URL]) -> String? {
         let sizes = samples.compactMap { ImageFile.size($0) }.map { ($0.width, $0.height) }

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import XCTest
 
 /// Run directories and printing under the conditions issue 15's review found (through the toy app, which is
@@ -205,15 +208,32 @@ extension RunHardeningTests {
         for part in ["<h2>Data</h2>", "<h2>Results</h2>", "<h2>Source and target features before adaptation</h2>",
                      "id=\"model-source-only-features\"", "id=\"model-dann-features\"", "id=\"model-oracle-features\"",
                      "aria-label=\"confusion matrix\"", "aria-label=\"loss\"", "aria-label=\"accuracy\"", "best epoch",
-                     "ensemble agreement", "source by class, target grey"] {
+                     "ensemble agreement", "source by class, target grey", "<h2 id=\"top-losses\">Top losses</h2>"] {
             XCTAssertTrue(html.contains(part), part)
         }
-        XCTAssertFalse(html.contains("<script") || html.contains("src=") || html.contains("http://") || html.contains("https://"))
+        XCTAssertFalse(html.contains("<script") || html.contains("http://") || html.contains("https://"))
+        for source in html.components(separatedBy: "src=\"").dropFirst() { XCTAssertTrue(source.hasPrefix("data:image/png;base64,"), String(source.prefix(40))) }
         let links = html.components(separatedBy: "href=\"").dropFirst().map { String($0.prefix { $0 != "\"" }) }
         for link in links { XCTAssertTrue(link.hasPrefix("#") && html.contains("id=\"\(link.dropFirst())\""), link) }
         func count(_ s: String) -> Int { html.components(separatedBy: s).count - 1 }
         XCTAssertEqual(count("aria-label=\"confusion matrix\""), 3, "source-only, dann, oracle")
         XCTAssertEqual(count("aria-label=\"loss\""), 3)
         XCTAssertEqual(count("aria-label=\"PCA scatter\""), 6, "before, source-only and dann: by domain and by class")
+        // The default model's worst target-test samples, highest loss first.
+        let losses = html.components(separatedBy: "<h2 id=\"top-losses\">")[1].components(separatedBy: "</table>")[0]
+            .components(separatedBy: "<td class=num>").dropFirst().enumerated().filter { $0.offset % 2 == 1 }
+            .map { Double($0.element.prefix { $0 != "<" })! }
+        XCTAssertEqual(losses.count, 12)
+        XCTAssertEqual(losses, losses.sorted(by: >))
+
+        // Every figure is also a standalone SVG file that parses as XML.
+        let plots = try FileManager.default.contentsOfDirectory(atPath: run + "/plots").sorted()
+        XCTAssertEqual(plots, ["alignment-before.svg", "alignment-dann-features.svg", "alignment-source-only-features.svg",
+                               "confusion-dann-features.svg", "confusion-oracle-features.svg", "confusion-source-only-features.svg",
+                               "learning-dann-features.svg", "learning-oracle-features.svg", "learning-source-only-features.svg"])
+        for name in plots {
+            let parser = XMLParser(data: try Data(contentsOf: URL(fileURLWithPath: run + "/plots/" + name)))
+            XCTAssertTrue(parser.parse(), "\(name): \(parser.parserError.map { "\($0)" } ?? "")")
+        }
     }
 }

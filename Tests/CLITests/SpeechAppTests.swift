@@ -60,7 +60,7 @@ final class SpeechAppTests: XCTestCase, ReleaseAppTests {
         let finetune = accuracy(try results(out), "finetune", labels: 5)
         print("speech, 5 labels per word: finetune \(finetune)")
         XCTAssertGreaterThan(finetune, 0.8)
-        for file in ["run.json", "metrics.json", "models/finetune-5.safetensors", "plots/confusion-finetune-5.png"] {
+        for file in ["run.json", "metrics.json", "models/finetune-5.safetensors", "plots/confusion-finetune-5.svg"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: run + "/" + file), file)
         }
         let evaluated = try results(try speech(["evaluate", "--model", run, "--data", sourceTest, "--json"]))

@@ -137,7 +137,7 @@ extension ToyWorkflowTests {
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(r.stdout.contains("extract"), r.stdout)
         for file in ["run.json", "metrics.json", "models/extract.safetensors", "models/scratch.safetensors",
-                     "plots/confusion-extract.png", "plots/learning-extract.png"] {
+                     "plots/confusion-extract.svg", "plots/learning-extract.svg"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: run + "/" + file), file)
         }
         let metrics = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/metrics.json"))) as! [String: Any]

@@ -173,7 +173,7 @@ final class VisionAppTests: XCTestCase, ReleaseAppTests {
         let r = try vision(["extract", "--train", dir.appendingPathComponent("train.csv").path,
                             "--test", dir.appendingPathComponent("test.csv").path, "--out", run, "--no-baseline", "--quiet"])
         XCTAssertEqual(r.status, 0, r.stderr)
-        for file in ["run.json", "metrics.json", "models/extract.safetensors", "plots/confusion-extract.png"] {
+        for file in ["run.json", "metrics.json", "models/extract.safetensors", "plots/confusion-extract.svg"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: run + "/" + file), file)
         }
         let evaluated = try results(try vision(["evaluate", "--model", run, "--data", dir.appendingPathComponent("test.csv").path, "--json"]))

@@ -2,7 +2,7 @@ import XCTest
 @testable import TransferEngine
 
 /// Reporting utilities: checksums against published test vectors, PNG files re-parsed and inflated by an
-/// independent decoder written here (stored and fixed-Huffman blocks), raster drawing, plots, PCA on data with
+/// independent decoder written here (stored and fixed-Huffman blocks), PCA on data with
 /// a known dominant direction, and progress output through a fake sink and clock.
 final class ReportTests: XCTestCase {
     // MARK: Checksums and PNG
@@ -48,75 +48,14 @@ final class ReportTests: XCTestCase {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let url = dir.appendingPathComponent("a.png")
-        var raster = Raster(width: 8, height: 4, background: Raster.Color(10, 20, 30))
-        raster[x: 2, y: 1] = .white
-        try raster.writePNG(to: url)
+        var pixels = [UInt8](repeating: 0, count: 8 * 4 * 3)
+        for i in pixels.indices { pixels[i] = [10, 20, 30][i % 3] }
+        pixels[3 * (8 + 2)] = 255
+        try PNGWriter.write(width: 8, height: 4, channels: 3, pixels: pixels, to: url)
         let decoded = try decodePNG(Array(Data(contentsOf: url)))
-        XCTAssertEqual(decoded.pixels, raster.pixels)
+        XCTAssertEqual(decoded.pixels, pixels)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path), ["a.png"], "no temporary left")
-        XCTAssertThrowsError(try raster.writePNG(to: dir.appendingPathComponent("missing/b.png")))
-    }
-
-    // MARK: Raster and plots
-
-    func testRasterPrimitives() {
-        var r = Raster(width: 40, height: 30)
-        r.fillRect(x: -5, y: 2, width: 10, height: 3, color: .black)   // clipped at the left edge
-        XCTAssertEqual(r[x: 0, y: 2], .black)
-        XCTAssertEqual(r[x: 4, y: 4], .black)
-        XCTAssertEqual(r[x: 5, y: 2], .white)
-        r.line(from: (10.5, 20.5), to: (30.5, 20.5), color: .black, thickness: 1)
-        XCTAssertEqual(r[x: 20, y: 20], .black)
-        XCTAssertEqual(r[x: 20, y: 22], .white)
-        r.line(from: (-1e12, .nan), to: (5, 5), color: .black)   // ignored, no crash
-        r.marker(.disc, at: (30.5, 8.5), radius: 3, color: Raster.Color.series(0))
-        XCTAssertEqual(r[x: 30, y: 8], Raster.Color.series(0))
-        XCTAssertEqual(r[x: 30, y: 14], .white)
-
-        // "T" at scale 2: a full top bar 10 pixels wide and a 2-pixel stem down the middle, 14 pixels tall.
-        var t = Raster(width: 12, height: 16)
-        t.text("T", x: 1, y: 1, scale: 2)
-        XCTAssertEqual(Raster.textSize("T", scale: 2).width, 10)
-        XCTAssertTrue((1..<11).allSatisfy { t[x: $0, y: 1] == .black && t[x: $0, y: 2] == .black })
-        XCTAssertEqual(t[x: 5, y: 14], .black)
-        XCTAssertEqual(t[x: 1, y: 14], .white)
-        // Vertical text reads bottom to top: the bar of "T" becomes the left column.
-        var v = Raster(width: 16, height: 12)
-        v.text("T", x: 1, y: 1, scale: 2, vertical: true)
-        XCTAssertTrue((1..<11).allSatisfy { v[x: 1, y: $0] == .black })
-        XCTAssertEqual(v[x: 14, y: 5], .black)
-        XCTAssertEqual(Raster.truncate("T-shirt/top", toCharacters: 6), "T-sh..")
-        XCTAssertEqual(Raster.truncate("ok", toCharacters: 6), "ok")
-    }
-
-    func testPlotsProduceReadablePNGs() throws {
-        let curves = Plots.drawLearningCurves(series: [("train loss", [1.2, 0.8, 0.6, 0.5, .nan, 0.4]), ("val loss", [1.3, 1.0, 0.9])],
-                                              xLabel: "epoch", yLabel: "loss", title: "Learning curves", width: 320, height: 240)
-        func count(_ raster: Raster, _ color: Raster.Color) -> Int {
-            (0..<(raster.width * raster.height)).filter { raster[x: $0 % raster.width, y: $0 / raster.width] == color }.count
-        }
-        XCTAssertGreaterThan(count(curves, .series(0)), 40, "first series drawn")
-        XCTAssertGreaterThan(count(curves, .series(1)), 40, "second series drawn")
-        let matrix = Plots.drawConfusionMatrix([[50, 2, 0], [5, 40, 5], [0, 0, 0]], classNames: ["cat", "a very long class name", "dog"],
-                                               title: "Confusion", width: 320, height: 280)
-        let scatter = Plots.drawScatter(groups: [("source", [(0, 0), (1, 1), (2, 0.5)]), ("target", [(5, 5), (.infinity, 1)])],
-                                        title: "PCA", xLabel: "PC1", yLabel: "PC2", width: 320, height: 240)
-        for (raster, name) in [(curves, "curves"), (matrix, "matrix"), (scatter, "scatter")] {
-            let decoded = try decodePNG(raster.png())
-            XCTAssertEqual(decoded.pixels, raster.pixels, name)
-            XCTAssertGreaterThan(raster.pixels.filter { $0 < 100 }.count, 500, "\(name) has visible ink")
-        }
-        // Byte-identical on a second rendering.
-        XCTAssertEqual(Plots.confusionMatrix([[1, 2], [3, 4]], classNames: ["a", "b"], title: "t", width: 200, height: 200),
-                       Plots.confusionMatrix([[1, 2], [3, 4]], classNames: ["a", "b"], title: "t", width: 200, height: 200))
-
-        let axis = Plots.Axis(from: 0.13, to: 0.92, integer: false)
-        XCTAssertTrue(axis.lo < 0.13 && axis.lo > 0.05 && axis.hi > 0.92 && axis.hi < 1, "data range plus a margin")
-        XCTAssertEqual(axis.ticks.map(axis.label), ["0.2", "0.4", "0.6", "0.8"])
-        let epochs = Plots.Axis(from: 1, to: 3, integer: true)
-        XCTAssertEqual(epochs.ticks.map(epochs.label), ["1", "2", "3"])
-        let flat = Plots.Axis(from: 2, to: 2, integer: false)
-        XCTAssertTrue(flat.lo < 2 && flat.hi > 2)
+        XCTAssertThrowsError(try PNGWriter.write(width: 8, height: 4, channels: 3, pixels: pixels, to: dir.appendingPathComponent("missing/b.png")))
     }
 
     // MARK: PCA

@@ -325,10 +325,14 @@ public final class TransferWorkflows<D: TransferDomain> {
         return (head, trainer.history, split.validation)
     }
 
-    /// Class probabilities [N, K] of a head on features.
-    public func probabilities(_ head: ClassifierHead, _ features: Tensor) -> Tensor {
+    /// Class probabilities [N, K] of a head on features (their logarithms with `log`, exact where a probability
+    /// would round to 0).
+    public func probabilities(_ head: ClassifierHead, _ features: Tensor, log: Bool = false) -> Tensor {
         var rng = RNG(seed: 0)
-        return Autograd.noGrad { head(Variable(features), training: false, rng: &rng).softmax(axis: -1).value }
+        return Autograd.noGrad {
+            let logits = head(Variable(features), training: false, rng: &rng)
+            return (log ? logits.logSoftmax(axis: -1) : logits.softmax(axis: -1)).value
+        }
     }
 
     func evaluate(_ head: ClassifierHead, _ features: Tensor, _ set: LabelledSet<D.Sample>) -> ClassificationReport {
@@ -557,7 +561,7 @@ public final class TransferWorkflows<D: TransferDomain> {
 
     /// Class probabilities [N, K] of a saved model on samples. A model whose contract (features it expects, the
     /// pretrained weights) the backbone does not meet is refused before anything runs.
-    public func probabilities(_ saved: SavedModel, samples: [D.Sample], name: String) throws -> Tensor {
+    public func probabilities(_ saved: SavedModel, samples: [D.Sample], name: String, log: Bool = false) throws -> Tensor {
         let head = try saved.makeHead()
         if saved.kind != .scratch {
             let width = try featureWidth()
@@ -568,12 +572,12 @@ public final class TransferWorkflows<D: TransferDomain> {
         }
         switch saved.kind {
         case .head:
-            return probabilities(head, try features(samples, name: name))
+            return probabilities(head, try features(samples, name: name), log: log)
         case .finetuned:
             let bb = try backbone()
             try bb.load(saved.part("backbone."), strict: false, source: "saved backbone")
             defer { _ = try? backbone() }
-            return probabilities(head, try pooled(samples, name: name, width: bb.featureCount) { bb.features($0) })
+            return probabilities(head, try pooled(samples, name: name, width: bb.featureCount) { bb.features($0) }, log: log)
         case .scratch:
             var rng = RNG(seed: options.seed)
             let net = domain.scratchBackbone(rng: &rng)
@@ -582,7 +586,7 @@ public final class TransferWorkflows<D: TransferDomain> {
                 throw EngineError.invalidFile(name, "the model's head takes \(saved.headInputs) features, its network gives \(net.featureCount)")
             }
             net.train(false)
-            return probabilities(head, try pooled(samples, name: name, width: net.featureCount, scratch: true) { net.features($0) })
+            return probabilities(head, try pooled(samples, name: name, width: net.featureCount, scratch: true) { net.features($0) }, log: log)
         }
     }
 }
