@@ -133,7 +133,8 @@ struct HTMLReport {
         return svg.joined()
     }
 
-    /// Loss, accuracy and learning rate per epoch in three panels; the best epoch (lowest validation loss) marked.
+    /// Loss, accuracy and learning rate per epoch in three panels (a fourth with the adaptation term for adaptation
+    /// methods); the best epoch (lowest validation loss) marked.
     /// Epochs are counted across the phases of a model (fine-tuning's linear probe, then the unfrozen blocks).
     static func curves(_ history: [EpochLog]) -> [String] {
         let epochs = history.indices.map { Double($0 + 1) }
@@ -144,6 +145,8 @@ struct HTMLReport {
                 lineChart("accuracy", epochs, [("train", "#1f77b4", history.map(\.trainAccuracy)),
                                                ("validation", "#d62728", history.map { $0.validationAccuracy ?? .nan })], best: best),
                 lineChart("learning rate", epochs, [("", "#555", history.map(\.learningRate))], best: nil)]
+            + (history.contains { $0.adaptationLoss != nil }
+                ? [lineChart("adaptation loss", epochs, [("", "#9467bd", history.map { $0.adaptationLoss ?? .nan })], best: nil)] : [])
     }
 
     static func lineChart(_ title: String, _ x: [Double], _ series: [(name: String, color: String, values: [Double])], best: Int?) -> String {

@@ -218,6 +218,7 @@ extension RunHardeningTests {
         func count(_ s: String) -> Int { html.components(separatedBy: s).count - 1 }
         XCTAssertEqual(count("aria-label=\"confusion matrix\""), 3, "source-only, dann, oracle")
         XCTAssertEqual(count("aria-label=\"loss\""), 3)
+        XCTAssertEqual(count("aria-label=\"adaptation loss\""), 1, "dann's domain loss, per epoch")
         XCTAssertEqual(count("aria-label=\"PCA scatter\""), 6, "before, source-only and dann: by domain and by class")
         // The default model's worst target-test samples, highest loss first.
         let losses = html.components(separatedBy: "<h2 id=\"top-losses\">")[1].components(separatedBy: "</table>")[0]

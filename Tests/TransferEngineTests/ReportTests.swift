@@ -194,9 +194,13 @@ final class ReportTests: XCTestCase {
                                    validationAccuracy: nil, learningRate: 0.01).summary)
         p.finish()
         XCTAssertTrue(sink.text.hasSuffix("training head: 2 epochs in 10s (5.0 s/epoch); loss 0.2500\n"), sink.text)
-        XCTAssertEqual(EpochLog.csvHeader, "epoch,train_loss,train_accuracy,validation_loss,validation_accuracy,learning_rate")
+        XCTAssertEqual(EpochLog.csvHeader, "epoch,train_loss,train_accuracy,validation_loss,validation_accuracy,learning_rate,adaptation_loss")
         XCTAssertEqual(EpochLog(epoch: 2, trainLoss: 0.25, trainAccuracy: 0.9, validationLoss: nil, validationAccuracy: nil,
-                                learningRate: 0.001).csvRow, "2,0.25,0.9,,,0.001")
+                                learningRate: 0.001).csvRow, "2,0.25,0.9,,,0.001,")
+        let adapting = EpochLog(epoch: 3, trainLoss: 0.75, trainAccuracy: 0.5, validationLoss: 0.8, validationAccuracy: 0.5,
+                                learningRate: 0.001, adaptationLoss: 0.6931)
+        XCTAssertEqual(adapting.csvRow, "3,0.75,0.5,0.8,0.5,0.001,0.6931")
+        XCTAssertEqual(adapting.summary, "loss 0.7500, validation accuracy 0.500, adaptation term 0.6931")
     }
 
     func testQuietProgressPrintsNothing() {

@@ -47,6 +47,9 @@ public struct EpochLog: Codable, Equatable, Sendable {
     public var validationLoss: Double?
     public var validationAccuracy: Double?
     public var learningRate: Double
+    /// Mean over the epoch's batches of the adaptation term inside `trainLoss` (DANN's domain loss, CORAL's, MCC's,
+    /// BNM's or SHOT's), for adaptation runs.
+    public var adaptationLoss: Double? = nil
 }
 
 /// Saves and restores a trainer's state so a killed run resumes where it stopped.
@@ -65,18 +68,19 @@ extension TrainingCheckpointer {
 }
 
 extension EpochLog {
-    public static let csvHeader = "epoch,train_loss,train_accuracy,validation_loss,validation_accuracy,learning_rate"
+    public static let csvHeader = "epoch,train_loss,train_accuracy,validation_loss,validation_accuracy,learning_rate,adaptation_loss"
 
     /// One CSV row under `csvHeader` (empty fields when there was no validation split).
     public var csvRow: String {
         func f(_ x: Double?) -> String { x.map { String(format: "%.6g", $0) } ?? "" }
-        return "\(epoch),\(f(trainLoss)),\(f(trainAccuracy)),\(f(validationLoss)),\(f(validationAccuracy)),\(f(learningRate))"
+        return "\(epoch),\(f(trainLoss)),\(f(trainAccuracy)),\(f(validationLoss)),\(f(validationAccuracy)),\(f(learningRate)),\(f(adaptationLoss))"
     }
 
     /// What the progress line shows after this epoch.
     public var summary: String {
         var s = String(format: "loss %.4f", trainLoss)
         if let v = validationAccuracy { s += String(format: ", validation accuracy %.3f", v) }
+        if let a = adaptationLoss { s += String(format: ", adaptation term %.4f", a) }
         return s
     }
 }
@@ -86,11 +90,14 @@ public struct BatchResult {
     public var loss: Variable
     public var logits: Tensor?
     public var labels: [Int]
+    /// The adaptation term inside `loss`, if any (for the epoch's log).
+    public var adaptationLoss: Double?
 
-    public init(loss: Variable, logits: Tensor? = nil, labels: [Int] = []) {
+    public init(loss: Variable, logits: Tensor? = nil, labels: [Int] = [], adaptationLoss: Double? = nil) {
         self.loss = loss
         self.logits = logits
         self.labels = labels
+        self.adaptationLoss = adaptationLoss
     }
 }
 
@@ -147,7 +154,7 @@ public final class Trainer {
         for epoch in startEpoch..<options.epochs {
             module.train(true)
             let order = rng.permutation(count)
-            var lossSum = 0.0, correct = 0, seen = 0
+            var lossSum = 0.0, correct = 0, seen = 0, adaptationSum = 0.0, adaptationBatches = 0
             for b in 0..<batchesPerEpoch {
                 let indices = Array(order[(b * options.batchSize)..<min(count, (b + 1) * options.batchSize)])
                 optimizer.zeroGrad()
@@ -160,6 +167,7 @@ public final class Trainer {
                 if let clip = options.clipNorm { _ = clipGradientNorm(optimizer.parameters, maxNorm: clip) }
                 optimizer.step(lr: schedule.learningRate(step: epoch * batchesPerEpoch + b, totalSteps: totalSteps))
                 lossSum += Double(result.loss.value.scalar) * Double(indices.count)
+                if let a = result.adaptationLoss { adaptationSum += a; adaptationBatches += 1 }
                 seen += indices.count
                 if let logits = result.logits {
                     correct += zip(logits.argmaxRows(), result.labels).filter { $0 == $1 }.count
@@ -169,7 +177,8 @@ public final class Trainer {
             var log = EpochLog(epoch: epoch + 1, trainLoss: lossSum / Double(seen),
                                trainAccuracy: Double(correct) / Double(seen),
                                validationLoss: nil, validationAccuracy: nil,
-                               learningRate: Double(optimizer.learningRate))
+                               learningRate: Double(optimizer.learningRate),
+                               adaptationLoss: adaptationBatches > 0 ? adaptationSum / Double(adaptationBatches) : nil)
             if let validate {
                 let (vl, va) = try Autograd.noGrad { try validate() }
                 log.validationLoss = vl

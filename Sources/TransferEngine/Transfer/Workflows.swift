@@ -313,8 +313,9 @@ public final class TransferWorkflows<D: TransferDomain> {
             let y = idx.map { yTrain[$0] }
             var loss = Variable.crossEntropy(logits: logits, labels: y, labelSmoothing: opts.labelSmoothing,
                                              classWeights: weights)
-            if let extraLoss { loss = loss + (try extraLoss.loss(h, logits, trainer.position, &rng)) }
-            return BatchResult(loss: loss, logits: logits.value, labels: y)
+            let term = try extraLoss.map { try $0.loss(h, logits, trainer.position, &rng) }
+            if let term { loss = loss + term }
+            return BatchResult(loss: loss, logits: logits.value, labels: y, adaptationLoss: term.map { Double($0.value.scalar) })
         }, validate: split.validation.isEmpty ? nil : {
             var r = RNG(seed: 0)  // evaluation draws nothing
             let logits = head(Variable(xVal), training: false, rng: &r)
@@ -456,8 +457,9 @@ public final class TransferWorkflows<D: TransferDomain> {
             let logits = head.classify(h)
             let y = chosen.map { labels[$0] }
             var loss = Variable.crossEntropy(logits: logits, labels: y, labelSmoothing: opts.labelSmoothing, classWeights: weights)
-            if let extra { loss = loss + (try extra.loss(h, logits, trainer.position, &rng)) }
-            return BatchResult(loss: loss, logits: logits.value, labels: y)
+            let term = try extra.map { try $0.loss(h, logits, trainer.position, &rng) }
+            if let term { loss = loss + term }
+            return BatchResult(loss: loss, logits: logits.value, labels: y, adaptationLoss: term.map { Double($0.value.scalar) })
         }, validate: split.validation.isEmpty ? nil : {
             var r = RNG(seed: 0)
             let y = split.validation.map { labels[$0] }
