@@ -115,7 +115,7 @@ struct HTMLReport {
     /// Rows true class, columns predicted, shade by share of the true class, counts written in.
     static func confusion(_ report: ClassificationReport) -> String {
         let k = report.classNames.count, cell = max(14, min(36, 360 / max(k, 1))), left = 110, top = 20
-        var svg = ["<svg width=\"\(left + k * cell + 10)\" height=\"\(top + k * cell + 30)\" role=\"img\" aria-label=\"confusion matrix\">"]
+        var svg = ["<svg width=\"\(max(left + k * cell + 10, 290))\" height=\"\(top + k * cell + 30)\" role=\"img\" aria-label=\"confusion matrix\">"]
         for (t, row) in report.confusion.enumerated() {
             let total = max(row.reduce(0, +), 1)
             svg.append("<text x=\"\(left - 4)\" y=\"\(top + t * cell + cell / 2 + 4)\" text-anchor=\"end\">\(esc(short(report.classNames[t])))</text>")
