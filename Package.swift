@@ -44,9 +44,12 @@ let package = Package(
         // The engine: knows nothing about images, audio or text.
         .target(name: "TransferEngine", dependencies: ["CBLAS", "CKernels"], swiftSettings: fast),
 
+        // Reports: PCA of features and a PNG writer, outside the engine (which knows no images or plots).
+        .target(name: "TransferReport", dependencies: ["TransferEngine"], swiftSettings: fast),
+
         // One module per domain.
         .target(name: "VisionTL", dependencies: [
-            "TransferEngine", "CPNGShim", "CJPEGShim", "TransferCLI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "TransferEngine", "TransferReport", "CPNGShim", "CJPEGShim", "TransferCLI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: fast),
         .target(name: "SpeechTL", dependencies: [
             "TransferEngine", "CSndFile", "TransferCLI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -61,7 +64,7 @@ let package = Package(
 
         // Shared command line, generic over a domain.
         .target(name: "TransferCLI", dependencies: [
-            "TransferEngine",
+            "TransferEngine", "TransferReport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -71,15 +74,16 @@ let package = Package(
         .executableTarget(name: "text-tl", dependencies: ["TransferCLI", "TextTL"], path: "apps/text-tl"),
         .executableTarget(name: "toy-tl", dependencies: ["TransferCLI", "ToyTL"], path: "apps/toy-tl"),
         .executableTarget(name: "tl-bench", dependencies: [
-            "TransferEngine", "CBLAS", "VisionTL", "SpeechTL", "TextTL", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "TransferEngine", "TransferReport", "CBLAS", "VisionTL", "SpeechTL", "TextTL", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "apps/tl-bench", swiftSettings: fast),
 
         // The properties the fuzz harnesses check, shared with the corpus replay tests.
-        .target(name: "FuzzChecks", dependencies: ["TransferEngine", "VisionTL", "SpeechTL", "TextTL"], path: "Fuzz/FuzzChecks"),
+        .target(name: "FuzzChecks", dependencies: ["TransferEngine", "TransferReport", "VisionTL", "SpeechTL", "TextTL"], path: "Fuzz/FuzzChecks"),
         .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzChecks", "SpeechTL"]),
 
         .testTarget(name: "TransferEngineTests", dependencies: ["TransferEngine"], exclude: ["Golden"]),
-        .testTarget(name: "VisionTLTests", dependencies: ["VisionTL"], exclude: ["Golden"]),
+        .testTarget(name: "TransferReportTests", dependencies: ["TransferReport"]),
+        .testTarget(name: "VisionTLTests", dependencies: ["VisionTL", "TransferReport"], exclude: ["Golden"]),
         .testTarget(name: "SpeechTLTests", dependencies: ["SpeechTL"], exclude: ["Golden"]),
         .testTarget(name: "TextTLTests", dependencies: ["TextTL"], exclude: ["Golden"]),
         // Runs the built apps as a user would.

@@ -2,6 +2,7 @@ import Foundation
 import SpeechTL
 import TextTL
 import TransferEngine
+import TransferReport
 import VisionTL
 
 /// A property a harness checks did not hold (the fuzz harnesses turn it into a crash, the replay tests into a
@@ -84,6 +85,15 @@ public enum FuzzChecks {
         return Data(d)
     }
 
+    /// A decoded image within the size limit, RGB, its samples finite and in 0...255.
+    static func checkDecoded(_ image: Image, harness h: String) throws {
+        try require(image.width > 0 && image.height > 0 && image.width * image.height <= pngMaxPixels, h,
+                    "decoded size \(image.width)x\(image.height)")
+        try require(image.channels == 3 && image.pixels.count == image.width * image.height * 3, h,
+                    "decoded \(image.pixels.count) samples for \(image.width)x\(image.height)x\(image.channels)")
+        try require(image.pixels.allSatisfy { $0.isFinite && $0 >= 0 && $0 <= 255 }, h, "decoded samples outside 0...255")
+    }
+
     static func decodePNG(_ data: Data) throws {
         let h = "png", name = "fuzz-input.png"
         for alpha in [PNGDecoder.AlphaHandling.drop, .compositeOverBlack] {
@@ -92,11 +102,7 @@ public enum FuzzChecks {
                 try expectInvalidFile(error, name: name, harness: h)
                 continue
             }
-            try require(image.width > 0 && image.height > 0 && image.width * image.height <= pngMaxPixels, h,
-                        "decoded size \(image.width)x\(image.height)")
-            try require(image.channels == 3 && image.pixels.count == image.width * image.height * 3, h,
-                        "decoded \(image.pixels.count) samples for \(image.width)x\(image.height)x\(image.channels)")
-            try require(image.pixels.allSatisfy { $0.isFinite && $0 >= 0 && $0 <= 255 }, h, "decoded samples outside 0...255")
+            try checkDecoded(image, harness: h)
 
             let size = 8
             let evaluation = ImagePreprocessing.evaluationImage(image, size: size)
@@ -128,11 +134,8 @@ public enum FuzzChecks {
             try expectInvalidFile(error, name: name, harness: h)
             return
         }
-        try require(image.width > 0 && image.height > 0 && image.width * image.height <= pngMaxPixels, h,
-                    "decoded size \(image.width)x\(image.height)")
-        try require(image.channels == 3 && image.pixels.count == image.width * image.height * 3, h,
-                    "decoded \(image.pixels.count) samples for \(image.width)x\(image.height)x\(image.channels)")
-        try require(image.pixels.allSatisfy { $0 >= 0 && $0 <= 255 && $0 == $0.rounded() }, h, "decoded samples not bytes")
+        try checkDecoded(image, harness: h)
+        try require(image.pixels.allSatisfy { $0 == $0.rounded() }, h, "decoded JPEG samples are not whole numbers")
         let batch = ImagePreprocessing.evaluationBatch([image], size: 8)
         try require(batch.shape == [1, 8, 8, 3] && batch.scalars.allSatisfy(\.isFinite), h, "evaluation batch \(batch.shape)")
     }

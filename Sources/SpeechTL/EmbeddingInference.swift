@@ -1,4 +1,3 @@
-import CBLAS
 import Foundation
 import TransferEngine
 
@@ -76,9 +75,6 @@ struct EmbeddingInference {
         var out = Tensor(uninitializedShape: [n] + shapes.last!)
         let inPer = input.count / max(n, 1), outPer = out.count / max(n, 1)
         let threads = max(1, min(Parallel.threadCount, (n + step - 1) / step))
-        let blasThreads = Parallel.threadCount
-        openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(Int32(blasThreads)) }
         input.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
                 let source = src.baseAddress!, target = dst.baseAddress!
@@ -104,7 +100,7 @@ struct EmbeddingInference {
                         start += m
                     }
                 }
-                if threads == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: threads, execute: work) }
+                InferenceKernels.eachThread(threads, work)
             }
         }
         return out
@@ -123,8 +119,7 @@ struct EmbeddingInference {
             let b = wb.baseAddress!
             if i == 19 && oh == 1 && w == 1 {
                 // The 3x1 window covers the whole [3, 1, C] map: x already is the im2col matrix [n, 3C].
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(o), Int32(k), 1, x, Int32(k),
-                            b, Int32(o), 0, y, Int32(o))
+                InferenceKernels.sgemm(m: n, n: o, k: k, a: x, lda: k, b: b, ldb: o, c: y, ldc: o)
                 return
             }
             for r in 0..<(n * oh) {
@@ -142,8 +137,7 @@ struct EmbeddingInference {
                     }
                 }
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(o), Int32(k), 1, cols, Int32(k),
-                        b, Int32(o), 0, pool == nil ? y : gemm, Int32(o))
+            InferenceKernels.sgemm(m: rows, n: o, k: k, a: cols, lda: k, b: b, ldb: o, c: pool == nil ? y : gemm, ldc: o)
         }
         if i == 19 { return }  // no bias, no activation
         biases[i].withUnsafeBufferPointer { bb in

@@ -329,9 +329,9 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     @Option(help: "Labelled target data, for reporting only (optional): it never chooses the default model.")
     var targetTest: String?
     @Option(help: "Method: auto (every method, the default model chosen without target labels), source-only, dann, coral, adabn, pseudo, mcc, shot, bnm, or a comma-separated list of them (all = auto).")
-    var method = "auto"
+    var method = MethodChoice.auto
     @Option(help: "Level: features, end-to-end or both.")
-    var level = "features"
+    var level = LevelChoice.features
     @Option(help: "Weight of the DANN domain-discriminator loss.")
     var dannWeight: Float = AdaptationOptions().dannWeight
     @Option(help: "Weight of the Deep CORAL loss.")
@@ -346,21 +346,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     @OptionGroup var common: CommonOptions
     @OptionGroup var domainOptions: D.Options
 
-    /// `all`, one method, or a comma-separated list (empty when any name is unknown).
-    var methods: [AdaptationMethod] {
-        if method == "all" || method == "auto" { return AdaptationMethod.allCases }
-        let names = method.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        let parsed = names.compactMap(AdaptationMethod.init(rawValue:))
-        return parsed.count == names.count ? parsed : []
-    }
-
-    var levels: [AdaptationLevel] {
-        level == "both" ? AdaptationLevel.allCases : (AdaptationLevel(rawValue: level).map { [$0] } ?? [])
-    }
-
     func validate() throws {
-        if methods.isEmpty { throw ValidationError("--method must be auto, or one of \(AdaptationMethod.allCases.map(\.rawValue).joined(separator: ", ")) (or a comma-separated list of them); got '\(method)'") }
-        if levels.isEmpty { throw ValidationError("--level must be features, end-to-end or both; got '\(level)'") }
         for (name, value) in [("--dann-weight", dannWeight), ("--coral-weight", coralWeight)] where !(value >= 0 && value.isFinite) {
             throw ValidationError("\(name) must be a finite number >= 0, got \(value)")
         }
@@ -380,7 +366,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         guard !targetSamples.isEmpty else { throw EngineError.invalidFile(target!, "no samples in the target set") }
         let test = try targetTest.map { try log.labelled(w, $0, option: "--target-test", role: "target test").relabelled(to: sourceSet.classNames) }
         w.options.classWeights = try training.weights(classNames: sourceSet.classNames, labels: sourceSet.labels)
-        let methods = self.methods, levels = self.levels
+        let methods = method.methods, levels = level.levels
         return {
             log.show()
             var settings = AdaptationOptions()
@@ -402,6 +388,39 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
                               before: before, defaultModel: pick,
                               sourceLabels: (sourceSet.labels, sourceSet.classNames),
                               topLosses: test.flatMap { t in chosen.flatMap { w.topLossRequest($0, on: t, name: datasetName(targetTest!)) } })
+        }
+    }
+}
+
+/// `--method`: auto/all, one method, or a comma-separated list of them.
+struct MethodChoice: ExpressibleByArgument {
+    static let auto = MethodChoice(methods: AdaptationMethod.allCases, text: "auto")
+    let methods: [AdaptationMethod]
+    let text: String
+
+    init(methods: [AdaptationMethod], text: String) { self.methods = methods; self.text = text }
+
+    init?(argument: String) {
+        if argument == "all" || argument == "auto" { self.init(methods: AdaptationMethod.allCases, text: argument); return }
+        let names = argument.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        let parsed = names.compactMap(AdaptationMethod.init(rawValue:))
+        guard !parsed.isEmpty, parsed.count == names.count else { return nil }
+        self.init(methods: parsed, text: argument)
+    }
+
+    var defaultValueDescription: String { text }
+    static var allValueStrings: [String] { ["auto"] + AdaptationMethod.allCases.map(\.rawValue) }
+}
+
+/// `--level`: features, end-to-end or both.
+enum LevelChoice: String, CaseIterable, ExpressibleByArgument {
+    case features, endToEnd = "end-to-end", both
+
+    var levels: [AdaptationLevel] {
+        switch self {
+        case .features: return [.features]
+        case .endToEnd: return [.endToEnd]
+        case .both: return AdaptationLevel.allCases
         }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import TransferEngine
+import TransferReport
 
 /// `report.html` of a run directory: one self-contained page (inline SVG, no script, no external file) with the
 /// command, the data, the results with the baselines, and per model its per-class scores, confusion matrix,

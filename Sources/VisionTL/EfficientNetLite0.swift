@@ -1,4 +1,3 @@
-import CKernels
 import Foundation
 import TransferEngine
 
@@ -246,7 +245,7 @@ public final class EfficientNetLite0: Module, Backbone {
     func statisticsBlock(_ i: Int, _ x: Tensor) -> Tensor {
         Autograd.noGrad {
             func convBN(_ conv: Conv2d, _ bn: BatchNorm, _ input: Tensor, relu6: Bool) -> Tensor {
-                let raw = FusedEfficientNet.applyBatch(.init(conv, activation: Int32(CK_ACT_NONE)), input)
+                let raw = FoldedConvolution(conv, activation: .none).applyBatch(input)
                 var y = bn(Variable(raw)).value
                 if relu6 { y.withUnsafeMutableBufferPointer { p in for k in p.indices { p[k] = min(max(p[k], 0), 6) } } }
                 return y

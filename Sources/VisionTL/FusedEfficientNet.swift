@@ -1,4 +1,3 @@
-import CKernels
 import Foundation
 import TransferEngine
 
@@ -11,151 +10,11 @@ import TransferEngine
 /// - Images are processed one at a time per thread, through all the blocks asked for, in per-thread scratch
 ///   buffers that are reused across calls: an image's activations (at most 112 x 112 x 96 floats, 4.8 MB) stay in
 ///   the caches, where a layer-by-layer pass over a batch of 32 would stream ~150 MB per layer through memory.
-/// - The loops are the AVX-512 / AVX2 / SSE2 kernels of `CKernels`, picked for the running CPU.
+/// - The convolutions are the engine's `FoldedConvolution`s (AVX-512 / AVX2 / SSE2 kernels picked for the CPU).
 final class FusedEfficientNet {
-    /// A convolution (+ folded BatchNorm) ready for the kernels.
-    struct FoldedConv {
-        enum Kind { case pointwise, depthwise, direct }
-        var kind: Kind
-        var inputs: Int, outputs: Int, kernel: Int, stride: Int
-        /// pointwise: [in][outPad]; depthwise: [kh][kw][c]; direct: [kh][kw][in][outPad].
-        var weight: [Float]
-        var outPad: Int
-        var bias: [Float]
-        var activation: Int32
-
-        /// The convolution alone (its own bias only), for the batch-statistics path.
-        init(_ conv: Conv2d, activation: Int32) {
-            let c = conv.outputChannels
-            self.init(conv, scale: [Float](repeating: 1, count: c), shift: [Float](repeating: 0, count: c), activation: activation)
-        }
-
-        /// The convolution followed by `bn` with its running statistics, folded.
-        init(_ conv: Conv2d, _ bn: BatchNorm, activation: Int32) {
-            let c = bn.channels
-            var scale = [Float](repeating: 0, count: c), shift = [Float](repeating: 0, count: c)
-            let g = bn.weight.value.scalars, b = bn.bias.value.scalars
-            let m = bn.runningMean.value.scalars, v = bn.runningVariance.value.scalars
-            for j in 0..<c {
-                scale[j] = g[j] / (v[j] + bn.eps).squareRoot()
-                shift[j] = b[j] - m[j] * scale[j]
-            }
-            self.init(conv, scale: scale, shift: shift, activation: activation)
-        }
-
-        private init(_ conv: Conv2d, scale: [Float], shift: [Float], activation: Int32) {
-            var shift = shift
-            let c = scale.count
-            if let convBias = conv.bias?.value.scalars { for j in 0..<c { shift[j] += convBias[j] * scale[j] } }
-            let w = conv.weight.value.scalars  // [O, I/groups, KH, KW]
-            let (kh, kw) = (conv.kernelSize.height, conv.kernelSize.width)
-            precondition(kh == kw && conv.strides.height == conv.strides.width, "FusedEfficientNet: square kernels only")
-            inputs = conv.inputChannels
-            outputs = conv.outputChannels
-            kernel = kh
-            stride = conv.strides.height
-            bias = shift
-            self.activation = activation
-            outPad = (outputs + Int(CK_PACK_COLUMNS) - 1) / Int(CK_PACK_COLUMNS) * Int(CK_PACK_COLUMNS)
-            if conv.groups == inputs && conv.groups == outputs && conv.groups > 1 {
-                kind = .depthwise
-                weight = [Float](repeating: 0, count: kh * kw * outputs)
-                for o in 0..<outputs { for t in 0..<(kh * kw) { weight[t * outputs + o] = w[o * kh * kw + t] * scale[o] } }
-            } else if kh == 1 && stride == 1 {
-                precondition(conv.groups == 1, "FusedEfficientNet: grouped pointwise convolutions are not supported")
-                kind = .pointwise
-                weight = [Float](repeating: 0, count: inputs * outPad)
-                for o in 0..<outputs { for i in 0..<inputs { weight[i * outPad + o] = w[o * inputs + i] * scale[o] } }
-            } else {
-                precondition(conv.groups == 1, "FusedEfficientNet: grouped convolutions are not supported")
-                kind = .direct
-                weight = [Float](repeating: 0, count: kh * kw * inputs * outPad)
-                for o in 0..<outputs {
-                    for i in 0..<inputs {
-                        for t in 0..<(kh * kw) { weight[(t * inputs + i) * outPad + o] = w[(o * inputs + i) * kh * kw + t] * scale[o] }
-                    }
-                }
-            }
-        }
-
-        /// Output size and TF SAME padding before the image (top or left) along an axis of length n.
-        func geometry(_ n: Int) -> (out: Int, before: Int) {
-            let out = (n + stride - 1) / stride
-            let total = max((out - 1) * stride + kernel - n, 0)
-            return (out, total / 2)
-        }
-
-        /// Runs on one image [h, w, inputs] -> [oh, ow, outputs] (residual, if any, shaped like the output).
-        func apply(_ x: UnsafePointer<Float>, h: Int, w: Int, residual: UnsafePointer<Float>?,
-                   into y: UnsafeMutablePointer<Float>) -> (h: Int, w: Int) {
-            let (oh, top) = geometry(h), (ow, left) = geometry(w)
-            weight.withUnsafeBufferPointer { wp in
-                bias.withUnsafeBufferPointer { bp in
-                    switch kind {
-                    case .pointwise:
-                        ck_pointwise(x, inputs, h * w, inputs, wp.baseAddress, outPad, bp.baseAddress, residual, outputs,
-                                     y, outputs, outputs, activation)
-                    case .depthwise:
-                        precondition(residual == nil)
-                        ck_depthwise(x, h, w, inputs, wp.baseAddress, bp.baseAddress, kernel, kernel, stride, top, left,
-                                     oh, ow, 0, oh, y, activation)
-                    case .direct:
-                        precondition(residual == nil)
-                        ck_conv_direct(x, h, w, inputs, wp.baseAddress, outPad, bp.baseAddress, outputs, kernel, kernel,
-                                       stride, top, left, oh, ow, 0, oh, y, activation)
-                    }
-                }
-            }
-            return (oh, ow)
-        }
-    }
-
-    /// Runs on a whole batch [N, H, W, inputs] -> [N, OH, OW, outputs], parallel over rows (the batch-statistics
-    /// path: the BatchNorm that follows needs the whole batch's output first).
-    static func applyBatch(_ conv: FoldedConv, _ x: Tensor) -> Tensor {
-        let (n, h, w) = (x.shape[0], x.shape[1], x.shape[2])
-        let (oh, top) = conv.geometry(h), (ow, left) = conv.geometry(w)
-        var y = Tensor(uninitializedShape: [n, oh, ow, conv.outputs])
-        let inSize = h * w * conv.inputs, outSize = oh * ow * conv.outputs
-        x.withUnsafeBufferPointer { src in
-            y.withUnsafeMutableBufferPointer { dst in
-                conv.weight.withUnsafeBufferPointer { wp in
-                    conv.bias.withUnsafeBufferPointer { bp in
-                        let px = src.baseAddress!, py = dst.baseAddress!, pw = wp.baseAddress!, pb = bp.baseAddress!
-                        switch conv.kind {
-                        case .pointwise:
-                            let rows = n * h * w
-                            Parallel.forEach(rows, minimumChunk: 256) { r in
-                                ck_pointwise(px + r.lowerBound * conv.inputs, conv.inputs, r.count, conv.inputs, pw, conv.outPad,
-                                             pb, nil, 0, py + r.lowerBound * conv.outputs, conv.outputs, conv.outputs, conv.activation)
-                            }
-                        case .depthwise, .direct:
-                            Parallel.forEach(n * oh, minimumChunk: 4) { r in
-                                var row = r.lowerBound
-                                while row < r.upperBound {
-                                    let image = row / oh, oy0 = row % oh, oy1 = min(oh, oy0 + r.upperBound - row)
-                                    if conv.kind == .depthwise {
-                                        ck_depthwise(px + image * inSize, h, w, conv.inputs, pw, pb, conv.kernel, conv.kernel, conv.stride,
-                                                     top, left, oh, ow, oy0, oy1, py + image * outSize, conv.activation)
-                                    } else {
-                                        ck_conv_direct(px + image * inSize, h, w, conv.inputs, pw, conv.outPad, pb, conv.outputs,
-                                                       conv.kernel, conv.kernel, conv.stride, top, left, oh, ow, oy0, oy1,
-                                                       py + image * outSize, conv.activation)
-                                    }
-                                    row += oy1 - oy0
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        return y
-    }
-
     /// One backbone block: its convolutions in order, and whether the block input is added to the last one.
     struct FoldedBlock {
-        var convs: [FoldedConv]
+        var convs: [FoldedConvolution]
         var residual: Bool
     }
 
@@ -163,20 +22,19 @@ final class FusedEfficientNet {
     let scratch: ScratchPool
 
     init(_ net: EfficientNetLite0, blocks range: Range<Int>, scratch: ScratchPool) {
-        let relu6 = Int32(CK_ACT_RELU6), none = Int32(CK_ACT_NONE)
         var out: [Int: FoldedBlock] = [:]
         for i in range {
             if i == 0 {
-                out[i] = FoldedBlock(convs: [FoldedConv(net.convStem, net.bn0, activation: relu6)], residual: false)
+                out[i] = FoldedBlock(convs: [FoldedConvolution(net.convStem, net.bn0, activation: .relu6)], residual: false)
             } else if i <= net.mbBlocks.count {
                 let b = net.mbBlocks[i - 1]
-                var convs: [FoldedConv] = []
-                if let e = b.expandConv, let bn = b.bn0 { convs.append(FoldedConv(e, bn, activation: relu6)) }
-                convs.append(FoldedConv(b.depthwiseConv, b.bn1, activation: relu6))
-                convs.append(FoldedConv(b.projectConv, b.bn2, activation: none))
+                var convs: [FoldedConvolution] = []
+                if let e = b.expandConv, let bn = b.bn0 { convs.append(FoldedConvolution(e, bn, activation: .relu6)) }
+                convs.append(FoldedConvolution(b.depthwiseConv, b.bn1, activation: .relu6))
+                convs.append(FoldedConvolution(b.projectConv, b.bn2, activation: .none))
                 out[i] = FoldedBlock(convs: convs, residual: b.configuration.hasResidual)
             } else {
-                out[i] = FoldedBlock(convs: [FoldedConv(net.convHead, net.bn1, activation: relu6)], residual: false)
+                out[i] = FoldedBlock(convs: [FoldedConvolution(net.convHead, net.bn1, activation: .relu6)], residual: false)
             }
         }
         blocks = out

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import TransferCLI
 import TransferEngine
+import TransferReport
 
 /// Image classification from PNG and JPEG files with ImageNet EfficientNet-Lite0 as the pretrained backbone.
 ///

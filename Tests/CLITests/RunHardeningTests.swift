@@ -57,7 +57,7 @@ final class RunHardeningTests: XCTestCase {
         let whole = work.appendingPathComponent("whole/history")
         for file in try FileManager.default.contentsOfDirectory(atPath: whole.path) {
             let expected = try String(contentsOf: whole.appendingPathComponent(file), encoding: .utf8)
-            XCTAssertTrue(expected.hasPrefix("epoch,train_loss,train_accuracy,validation_loss,validation_accuracy,learning_rate\n1,"), expected)
+            XCTAssertTrue(expected.hasPrefix("epoch,train_loss,train_accuracy,validation_loss,validation_accuracy,learning_rate,adaptation_loss\n1,"), expected)
             XCTAssertEqual(try String(contentsOfFile: run + "/history/" + file, encoding: .utf8), expected, file)
         }
     }

@@ -189,6 +189,13 @@ extension ToyWorkflowTests {
             XCTAssertFalse(FileManager.default.fileExists(atPath: out))
             XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".partial"))
         }
+        // --method and --level are parsed as their types: a bad value is a usage error naming the option.
+        for (option, value) in [("--method", "dann,nope"), ("--method", "dann,"), ("--level", "deep")] {
+            let r = try toy(["adapt", "--source", trainCSV, "--target", testCSV, option, value, "--out", out])
+            XCTAssertEqual(r.status, 64, r.stderr)
+            XCTAssertTrue(r.stderr.contains("'\(value)' is invalid for '\(option)"), r.stderr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".partial"))
+        }
         // Missing pretrained model: the error says which command fetches it.
         let noModels = try CLITests.run("toy-tl", ["extract", "--train", trainCSV, "--test", testCSV, "--no-cache", "--out", out],
                                         environment: ["TL_MODELS_DIR": bad.appendingPathComponent("no-models").path])

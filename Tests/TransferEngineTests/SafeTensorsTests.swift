@@ -267,5 +267,12 @@ final class SafeTensorsTests: XCTestCase {
         XCTAssertThrowsError(try target.loadWeights(from: extra)) { e in
             XCTAssertTrue("\(e)".hasPrefix(extra.path + ": tensor 'weight' has shape [5]"), "\(e)")
         }
+        // A transposed weight has the right number of elements and still fails: shapes are compared whole.
+        let shape = source.weight.value.shape, transposed = Array(shape.reversed())
+        XCTAssertNotEqual(shape, transposed)
+        try SafeTensors.write(["weight": Tensor(zeros: transposed), "bias": source.bias!.value], to: extra)
+        XCTAssertThrowsError(try target.loadWeights(from: extra)) { e in
+            XCTAssertTrue("\(e)".contains("tensor 'weight' has shape \(transposed), the model needs \(shape)"), "\(e)")
+        }
     }
 }

@@ -233,10 +233,10 @@ final class EfficientNetTests: XCTestCase {
             block.train(false)
             let x = rng.uniformTensor([2, h, w, c], -1, 1)
             let tape = Autograd.noGrad { block(Variable(x)).value }
-            var convs: [FusedEfficientNet.FoldedConv] = []
-            if let e = block.expandConv, let bn = block.bn0 { convs.append(.init(e, bn, activation: 2)) }
-            convs.append(.init(block.depthwiseConv, block.bn1, activation: 2))
-            convs.append(.init(block.projectConv, block.bn2, activation: 0))
+            var convs: [FoldedConvolution] = []
+            if let e = block.expandConv, let bn = block.bn0 { convs.append(.init(e, bn, activation: .relu6)) }
+            convs.append(.init(block.depthwiseConv, block.bn1, activation: .relu6))
+            convs.append(.init(block.projectConv, block.bn2, activation: .none))
             var fused = [Float]()
             for i in 0..<2 {
                 var cur = Array(x.scalars[(i * h * w * c)..<((i + 1) * h * w * c)])

@@ -1,4 +1,5 @@
 import Foundation
+import TransferEngine
 import XCTest
 @testable import VisionTL
 
@@ -56,4 +57,24 @@ func differences(_ a: [Float], _ b: [Float]) -> (max: Float, mean: Float) {
         total += Double(d)
     }
     return (worst, Float(total / Double(max(1, a.count))))
+}
+
+/// Every broken file fails with one line naming it and containing its expected problem.
+func assertBrokenFilesFail(_ broken: [GoldenCorpus.Broken], in folder: (String) -> URL, decode: (URL) throws -> Image,
+                           file: StaticString = #filePath, line: UInt = #line) {
+    for b in broken {
+        let url = folder(b.file)
+        do {
+            let image = try decode(url)
+            XCTFail("\(b.file) decoded as \(image.width)x\(image.height) instead of failing", file: file, line: line)
+        } catch let error as EngineError {
+            guard case let .invalidFile(path, problem) = error else { XCTFail("\(b.file): \(error)", file: file, line: line); continue }
+            XCTAssertEqual(path, url.path, file: file, line: line)
+            XCTAssertTrue(problem.contains(b.error), "\(b.file): '\(problem)' lacks '\(b.error)'", file: file, line: line)
+            XCTAssertFalse(error.description.contains("\n"), "\(b.file): message spans lines", file: file, line: line)
+            XCTAssertTrue(error.description.hasPrefix(url.path + ": "), file: file, line: line)
+        } catch {
+            XCTFail("\(b.file): \(error) is not an EngineError", file: file, line: line)
+        }
+    }
 }

@@ -14,12 +14,8 @@ private struct JPEGCorpus: Decodable {
         /// PIL's convert("RGB").
         let expected: [Float]
     }
-    struct Broken: Decodable {
-        let file: String
-        let error: String
-    }
     let valid: [Valid]
-    let broken: [Broken]
+    let broken: [GoldenCorpus.Broken]
 
     static func file(_ name: String) -> URL { GoldenCorpus.directory.appendingPathComponent("jpeg/" + name) }
     static func load() throws -> JPEGCorpus {
@@ -45,18 +41,7 @@ final class JPEGDecoderTests: XCTestCase {
     func testBrokenFilesFailWithOneLineNamingTheFile() throws {
         let corpus = try JPEGCorpus.load()
         XCTAssertGreaterThanOrEqual(corpus.broken.count, 10)
-        for b in corpus.broken {
-            let url = JPEGCorpus.file(b.file)
-            do {
-                let image = try JPEGDecoder.decode(Data(contentsOf: url), name: url.path)
-                XCTFail("\(b.file) decoded as \(image.width)x\(image.height) instead of failing")
-            } catch let error as EngineError {
-                guard case let .invalidFile(path, problem) = error else { XCTFail("\(b.file): \(error)"); continue }
-                XCTAssertEqual(path, url.path)
-                XCTAssertTrue(problem.contains(b.error), "\(b.file): '\(problem)' lacks '\(b.error)'")
-                XCTAssertFalse(error.description.contains("\n"), "\(b.file): message spans lines")
-            }
-        }
+        assertBrokenFilesFail(corpus.broken, in: JPEGCorpus.file) { try JPEGDecoder.decode(Data(contentsOf: $0), name: $0.path) }
     }
 
     /// Every proper prefix of a baseline and of a progressive file is an error, never a grey-padded image.

@@ -46,19 +46,7 @@ final class PNGDecoderTests: XCTestCase {
     func testBrokenFilesFailWithOneLineNamingTheFile() throws {
         let corpus = try GoldenCorpus.load()
         XCTAssertGreaterThanOrEqual(corpus.broken.count, 20)
-        for b in corpus.broken {
-            let url = GoldenCorpus.corpusFile(b.file)
-            do {
-                let image = try PNGDecoder.read(url)
-                XCTFail("\(b.file) decoded as \(image.width)x\(image.height) instead of failing")
-            } catch let error as EngineError {
-                guard case let .invalidFile(path, problem) = error else { XCTFail("\(b.file): \(error)"); continue }
-                XCTAssertEqual(path, url.path)
-                XCTAssertTrue(problem.contains(b.error), "\(b.file): '\(problem)' lacks '\(b.error)'")
-                XCTAssertFalse(error.description.contains("\n"), "\(b.file): message spans lines")
-                XCTAssertTrue(error.description.hasPrefix(url.path + ": "))
-            }
-        }
+        assertBrokenFilesFail(corpus.broken, in: GoldenCorpus.corpusFile) { try PNGDecoder.read($0) }
     }
 
     func testErrorsNameTheGivenNameAndLimitIsAParameter() throws {

@@ -1,5 +1,6 @@
 import Foundation
 import TransferEngine
+import TransferReport
 import XCTest
 @testable import VisionTL
 

@@ -1,5 +1,6 @@
 import Foundation
 import TransferEngine
+import TransferReport
 import VisionTL
 
 /// W2 (EfficientNet-Lite0 forward), W3 (its fine-tuning step) and W8 (PNG decoding), as scripts/bench/peer_worker.py

@@ -18,19 +18,3 @@ public final class Embedding: Module {
         Variable.embedding(ids: ids, table: weight, shape: shape)
     }
 }
-
-/// Inverted dropout, active only in training mode. The caller passes the run's generator, so one seed drives
-/// every mask.
-public final class Dropout: Module {
-    public var rate: Float
-
-    public init(rate: Float) {
-        precondition(rate >= 0 && rate <= 1, "Dropout: rate \(rate) is not in [0, 1]")
-        self.rate = rate
-        super.init()
-    }
-
-    public func callAsFunction(_ x: Variable, rng: inout RNG) -> Variable {
-        x.dropout(rate: rate, rng: &rng, training: isTraining)
-    }
-}

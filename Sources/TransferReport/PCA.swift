@@ -1,4 +1,5 @@
 import Foundation
+import TransferEngine
 
 /// Principal component analysis for plots of high-dimensional features (e.g. source vs target features before
 /// and after adaptation).
@@ -34,36 +35,27 @@ public struct PCA: Sendable {
         }
         let mean = Tensor(shape: [d], scalars: sums.map { Float($0 / Double(n)) })
         // Centre explicitly: X^T X - N mu mu^T would cancel catastrophically in Float when the mean is large.
-        var centred = Tensor(uninitializedShape: [n, d])
-        let xp = x.pointer, mp = mean.pointer, cp = centred.mutablePointer
-        Parallel.forEach(n, minimumChunk: max(1, 65536 / max(1, d))) { rows in
-            for i in rows { for j in 0..<d { cp[i * d + j] = xp[i * d + j] - mp[j] } }
-        }
-        var covariance = Tensor(uninitializedShape: [d, d])
-        BLAS.sgemm(transA: true, m: d, n: d, k: n, alpha: 1 / Float(max(1, n - 1)),
-                   a: centred.pointer, lda: d, b: centred.pointer, ldb: d, c: covariance.mutablePointer, ldc: d)
+        let centred = x - mean
+        let covariance = centred.matmul(centred, transposeSelf: true) * (1 / Float(max(1, n - 1)))
         var trace = 0.0
         for j in 0..<d { trace += Double(covariance[flat: j * d + j]) }
 
         let (vectors, values) = topEigenvectors(covariance, dimension: d, count: k)
-        var comps = Tensor(uninitializedShape: [k, d])
-        let out = comps.mutablePointer
+        var rows: [Float] = []
         for c in 0..<k {
             var column = (0..<d).map { vectors[$0 * k + c] }
             let largest = column.indices.max { abs(column[$0]) < abs(column[$1]) } ?? 0
             if column[largest] < 0 { column = column.map { -$0 } }
-            for j in 0..<d { out[c * d + j] = Float(column[j]) }
+            rows += column.map(Float.init)
         }
-        return PCA(mean: mean, components: comps, explainedVariance: values.map { max(0, $0) }, totalVariance: trace)
+        return PCA(mean: mean, components: Tensor(shape: [k, d], scalars: rows), explainedVariance: values.map { max(0, $0) }, totalVariance: trace)
     }
 
     /// Projects `x` of shape [N, D] onto the components: shape [N, components].
     public func transform(_ x: Tensor) -> Tensor {
         let d = mean.count, k = components.shape[0]
         precondition(x.rank == 2 && x.shape[1] == d, "PCA.transform: shapes \(x.shape) and [N, \(d)] clash")
-        let n = x.shape[0]
-        var y = Tensor(uninitializedShape: [n, k])
-        guard n > 0 else { return y }
+        guard x.shape[0] > 0 else { return Tensor(zeros: [0, k]) }
         // (x - mean) W^T = x W^T - (W mean), without an [N, D] temporary.
         var offset = [Float](repeating: 0, count: k)
         for c in 0..<k {
@@ -71,10 +63,7 @@ public struct PCA: Sendable {
             for j in 0..<d { s += Double(components[flat: c * d + j]) * Double(mean[flat: j]) }
             offset[c] = Float(s)
         }
-        let yp = y.mutablePointer
-        BLAS.sgemm(transB: true, m: n, n: k, k: d, a: x.pointer, lda: d, b: components.pointer, ldb: d, c: yp, ldc: k)
-        for i in 0..<n { for c in 0..<k { yp[i * k + c] -= offset[c] } }
-        return y
+        return x.matmul(components, transposeOther: true) - Tensor(shape: [k], scalars: offset)
     }
 
     // MARK: Eigen solver
@@ -89,12 +78,8 @@ public struct PCA: Sendable {
         for i in q.indices { q[i] = Double(rng.normal()) }
         orthonormalize(&q, rows: d, columns: p, rng: &rng)
 
-        var qf = Tensor(uninitializedShape: [d, p])
-        var z = Tensor(uninitializedShape: [d, p])
         for iteration in 0... {
-            for i in 0..<(d * p) { qf[flat: i] = Float(q[i]) }
-            BLAS.sgemm(m: d, n: p, k: d, a: matrix.pointer, lda: d, b: qf.pointer, ldb: p, c: z.mutablePointer, ldc: p)
-            let zd = z.scalars.map(Double.init)
+            let zd = matrix.matmul(Tensor(shape: [d, p], scalars: q.map(Float.init))).scalars.map(Double.init)
             if iteration % 5 == 0 || iteration >= maxIterations {
                 // Rayleigh-Ritz: H = Q^T (A Q); Ritz vectors Q V with values theta; residual |A Q v - theta Q v|.
                 var h = [Double](repeating: 0, count: p * p)

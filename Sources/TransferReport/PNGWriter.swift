@@ -1,4 +1,5 @@
 import Foundation
+import TransferEngine
 
 /// Encodes 8-bit greyscale or RGB images as PNG without any library, so reports work where libpng is absent
 /// and the engine stays free of image code.
