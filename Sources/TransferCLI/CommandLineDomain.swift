@@ -95,7 +95,7 @@ struct RootCommand<D: CommandLineDomain>: ParsableCommand {
             """,
             version: "\(D.appName) \(TransferEngineVersion.string) (\(Runtime.summary))",
             subcommands: [DemoCommand<D>.self, ExtractCommand<D>.self, FinetuneCommand<D>.self, AdaptCommand<D>.self,
-                          EvaluateCommand<D>.self, PredictCommand<D>.self, CheckDataCommand<D>.self, ExportCommand<D>.self,
+                          DiagnoseCommand<D>.self, EvaluateCommand<D>.self, PredictCommand<D>.self, CheckDataCommand<D>.self, ExportCommand<D>.self,
                           InfoCommand<D>.self])
     }
 }

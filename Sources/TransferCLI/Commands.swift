@@ -469,7 +469,11 @@ struct DemoCommand<D: CommandLineDomain>: TrainingCommand {
                     if k == nil { chosen = (tuned.identifier, "fine-tuned on all the task's labels") }
                 }
             }
+            var notes: [String] = []
             if let (source, target, test, s) = shift {
+                let d = try w.diagnose(source: source, target: target)
+                notes.append(String(format: "diagnose %@ -> %@: proxy A-distance %.2f, MMD² %.4f; recommendation: %@",
+                                    datasetName(s.source), datasetName(s.target), d.proxyADistance, d.mmd, d.recommendation))
                 let adapted = try w.adapt(source: source, target: target, targetTest: test, methods: s.methods,
                                           levels: s.levels, oracle: true, endToEndMethods: s.endToEndMethods,
                                           evalName: datasetName(s.targetTest))
@@ -480,7 +484,7 @@ struct DemoCommand<D: CommandLineDomain>: TrainingCommand {
                     chosen = chosen ?? pick
                 }
             }
-            return RunOutcome(results: results, before: before, defaultModel: chosen,
+            return RunOutcome(results: results, notes: notes, before: before, defaultModel: chosen,
                               sourceLabels: shift.map { ($0.0.labels, $0.0.classNames) })
         }
     }

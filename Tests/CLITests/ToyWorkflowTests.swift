@@ -167,6 +167,31 @@ extension ToyWorkflowTests {
         XCTAssertTrue(p.stdout.split(separator: "\n").allSatisfy { $0.split(separator: "\t").count == 3 }, p.stdout)
     }
 
+    /// `diagnose` with only its required options: the source's own test split is close to it, the shifted target
+    /// far; JSON keys as documented; a labelled target is read without its labels; the same seed, the same numbers.
+    func testDiagnoseRanksTheShiftedTargetFarther() throws {
+        func diagnose(_ target: String) throws -> [String: Any] {
+            let r = try toy(["diagnose", "--source", trainCSV, "--target", target, "--json", "--threads", "1"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+        }
+        let same = try diagnose(testCSV), shifted = try diagnose(data.appendingPathComponent("target-test.csv").path)
+        for key in ["proxy_a_distance", "domain_classifier_error", "mmd", "class_names", "source_proportions",
+                    "predicted_target_proportions", "proportion_shift", "recommendation", "source_samples", "target_samples"] {
+            XCTAssertNotNil(shifted[key], key)
+        }
+        let near = same["proxy_a_distance"] as! Double, far = shifted["proxy_a_distance"] as! Double
+        print("toy diagnose: proxy A-distance source test \(near), shifted target \(far); MMD² \(same["mmd"]!) vs \(shifted["mmd"]!)")
+        XCTAssertLessThan(near, 0.5)
+        XCTAssertGreaterThan(far, near + 0.5)
+        XCTAssertGreaterThan(shifted["mmd"] as! Double, same["mmd"] as! Double)
+        XCTAssertTrue((same["recommendation"] as! String).hasPrefix("the target looks like the source"))
+        XCTAssertEqual(try diagnose(testCSV) as NSDictionary, same as NSDictionary, "seeded")
+        let plain = try toy(["diagnose", "--source", trainCSV, "--target", data.appendingPathComponent("target-unlabelled.csv").path])
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        XCTAssertTrue(plain.stdout.contains("proxy A-distance") && plain.stdout.contains("recommendation"), plain.stdout)
+    }
+
     func testBadInputIsOneLineAndLeavesNoRunDirectory() throws {
         let bad = Self.root.appendingPathComponent("bad")
         try FileManager.default.createDirectory(at: bad, withIntermediateDirectories: true)

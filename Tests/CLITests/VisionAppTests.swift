@@ -59,6 +59,21 @@ final class VisionAppTests: XCTestCase, ReleaseAppTests {
         }
     }
 
+    /// diagnose ranks the fixture pairs as they are: Fashion's train and test sets are one domain (measured
+    /// proxy A-distance 0.02), MNIST and optdigits two (2.00).
+    func testDiagnoseTellsTheSameDomainFromTheShift() throws {
+        func pad(_ source: String, _ target: String) throws -> Double {
+            let r = try vision(["diagnose", "--source", source, "--target", target, "--json"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let d = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+            return try XCTUnwrap(d["proxy_a_distance"] as? Double)
+        }
+        let same = try pad(fashion("train"), fashion("test")), shift = try pad(digits("mnist/train"), digits("optdigits/unlabelled"))
+        print("diagnose: fashion train -> test \(same), mnist -> optdigits \(shift)")
+        XCTAssertLessThan(same, 0.3)
+        XCTAssertGreaterThan(shift, 1.5)
+    }
+
     func testCorruptPNGIsOneLineNamingTheFileAndNoRunIsLeft() throws {
         let data = Self.app.work.appendingPathComponent("bad-data")
         try? FileManager.default.removeItem(at: data)
