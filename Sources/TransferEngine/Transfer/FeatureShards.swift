@@ -179,16 +179,16 @@ public enum FeatureShards {
     }
 
     /// Merges every shard of `dir` into dataset order, refusing an incomplete set (naming the missing shards),
-    /// shards that disagree, and features made under another identity than `expected`.
-    public static func load(_ dir: URL, expecting expected: Identity) throws -> Stored {
+    /// shards that disagree, and features made under another identity than `expected` (nil: any).
+    public static func load(_ dir: URL, expecting expected: Identity?) throws -> Stored {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
         let manifests = try names.sorted().filter { $0.hasPrefix("shard-") && $0.hasSuffix(".json") }
             .map { try (readManifest(dir.appendingPathComponent($0)), dir.appendingPathComponent($0).path) }
         guard let (first, firstPath) = manifests.first else {
             throw EngineError.invalidFile(dir.path, "no feature shard manifest (shard-K-of-N.json) in this folder")
         }
-        guard first.identity == expected else {
-            throw EngineError.invalidFile(firstPath, "features computed with another backbone or preprocessing (backbone \(first.identity.backbone), \(first.identity.preprocessing); this model: backbone \(expected.backbone), \(expected.preprocessing)); compute them again with `features`")
+        guard expected == nil || first.identity == expected else {
+            throw EngineError.invalidFile(firstPath, "features computed with another backbone or preprocessing (backbone \(first.identity.backbone), \(first.identity.preprocessing); this model: backbone \(expected!.backbone), \(expected!.preprocessing)); compute them again with `features`")
         }
         var byShard: [Int: Manifest] = [:]
         for (m, path) in manifests {
