@@ -524,7 +524,7 @@ struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
 
     @Option(help: "Run directory made by extract, finetune, adapt or demo.")
     var model: String
-    @Option(help: "Labelled data: a folder per class, or a table with a label column.")
+    @Option(help: "Labelled data: a folder per class, or a table with a label column, or a features folder made by `features` (models of extract and feature-level adapt only).")
     var data: String
     @Option(help: "Which of the run's models (default: the run's best). Names are listed in run.json.")
     var strategy: String?
@@ -541,17 +541,31 @@ struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
         let saved = try SavedRun(model, app: D.appName)
         let m = try saved.model(strategy)
         let w = try makeWorkflows(D.self, try saved.options(domainOptions, model: m), common)
-        let set = try w.domain.labelled(at: try requirePath(data, "--data"))
-        guard set.classNames.count <= m.classNames.count else {
-            throw EngineError.invalidFile(data, "has \(set.classNames.count) classes, the model knows \(m.classNames.count) (\(m.classNames.joined(separator: ", ")))")
+        let url = try requirePath(data, "--data")
+        func check(_ classNames: [String]) throws {
+            guard classNames.count <= m.classNames.count else {
+                throw EngineError.invalidFile(data, "has \(classNames.count) classes, the model knows \(m.classNames.count) (\(m.classNames.joined(separator: ", ")))")
+            }
         }
-        let test = try set.relabelled(to: m.classNames)
-        let p = try w.probabilities(m, samples: test.samples, name: datasetName(data))
-        let report = ClassificationReport(predictions: p.argmaxRows(), labels: test.labels, classNames: m.classNames)
+        let p: Tensor, labels: [Int], inputs: [String]
+        if FeatureShards.isFeatureFolder(url) {
+            // A features folder (made by `features`) stands for the dataset: a head model scores it without the backbone.
+            let stored = try StoredFeatureSet(w, path: data)
+            try check(stored.set.classNames)
+            labels = try stored.set.relabelled(to: m.classNames).labels
+            p = try w.probabilities(m, features: stored.features, name: datasetName(data))
+            inputs = stored.names
+        } else {
+            let set = try w.domain.labelled(at: url)
+            try check(set.classNames)
+            let test = try set.relabelled(to: m.classNames)
+            p = try w.probabilities(m, samples: test.samples, name: datasetName(data))
+            (labels, inputs) = (test.labels, test.samples.map(w.domain.describe))
+        }
+        let report = ClassificationReport(predictions: p.argmaxRows(), labels: labels, classNames: m.classNames)
         let result = StrategyResult(strategy: strategy ?? saved.record.defaultModel ?? "model", level: nil, eval: datasetName(data),
                                     labelsPerClass: nil, report: report, trainSeconds: 0, history: [])
-        let analysis = ErrorAnalysis(probabilities: p, labels: test.labels, classNames: m.classNames,
-                                     inputs: test.samples.map(w.domain.describe))
+        let analysis = ErrorAnalysis(probabilities: p, labels: labels, classNames: m.classNames, inputs: inputs)
         if let out {
             let folder = URL(fileURLWithPath: out, isDirectory: true)
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)

@@ -58,6 +58,8 @@ struct StoredFeatureSet {
     var features: Tensor
     var set: LabelledSet<Int>
     var fingerprint: String
+    /// Each sample as the domain shows it (its file name...).
+    var names: [String]
 
     init<D: TransferDomain>(_ w: TransferWorkflows<D>, path: String) throws {
         let stored = try FeatureShards.load(URL(fileURLWithPath: path, isDirectory: true), expecting: try w.featureIdentity())
@@ -67,5 +69,6 @@ struct StoredFeatureSet {
         features = stored.features
         set = LabelledSet(samples: Array(labels.indices), labels: labels, classNames: classNames, source: path)
         fingerprint = stored.fingerprint
+        names = stored.names
     }
 }

@@ -74,6 +74,13 @@ final class FeatureShardTests: XCTestCase {
         XCTAssertGreaterThan(fromData, 0.5)
         XCTAssertEqual(fromOne, fromData)
         XCTAssertEqual(fromThree, fromData)
+        // evaluate scores a features folder as it scores the dataset.
+        let run = app.work.appendingPathComponent("run-from-shards").path
+        try succeed(app.run(["extract", "--train", p.three.path, "--no-baseline", "--out", run, "--quiet"]))
+        let onData = app.accuracy(try app.results(try app.run(["evaluate", "--model", run, "--data", p.test, "--json"])), "extract")
+        let onFeatures = app.accuracy(try app.results(try app.run(["evaluate", "--model", run, "--data", p.testFeatures.path, "--json"])), "extract")
+        XCTAssertGreaterThan(onData, 0.5)
+        XCTAssertEqual(onFeatures, onData)
         // The same with a label budget (the same rows are kept).
         XCTAssertEqual(try accuracy(["--train", p.three.path, "--test", p.testFeatures.path, "--labels-per-class", "8"]),
                        try accuracy(["--train", p.train, "--test", p.test, "--labels-per-class", "8"]))

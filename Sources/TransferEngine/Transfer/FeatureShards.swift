@@ -51,6 +51,8 @@ public enum FeatureShards {
         /// Per row of this shard, in file order: its index in the dataset, its identity and (labelled) class index.
         public var indices: [Int]
         public var ids: [String]
+        /// How the domain shows each sample (its file name...), for error analyses.
+        public var names: [String]
         public var labels: [Int]?
         public var chunks: [Chunk]
     }
@@ -59,6 +61,7 @@ public enum FeatureShards {
     public struct Stored {
         public var features: Tensor
         public var ids: [String]
+        public var names: [String]
         public var labels: [Int]?
         public var classNames: [String]?
         public var identity: Identity
@@ -114,7 +117,7 @@ public enum FeatureShards {
         }
         let rows = m.indices.count
         guard m.shards >= 1, m.shard >= 1, m.shard <= m.shards, m.total >= 0, m.featureWidth >= 1, m.featureWidth <= 1 << 20,
-              m.ids.count == rows, m.labels.map({ $0.count == rows }) ?? true,
+              m.ids.count == rows, m.names.count == rows, m.labels.map({ $0.count == rows }) ?? true,
               m.indices.allSatisfy({ (0..<m.total).contains($0) }),
               m.labels.map({ ls in ls.allSatisfy { (0..<(m.classNames?.count ?? 0)).contains($0) } }) ?? true,
               m.chunks.allSatisfy({ $0.rows >= 0 && !$0.file.contains("/") && $0.file.hasPrefix("shard-") }),
@@ -149,7 +152,7 @@ public enum FeatureShards {
     /// Computes and writes shard `k` of `n` into `dir`, `chunkRows` samples per file; `compute` returns the
     /// features [count, width] of the given dataset indices. Returns false (writing nothing) when the shard is
     /// already done.
-    public static func write(to dir: URL, shard k: Int, of n: Int, ids: [String], labels: [Int]?, classNames: [String]?,
+    public static func write(to dir: URL, shard k: Int, of n: Int, ids: [String], names: [String], labels: [Int]?, classNames: [String]?,
                              identity: Identity, width: Int, chunkRows: Int,
                              compute: ([Int]) throws -> Tensor) throws -> Bool {
         if FileManager.default.fileExists(atPath: dir.path) {
@@ -172,7 +175,7 @@ public enum FeatureShards {
             chunks.append(Chunk(file: file, rows: part.count))
         }
         let m = Manifest(format: formatVersion, identity: identity, dataset: dataset, total: ids.count, shard: k, shards: n,
-                         featureWidth: width, classNames: classNames, indices: mine, ids: mine.map { ids[$0] },
+                         featureWidth: width, classNames: classNames, indices: mine, ids: mine.map { ids[$0] }, names: mine.map { names[$0] },
                          labels: labels.map { ls in mine.map { ls[$0] } }, chunks: chunks)
         try writeManifest(m, to: manifestURL(dir, k, n))
         return true
@@ -181,8 +184,8 @@ public enum FeatureShards {
     /// Merges every shard of `dir` into dataset order, refusing an incomplete set (naming the missing shards),
     /// shards that disagree, and features made under another identity than `expected` (nil: any).
     public static func load(_ dir: URL, expecting expected: Identity?) throws -> Stored {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
-        let manifests = try names.sorted().filter { $0.hasPrefix("shard-") && $0.hasSuffix(".json") }
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
+        let manifests = try files.sorted().filter { $0.hasPrefix("shard-") && $0.hasSuffix(".json") }
             .map { try (readManifest(dir.appendingPathComponent($0)), dir.appendingPathComponent($0).path) }
         guard let (first, firstPath) = manifests.first else {
             throw EngineError.invalidFile(dir.path, "no feature shard manifest (shard-K-of-N.json) in this folder")
@@ -204,7 +207,7 @@ public enum FeatureShards {
         }
         let width = first.featureWidth
         var out = Tensor(zeros: [first.total, width])
-        var ids = [String](repeating: "", count: first.total)
+        var ids = [String](repeating: "", count: first.total), names = ids
         var labels = first.labels == nil ? nil : [Int](repeating: 0, count: first.total)
         var seen = [Bool](repeating: false, count: first.total)
         let o = out.mutablePointer
@@ -226,6 +229,7 @@ public enum FeatureShards {
                     seen[i] = true
                     (o + i * width).update(from: f.pointer + r * width, count: width)
                     ids[i] = m.ids[row + r]
+                    names[i] = m.names[row + r]
                     if let l = m.labels { labels![i] = l[row + r] }
                 }
                 row += chunk.rows
@@ -235,7 +239,7 @@ public enum FeatureShards {
             guard fingerprint(ids: ids, labels: labels, classNames: first.classNames) == first.dataset else {
                 throw EngineError.invalidFile(dir.path, "the shards' samples do not add up to the dataset their manifests name")
             }
-            return Stored(features: out, ids: ids, labels: labels, classNames: first.classNames, identity: first.identity,
+            return Stored(features: out, ids: ids, names: names, labels: labels, classNames: first.classNames, identity: first.identity,
                           fingerprint: first.dataset)
         }
         throw EngineError.invalidFile(dir.path, "no shard holds sample \(gap) of \(first.total)")

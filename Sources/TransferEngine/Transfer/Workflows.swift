@@ -396,7 +396,8 @@ public final class TransferWorkflows<D: TransferDomain> {
         let identity = try featureIdentity()
         let bb = try backbone()
         let ids = samples.map(domain.cacheKey)
-        return try FeatureShards.write(to: dir, shard: k, of: n, ids: ids, labels: labels, classNames: classNames,
+        return try FeatureShards.write(to: dir, shard: k, of: n, ids: ids, names: samples.map(domain.describe),
+                                       labels: labels, classNames: classNames,
                                        identity: identity, width: bb.featureCount,
                                        chunkRows: options.inferenceBatchSize * chunkBatches) { rows in
             let part = rows.map { samples[$0] }
@@ -589,6 +590,28 @@ public final class TransferWorkflows<D: TransferDomain> {
 
     // MARK: Saved models
 
+    /// Refuses a model whose contract (features it expects, the pretrained weights) the backbone does not meet.
+    func checkContract(_ saved: SavedModel, name: String) throws {
+        let width = try featureWidth()
+        try saved.contract?.check(featureWidth: width, backbone: backboneHash, source: name)
+        guard saved.headInputs == width else {
+            throw EngineError.invalidFile(name, "the model's head takes \(saved.headInputs) features, the backbone gives \(width)")
+        }
+    }
+
+    /// Class probabilities [N, K] of a saved head model on stored pretrained features (a features folder, checked
+    /// against this backbone when it was read). Fine-tuned and from-scratch models need the samples themselves.
+    public func probabilities(_ saved: SavedModel, features: Tensor, name: String) throws -> Tensor {
+        guard saved.kind == .head else {
+            throw EngineError.invalidFile(name, "holds the pretrained backbone's features, but this model (\(saved.kind == .finetuned ? "fine-tuned" : "from scratch")) needs the samples themselves: give the dataset")
+        }
+        try checkContract(saved, name: name)
+        guard features.shape.count == 2, features.shape[1] == saved.headInputs else {
+            throw EngineError.invalidFile(name, "holds \(features.shape.last ?? 0) features per sample, the model's head takes \(saved.headInputs)")
+        }
+        return probabilities(try saved.makeHead(), features)
+    }
+
     /// The contract of models trained by these workflows with the domain's `settings`.
     public func contract(settings: [String: String]) throws -> RunContract {
         RunContract(domain: D.name, settings: settings, featureWidth: try featureWidth(), backbone: backboneHash)
@@ -602,13 +625,7 @@ public final class TransferWorkflows<D: TransferDomain> {
     /// pretrained weights) the backbone does not meet is refused before anything runs.
     public func probabilities(_ saved: SavedModel, samples: [D.Sample], name: String) throws -> Tensor {
         let head = try saved.makeHead()
-        if saved.kind != .scratch {
-            let width = try featureWidth()
-            try saved.contract?.check(featureWidth: width, backbone: backboneHash, source: name)
-            guard saved.headInputs == width else {
-                throw EngineError.invalidFile(name, "the model's head takes \(saved.headInputs) features, the backbone gives \(width)")
-            }
-        }
+        if saved.kind != .scratch { try checkContract(saved, name: name) }
         switch saved.kind {
         case .head:
             return probabilities(head, try features(samples, name: name))
