@@ -47,8 +47,13 @@ struct FeaturesCommand<D: CommandLineDomain>: ParsableCommand {
         let wrote = try w.writeFeatureShard(to: dir, shard: k, of: n, samples: samples, labels: labels, classNames: classNames,
                                             name: datasetName(data))
         let rows = FeatureShards.assignment(ids: samples.map(w.domain.cacheKey), shard: k, of: n).count
-        print(wrote ? "shard \(k)/\(n) of \(datasetName(data)) done: \(rows) of \(samples.count) samples in \(out)".printable
-                    : "shard \(k)/\(n) of \(datasetName(data)) already done in \(out): nothing to do".printable)
+        if common.json {
+            print(Output.encode(["app": D.appName, "command": "features", "shard": k, "shards": n, "samples": rows,
+                                 "total": samples.count, "out": out, "computed": wrote]))
+        } else {
+            print(wrote ? "shard \(k)/\(n) of \(datasetName(data)) done: \(rows) of \(samples.count) samples in \(out)".printable
+                        : "shard \(k)/\(n) of \(datasetName(data)) already done in \(out): nothing to do".printable)
+        }
     }
 }
 

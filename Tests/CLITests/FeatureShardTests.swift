@@ -97,6 +97,10 @@ final class FeatureShardTests: XCTestCase {
         let before = try listing()
         let out = succeed(try Self.app.run(["features", "--data", p.train, "--out", p.three.path, "--shard", "2/3"]))
         XCTAssertTrue(out.stdout.contains("already done"), out.stdout)
+        let json = succeed(try Self.app.run(["features", "--data", p.train, "--out", p.three.path, "--shard", "3/3", "--json"]))
+        let said = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+        XCTAssertEqual(said?["computed"] as? Bool, false, json.stdout)
+        XCTAssertEqual(said?["samples"] as? Int, 40, json.stdout)
         XCTAssertEqual(try listing(), before, "a re-run of a finished shard wrote something")
     }
 

@@ -181,6 +181,18 @@ public enum FeatureShards {
         return true
     }
 
+    /// Ascending numbers as runs: [1, 2, 3, 5] -> ["1-3", "5"] (a long list of missing shards stays one short line).
+    static func ranges(_ numbers: [Int]) -> [String] {
+        var out: [String] = [], i = 0
+        while i < numbers.count {
+            var j = i
+            while j + 1 < numbers.count, numbers[j + 1] == numbers[j] + 1 { j += 1 }
+            out.append(j == i ? "\(numbers[i])" : "\(numbers[i])-\(numbers[j])")
+            i = j + 1
+        }
+        return out
+    }
+
     /// Merges every shard of `dir` into dataset order, refusing an incomplete set (naming the missing shards),
     /// shards that disagree, and features made under another identity than `expected` (nil: any).
     public static func load(_ dir: URL, expecting expected: Identity?) throws -> Stored {
@@ -203,7 +215,7 @@ public enum FeatureShards {
         }
         let missing = (1...first.shards).filter { byShard[$0] == nil }
         guard missing.isEmpty else {
-            throw EngineError.invalidFile(dir.path, "incomplete: \(missing.count) of \(first.shards) shards missing (\(missing.map { "\($0)/\(first.shards)" }.joined(separator: ", "))); run `features --shard K/\(first.shards)` for each")
+            throw EngineError.invalidFile(dir.path, "incomplete: \(missing.count) of \(first.shards) shards missing (\(ranges(missing).map { "\($0)/\(first.shards)" }.joined(separator: ", "))); run `features --shard K/\(first.shards)` for each")
         }
         let width = first.featureWidth
         var out = Tensor(zeros: [first.total, width])
