@@ -94,8 +94,9 @@ struct RootCommand<D: CommandLineDomain>: ParsableCommand {
             Backbone features are cached in $TL_CACHE_DIR or ~/.cache/transfer-suite.
             """,
             version: "\(D.appName) \(TransferEngineVersion.string) (\(Runtime.summary))",
-            subcommands: [DemoCommand<D>.self, ExtractCommand<D>.self, FinetuneCommand<D>.self, AdaptCommand<D>.self,
-                          DiagnoseCommand<D>.self, EvaluateCommand<D>.self, PredictCommand<D>.self, CheckDataCommand<D>.self, ExportCommand<D>.self,
+            subcommands: [DemoCommand<D>.self, FeaturesCommand<D>.self, ExtractCommand<D>.self, FinetuneCommand<D>.self,
+                          AdaptCommand<D>.self, DiagnoseCommand<D>.self, EvaluateCommand<D>.self, PredictCommand<D>.self,
+                          CheckDataCommand<D>.self, ExportCommand<D>.self,
                           InfoCommand<D>.self])
     }
 }

@@ -54,6 +54,17 @@ final class DataLog {
         return samples
     }
 
+    /// A labelled set given as a features folder (see `features`).
+    func stored<D: TransferDomain>(_ w: TransferWorkflows<D>, _ path: String, role: String) throws -> StoredFeatureSet {
+        let s = try StoredFeatureSet(w, path: path)
+        let set = s.set
+        entries[role] = Entry(path: path, samples: set.count, classes: Dictionary(uniqueKeysWithValues: zip(set.classNames, set.classCounts)),
+                              fingerprint: s.fingerprint)
+        lines.append("\(role) \(datasetName(path)) (features folder): \(set.count) samples, \(set.classNames.count) classes ("
+                     + zip(set.classNames, set.classCounts).map { "\($0) \($1)" }.joined(separator: ", ") + ")")
+        return s
+    }
+
     private func fingerprint<D: TransferDomain>(_ w: TransferWorkflows<D>, _ samples: [D.Sample], labels: [String]) -> String {
         var h = FNV64()
         for s in samples { h.add(w.domain.cacheKey(s)) }
@@ -183,9 +194,9 @@ func makeWorkflows<D: CommandLineDomain>(_: D.Type, _ domainOptions: D.Options, 
 
 /// Options for the new-task commands (extract, finetune).
 struct TaskOptions: ParsableArguments {
-    @Option(help: "Labelled training data: a folder per class, or a table with a label column.")
+    @Option(help: "Labelled training data: a folder per class, or a table with a label column (extract: or a features folder made by `features`).")
     var train: String?
-    @Option(help: "Labelled test data, same layout (classes must be among the training classes). Optional: it only reports; without it the validation split held out from the training data reports.")
+    @Option(help: "Labelled test data, same layout (classes must be among the training classes; extract: or a features folder). Optional: it only reports; without it the validation split held out from the training data reports.")
     var test: String?
     @Option(help: "Use only N labelled training examples per class (stratified, seeded). Default: all.")
     var labelsPerClass: Int?
@@ -203,6 +214,9 @@ struct TaskOptions: ParsableArguments {
     func work<D: CommandLineDomain>(_ w: TransferWorkflows<D>, log: DataLog, training: TrainingFlags,
                                  strategy: @escaping (LabelledSet<D.Sample>, LabelledSet<D.Sample>?, Int?, String) throws -> StrategyResult)
         throws -> () throws -> RunOutcome {
+        if usesFeatureFolders {
+            throw EngineError.invalidArgument("a features folder (made by `features`) is taken by extract only: this command runs the backbone on the samples themselves; give the dataset")
+        }
         let train = try log.labelled(w, self.train, option: "--train", role: "train")
         try train.validateForTraining()
         let test = try self.test.map { try log.labelled(w, $0, option: "--test", role: "test").relabelled(to: train.classNames) }
@@ -214,15 +228,54 @@ struct TaskOptions: ParsableArguments {
             if baseline { results.append(try w.scratch(train: train, test: test, labelsPerClass: k, evalName: evalName)) }
             let main = try strategy(train, test, k, evalName)
             results.append(main)
-            var notes: [String] = []
-            if test == nil {
-                notes.append(main.report == nil
-                    ? "no --test, and too few training samples to hold out a validation split (under 50): accuracy not measured"
-                    : "no --test: accuracy is on the validation split held out from the training data (\(main.report!.support.reduce(0, +)) samples; it also chose the epoch)")
-            }
-            return RunOutcome(results: results, notes: notes,
+            return RunOutcome(results: results, notes: Self.notes(main, tested: test != nil),
                               defaultModel: (main.identifier, "the \(main.strategy) model this command trained"),
                               topLosses: test.flatMap { w.topLossRequest(main, on: $0, name: evalName) })
+        }
+    }
+
+    static func notes(_ main: StrategyResult, tested: Bool) -> [String] {
+        if tested { return [] }
+        return [main.report == nil
+            ? "no --test, and too few training samples to hold out a validation split (under 50): accuracy not measured"
+            : "no --test: accuracy is on the validation split held out from the training data (\(main.report!.support.reduce(0, +)) samples; it also chose the epoch)"]
+    }
+
+    /// Whether `--train` or `--test` is a features folder (made by `features`) rather than a dataset.
+    var usesFeatureFolders: Bool {
+        [train, test].contains { $0.map { FeatureShards.isFeatureFolder(URL(fileURLWithPath: $0)) } ?? false }
+    }
+
+    /// `extract` with a features folder for `--train` and/or `--test` (a dataset given with one runs through the
+    /// backbone as usual). No from-scratch baseline: it needs the samples themselves.
+    func featureWork<D: TransferDomain>(_ w: TransferWorkflows<D>, log: DataLog, training: TrainingFlags) throws -> () throws -> RunOutcome {
+        func resolve(_ path: String?, option: String, role: String) throws -> (set: LabelledSet<Int>, features: () throws -> Tensor) {
+            let url = try requirePath(path, option)
+            if FeatureShards.isFeatureFolder(url) {
+                let s = try log.stored(w, path!, role: role)
+                return (s.set, { s.features })
+            }
+            let set = try log.labelled(w, path, option: option, role: role)
+            return (LabelledSet(samples: Array(set.samples.indices), labels: set.labels, classNames: set.classNames, source: set.source),
+                    { try w.features(set.samples, name: datasetName(path!)) })
+        }
+        let train = try resolve(self.train, option: "--train", role: "train")
+        try train.set.validateForTraining()
+        let test = try self.test.map { try resolve($0, option: "--test", role: "test") }
+        let testSet = try test?.set.relabelled(to: train.set.classNames)
+        w.options.classWeights = try training.weights(classNames: train.set.classNames, labels: train.set.labels)
+        let evalName = self.test.map(datasetName) ?? "validation", k = labelsPerClass, baseline = !noBaseline
+        return {
+            log.show()
+            let rows = w.trainingRows(labels: train.set.labels, classCount: train.set.classNames.count, labelsPerClass: k)
+            let f = try train.features().gatherRows(rows)
+            let fTest = try test?.features()
+            let main = try w.extract(features: f, labels: rows.map { train.set.labels[$0] }, classNames: train.set.classNames,
+                                     test: testSet.map { (fTest!, $0.labels) }, labelsPerClass: k, evalName: evalName).result
+            var notes = Self.notes(main, tested: testSet != nil)
+            if baseline { notes.append("trained from a features folder: no from-scratch baseline (it needs the samples)") }
+            return RunOutcome(results: [main], notes: notes,
+                              defaultModel: (main.identifier, "the \(main.strategy) model this command trained"))
         }
     }
 }
@@ -245,7 +298,8 @@ struct ExtractCommand<D: CommandLineDomain>: TrainingCommand {
     }
 
     func prepare(_ w: TransferWorkflows<D>, log: DataLog) throws -> () throws -> RunOutcome {
-        try task.work(w, log: log, training: training) { try w.extract(train: $0, test: $1, labelsPerClass: $2, evalName: $3).result }
+        if task.usesFeatureFolders { return try task.featureWork(w, log: log, training: training) }
+        return try task.work(w, log: log, training: training) { try w.extract(train: $0, test: $1, labelsPerClass: $2, evalName: $3).result }
     }
 }
 
@@ -498,7 +552,7 @@ struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
 
     @Option(help: "Run directory made by extract, finetune, adapt or demo.")
     var model: String
-    @Option(help: "Labelled data: a folder per class, or a table with a label column.")
+    @Option(help: "Labelled data: a folder per class, or a table with a label column, or a features folder made by `features` (models of extract and feature-level adapt only).")
     var data: String
     @Option(help: "Which of the run's models (default: the run's best). Names are listed in run.json.")
     var strategy: String?
@@ -515,17 +569,31 @@ struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
         let saved = try SavedRun(model, app: D.appName)
         let m = try saved.model(strategy)
         let w = try makeWorkflows(D.self, try saved.options(domainOptions, model: m), common)
-        let set = try w.domain.labelled(at: try requirePath(data, "--data"))
-        guard set.classNames.count <= m.classNames.count else {
-            throw EngineError.invalidFile(data, "has \(set.classNames.count) classes, the model knows \(m.classNames.count) (\(m.classNames.joined(separator: ", ")))")
+        let url = try requirePath(data, "--data")
+        func check(_ classNames: [String]) throws {
+            guard classNames.count <= m.classNames.count else {
+                throw EngineError.invalidFile(data, "has \(classNames.count) classes, the model knows \(m.classNames.count) (\(m.classNames.joined(separator: ", ")))")
+            }
         }
-        let test = try set.relabelled(to: m.classNames)
-        let logP = try w.probabilities(m, samples: test.samples, name: datasetName(data), log: true)
-        let report = ClassificationReport(predictions: logP.argmaxRows(), labels: test.labels, classNames: m.classNames)
+        let logP: Tensor, labels: [Int], inputs: [String]
+        if FeatureShards.isFeatureFolder(url) {
+            // A features folder (made by `features`) stands for the dataset: a head model scores it without the backbone.
+            let stored = try StoredFeatureSet(w, path: data)
+            try check(stored.set.classNames)
+            labels = try stored.set.relabelled(to: m.classNames).labels
+            logP = try w.probabilities(m, features: stored.features, name: datasetName(data), log: true)
+            inputs = stored.names
+        } else {
+            let set = try w.domain.labelled(at: url)
+            try check(set.classNames)
+            let test = try set.relabelled(to: m.classNames)
+            logP = try w.probabilities(m, samples: test.samples, name: datasetName(data), log: true)
+            (labels, inputs) = (test.labels, test.samples.map(w.domain.describe))
+        }
+        let report = ClassificationReport(predictions: logP.argmaxRows(), labels: labels, classNames: m.classNames)
         let result = StrategyResult(strategy: strategy ?? saved.record.defaultModel ?? "model", level: nil, eval: datasetName(data),
                                     labelsPerClass: nil, report: report, trainSeconds: 0, history: [])
-        let analysis = ErrorAnalysis(logProbabilities: logP, labels: test.labels, classNames: m.classNames,
-                                     inputs: test.samples.map(w.domain.describe))
+        let analysis = ErrorAnalysis(logProbabilities: logP, labels: labels, classNames: m.classNames, inputs: inputs)
         if let out {
             let folder = URL(fileURLWithPath: out, isDirectory: true)
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)

@@ -70,6 +70,8 @@ final class CommandMatrixTests: XCTestCase {
         func run(_ name: String) -> String { app.work.appendingPathComponent("matrix-\(name)").path }
         // Required options only.
         _ = try ok(["extract", "--train", s.train])
+        _ = try ok(["features", "--data", s.train, "--out", run("features")])
+        _ = try ok(["extract", "--train", run("features")])
         _ = try ok(["finetune", "--train", s.train])
         let adaptOnly = try ok(["adapt", "--source", s.source, "--target", s.target])
         XCTAssertTrue(adaptOnly.stdout.contains("default model:"), adaptOnly.stdout, file: file, line: line)

@@ -50,6 +50,20 @@ final class ToyWorkflowTests: XCTestCase {
         }
     }
 
+    /// Feature shards in the toy app: 2 shards (run as 2, 1) train the model the data trains.
+    func testFeatureShardsTrainAsTheDataDoes() throws {
+        let dir = Self.root.appendingPathComponent("features-\(UUID().uuidString)").path
+        let train = data.appendingPathComponent("source-train.csv").path, test = data.appendingPathComponent("source-test.csv").path
+        for k in [2, 1] {
+            let out = try toy(["features", "--data", train, "--out", dir, "--shard", "\(k)/2", "--threads", "1"])
+            XCTAssertEqual(out.status, 0, out.stderr)
+        }
+        let sharded = accuracy(try results(try toy(["extract", "--train", dir, "--test", test, "--no-baseline", "--json", "--threads", "1"])), "extract")
+        let direct = accuracy(try results(try toy(["extract", "--train", train, "--test", test, "--no-baseline", "--json", "--threads", "1"])), "extract")
+        XCTAssertGreaterThan(direct, 0.5)
+        XCTAssertEqual(sharded, direct)
+    }
+
     func testEveryAdaptationMethodBeatsSourceOnly() throws {
         let out = try toy(["adapt", "--source", data.appendingPathComponent("source-train.csv").path,
                            "--target", data.appendingPathComponent("target-unlabelled.csv").path,

@@ -344,8 +344,14 @@ public final class TransferWorkflows<D: TransferDomain> {
     /// The training set, subsampled to `labelsPerClass` per class when given (stratified, seeded).
     public func trainingSet(_ train: LabelledSet<D.Sample>, labelsPerClass: Int?) -> LabelledSet<D.Sample> {
         guard let k = labelsPerClass else { return train }
+        return train.subset(trainingRows(labels: train.labels, classCount: train.classNames.count, labelsPerClass: k))
+    }
+
+    /// The rows `trainingSet` keeps: `labelsPerClass` per class (stratified, seeded), or all.
+    public func trainingRows(labels: [Int], classCount: Int, labelsPerClass: Int?) -> [Int] {
+        guard let k = labelsPerClass else { return Array(labels.indices) }
         var rng = RNG(seed: options.seed ^ 0x5AB5)
-        return train.subset(Splits.subsample(labels: train.labels, classCount: train.classNames.count, perClass: k, rng: &rng))
+        return Splits.subsample(labels: labels, classCount: classCount, perClass: k, rng: &rng)
     }
 
     // MARK: Feature extraction
@@ -357,17 +363,55 @@ public final class TransferWorkflows<D: TransferDomain> {
         let set = trainingSet(train, labelsPerClass: labelsPerClass)
         let fTrain = try features(set.samples, name: "train")
         let fTest = try test.map { try features($0.samples, name: evalName) }
+        return try extract(features: fTrain, labels: set.labels, classNames: set.classNames,
+                           test: test.map { (fTest!, $0.labels) }, labelsPerClass: labelsPerClass, evalName: evalName)
+    }
+
+    /// Feature extraction on features already computed (e.g. read from a features folder): `labels` index
+    /// `classNames`, `features` rows are the training samples (already reduced to `labelsPerClass`, which is
+    /// recorded), `test` labels index `classNames` too. The same numbers as computing the features here.
+    public func extract(features fTrain: Tensor, labels: [Int], classNames: [String], test: (features: Tensor, labels: [Int])?,
+                        labelsPerClass: Int?, evalName: String) throws -> (result: StrategyResult, head: ClassifierHead) {
         var rng = RNG(seed: options.seed)
         let start = Date()
-        let (head, history, validation) = try trainHead(features: fTrain, labels: set.labels, classes: set.classNames.count,
+        let (head, history, validation) = try trainHead(features: fTrain, labels: labels, classes: classNames.count,
                                                         kind: options.head, name: "extract-\(labelsPerClass ?? 0)", rng: &rng)
         let seconds = Date().timeIntervalSince(start)
-        let report = try test.map { evaluate(head, fTest!, $0) }
-            ?? validationReport(set, validation) { evaluate(head, fTrain.gatherRows(validation), $0) }
+        func score(_ f: Tensor, _ y: [Int]) -> ClassificationReport {
+            ClassificationReport(predictions: probabilities(head, f).argmaxRows(), labels: y, classNames: classNames)
+        }
+        let report = test.map { score($0.features, $0.labels) }
+            ?? (validation.isEmpty ? nil : score(fTrain.gatherRows(validation), validation.map { labels[$0] }))
         return (StrategyResult(strategy: "extract", level: nil, eval: test == nil ? "validation" : evalName,
                                evaluatedOn: test == nil ? .validation : .test, labelsPerClass: labelsPerClass,
                                report: report, trainSeconds: seconds, history: history,
-                               model: SavedModel(kind: .head, head: head, classNames: set.classNames)), head)
+                               model: SavedModel(kind: .head, head: head, classNames: classNames)), head)
+    }
+
+    /// The identity features of this domain's pretrained backbone carry (loads the weights; runs nothing).
+    public func featureIdentity() throws -> FeatureShards.Identity {
+        _ = try backbone()
+        return FeatureShards.Identity(domain: D.name, backbone: backboneHash, preprocessingKey: domain.preprocessingKey)
+    }
+
+    /// Computes shard `k` of `n` of `set`'s (or unlabelled `samples`') backbone features into `dir`, one file per
+    /// chunk of batches (memory stays that of one chunk). False: the shard was already done (nothing written).
+    public func writeFeatureShard(to dir: URL, shard k: Int, of n: Int, samples: [D.Sample], labels: [Int]?,
+                                  classNames: [String]?, name: String, chunkBatches: Int = 16) throws -> Bool {
+        let identity = try featureIdentity()
+        let bb = try backbone()
+        let ids = samples.map(domain.cacheKey)
+        return try FeatureShards.write(to: dir, shard: k, of: n, ids: ids, names: samples.map(domain.describe),
+                                       labels: labels, classNames: classNames,
+                                       identity: identity, width: bb.featureCount,
+                                       chunkRows: options.inferenceBatchSize * chunkBatches) { rows in
+            let part = rows.map { samples[$0] }
+            let f = try pooled(part, name: "features of \(name), shard \(k)/\(n)", width: bb.featureCount) { bb.features($0) }
+            if let bad = f.withUnsafeBufferPointer({ $0.firstIndex { !$0.isFinite } }) {
+                throw EngineError.invalidFile(domain.describe(part[bad / bb.featureCount]), "its features are not finite numbers (NaN or infinity)")
+            }
+            return f
+        }
     }
 
     /// The report on the validation rows of `set` (nil when training held none out: under 50 samples).
@@ -552,6 +596,28 @@ public final class TransferWorkflows<D: TransferDomain> {
 
     // MARK: Saved models
 
+    /// Refuses a model whose contract (features it expects, the pretrained weights) the backbone does not meet.
+    func checkContract(_ saved: SavedModel, name: String) throws {
+        let width = try featureWidth()
+        try saved.contract?.check(featureWidth: width, backbone: backboneHash, source: name)
+        guard saved.headInputs == width else {
+            throw EngineError.invalidFile(name, "the model's head takes \(saved.headInputs) features, the backbone gives \(width)")
+        }
+    }
+
+    /// Class probabilities [N, K] of a saved head model on stored pretrained features (a features folder, checked
+    /// against this backbone when it was read). Fine-tuned and from-scratch models need the samples themselves.
+    public func probabilities(_ saved: SavedModel, features: Tensor, name: String, log: Bool = false) throws -> Tensor {
+        guard saved.kind == .head else {
+            throw EngineError.invalidFile(name, "holds the pretrained backbone's features, but this model (\(saved.kind == .finetuned ? "fine-tuned" : "from scratch")) needs the samples themselves: give the dataset")
+        }
+        try checkContract(saved, name: name)
+        guard features.shape.count == 2, features.shape[1] == saved.headInputs else {
+            throw EngineError.invalidFile(name, "holds \(features.shape.last ?? 0) features per sample, the model's head takes \(saved.headInputs)")
+        }
+        return probabilities(try saved.makeHead(), features, log: log)
+    }
+
     /// The contract of models trained by these workflows with the domain's `settings`.
     public func contract(settings: [String: String]) throws -> RunContract {
         RunContract(domain: D.name, settings: settings, featureWidth: try featureWidth(), backbone: backboneHash)
@@ -565,13 +631,7 @@ public final class TransferWorkflows<D: TransferDomain> {
     /// pretrained weights) the backbone does not meet is refused before anything runs.
     public func probabilities(_ saved: SavedModel, samples: [D.Sample], name: String, log: Bool = false) throws -> Tensor {
         let head = try saved.makeHead()
-        if saved.kind != .scratch {
-            let width = try featureWidth()
-            try saved.contract?.check(featureWidth: width, backbone: backboneHash, source: name)
-            guard saved.headInputs == width else {
-                throw EngineError.invalidFile(name, "the model's head takes \(saved.headInputs) features, the backbone gives \(width)")
-            }
-        }
+        if saved.kind != .scratch { try checkContract(saved, name: name) }
         switch saved.kind {
         case .head:
             return probabilities(head, try features(samples, name: name), log: log)
