@@ -120,6 +120,19 @@ final class FeatureShardTests: XCTestCase {
         XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: dir.path).contains { $0 == "shard-0002-of-0003.json" })
     }
 
+    /// A manifest claiming a huge dataset is refused before anything of that size is allocated.
+    func testAForgedDatasetSizeIsRefused() throws {
+        let dir = try copy("features-forged-total") { dir in
+            for k in 1...3 {
+                let url = dir.appendingPathComponent(String(format: "shard-%04d-of-0003.json", k))
+                var m = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+                m["total"] = 1_000_000_000_000
+                try JSONSerialization.data(withJSONObject: m).write(to: url)
+            }
+        }
+        refused(try Self.app.run(["extract", "--train", dir.path]), ["shard-0001-of-0003.json", "the manifests say the dataset has 1000000000000"])
+    }
+
     func testFeaturesOfAnotherBackboneOrPreprocessingAreRefused() throws {
         for (field, name) in [("backbone", "features-other-backbone"), ("preprocessing", "features-other-preprocessing")] {
             let dir = try copy(name) { dir in

@@ -217,6 +217,12 @@ public enum FeatureShards {
         guard missing.isEmpty else {
             throw EngineError.invalidFile(dir.path, "incomplete: \(missing.count) of \(first.shards) shards missing (\(ranges(missing).map { "\($0)/\(first.shards)" }.joined(separator: ", "))); run `features --shard K/\(first.shards)` for each")
         }
+        // Before allocating [total, width]: the shards must hold exactly `total` rows between them (a damaged or
+        // forged manifest must not size the allocation).
+        let stored = byShard.values.reduce(0) { $0 + $1.indices.count }
+        guard stored == first.total else {
+            throw EngineError.invalidFile(firstPath, "the shards hold \(stored) samples between them, the manifests say the dataset has \(first.total)")
+        }
         let width = first.featureWidth
         var out = Tensor(zeros: [first.total, width])
         var ids = [String](repeating: "", count: first.total), names = ids
