@@ -38,7 +38,7 @@ public enum ToyData {
     static let latent = 6
     static let classes = 5
 
-    /// Writes source-train/source-test (labelled), target-unlabelled, target-test CSVs into `folder` and the
+    /// Writes source-train/source-test (labelled), target-unlabelled, target-test, target-labelled CSVs into `folder` and the
     /// backbone to `models/toy/backbone.safetensors`.
     public static func generate(into folder: URL, models: URL, seed: UInt64 = 1, trainPerClass: Int = 60,
                                 testPerClass: Int = 60, targetPerClass: Int = 60) throws {
@@ -113,5 +113,8 @@ public enum ToyData {
         net.train(false)
         try FileManager.default.createDirectory(at: models.appendingPathComponent("toy"), withIntermediateDirectories: true)
         try SafeTensors.write(net.stateDict(), to: models.appendingPathComponent("toy/backbone.safetensors"))
+        // A labelled target pool for few-label adaptation (`adapt --target-labelled`), drawn last so that every
+        // file above is the same with or without it.
+        try write(rows(perClass: testPerClass, target: true, &rng), labelled: true, to: "target-labelled.csv")
     }
 }

@@ -382,6 +382,10 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     var target: String?
     @Option(help: "Labelled target data, for reporting only (optional): it never chooses the default model.")
     var targetTest: String?
+    @Option(help: "A few labelled target examples (optional): adds the rows target-only, supervised and semi (feature level), and semi becomes the default model. Must not share samples with --target-test; may share them with --target.")
+    var targetLabelled: String?
+    @Option(help: "Labelled target examples per class drawn from --target-labelled (stratified, seeded; default: all).")
+    var targetLabelsPerClass: Int?
     @Option(help: "Method: auto (every method, the default model chosen without target labels), source-only, dann, coral, adabn, pseudo, mcc, shot, bnm, or a comma-separated list of them (all = auto).")
     var method = MethodChoice.auto
     @Option(help: "Level: features, end-to-end or both.")
@@ -406,6 +410,10 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         }
         if !(pseudoThreshold > 0 && pseudoThreshold <= 1) { throw ValidationError("--pseudo-threshold must be in (0, 1], got \(pseudoThreshold)") }
         if pseudoRounds < 0 { throw ValidationError("--pseudo-rounds must be >= 0, got \(pseudoRounds)") }
+        if let k = targetLabelsPerClass {
+            if k < 1 { throw ValidationError("--target-labels-per-class must be >= 1, got \(k)") }
+            if targetLabelled == nil { throw ValidationError("--target-labels-per-class needs --target-labelled") }
+        }
     }
 
     func configure(_ options: inout WorkflowOptions, domain: D) throws {
@@ -419,6 +427,8 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         let targetSamples = try log.unlabelled(w, target, option: "--target", role: "target")
         guard !targetSamples.isEmpty else { throw EngineError.invalidFile(target!, "no samples in the target set") }
         let test = try targetTest.map { try log.labelled(w, $0, option: "--target-test", role: "target test").relabelled(to: sourceSet.classNames) }
+        let labelled = try targetLabelled.map { try log.labelled(w, $0, option: "--target-labelled", role: "labelled target").relabelled(to: sourceSet.classNames) }
+        if let labelled { try w.checkNoOverlap(labelled: labelled, test: test) }
         w.options.classWeights = try training.weights(classNames: sourceSet.classNames, labels: sourceSet.labels)
         let methods = method.methods, levels = level.levels
         return {
@@ -429,12 +439,18 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
             settings.pseudoThreshold = pseudoThreshold
             settings.pseudoRounds = pseudoRounds
             var results = try w.adapt(source: sourceSet, target: targetSamples, targetTest: test, methods: methods,
-                                      levels: levels, oracle: test != nil, settings: settings,
+                                      levels: levels, oracle: test != nil, targetLabelled: labelled,
+                                      targetLabelsPerClass: targetLabelsPerClass, settings: settings,
                                       evalName: test.map { _ in datasetName(targetTest!) } ?? "none")
             let before = try w.unadaptedFeatures(source: sourceSet.samples, target: targetSamples)
-            let pick = AdaptationSelection.choose(results)
-            if let pick, results.filter({ $0.model != nil }).count > 1 {
+            var pick = AdaptationSelection.choose(results)
+            if let pick, results.filter({ $0.model != nil && $0.labelFree != nil }).count > 1 {
                 results.append(AdaptationSelection.autoRow(pick.identifier, of: results))
+            }
+            if let semi = results.first(where: { $0.strategy == "semi" }) {
+                // Chosen by what it uses, not by a score: it is the only model trained on the source labels, the
+                // target labels and the unlabelled target together.
+                pick = (semi.identifier, "semi-supervised: trained on the source labels, the labelled target examples and the unlabelled target")
             }
             let chosen = pick.flatMap { p in results.first { $0.identifier == p.identifier } }
             return RunOutcome(results: results,

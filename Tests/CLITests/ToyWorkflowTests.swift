@@ -206,6 +206,48 @@ extension ToyWorkflowTests {
         XCTAssertTrue(plain.stdout.contains("proxy A-distance") && plain.stdout.contains("recommendation"), plain.stdout)
     }
 
+    /// `adapt --target-labelled` with K labels per class: the target-only, supervised and semi rows, each with
+    /// labels_per_class K; semi (source labels, K target labels and the unlabelled target) beats the K target labels
+    /// alone and source-only, and is the default model. Test examples never train: an overlap is refused.
+    func testFewTargetLabelsSemiBeatsTargetOnly() throws {
+        let unlabelled = data.appendingPathComponent("target-unlabelled.csv").path
+        let targetTest = data.appendingPathComponent("target-test.csv").path
+        let pool = data.appendingPathComponent("target-labelled.csv").path
+        let out = try toy(["adapt", "--source", trainCSV, "--target", unlabelled, "--target-test", targetTest,
+                           "--target-labelled", pool, "--target-labels-per-class", "3", "--method", "source-only",
+                           "--json", "--threads", "1"])
+        let rows = try results(out)
+        let base = accuracy(rows, "source-only", level: "features")
+        let own = accuracy(rows, "target-only", labels: 3), supervised = accuracy(rows, "supervised", labels: 3)
+        let semi = accuracy(rows, "semi", labels: 3)
+        print("toy, 3 target labels per class: source-only \(base), target-only \(own), supervised \(supervised), semi \(semi)")
+        XCTAssertGreaterThan(semi, own + 0.02)
+        XCTAssertGreaterThan(semi, base + 0.02)
+        for name in ["target-only", "supervised", "semi"] {
+            let row = try XCTUnwrap(rows.first { $0["strategy"] as? String == name })
+            XCTAssertEqual(row["labels_per_class"] as? Int, 3, name)
+            XCTAssertEqual(row["level"] as? String, "features", name)
+        }
+        let object = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as! [String: Any]
+        XCTAssertEqual((object["default_model"] as? [String: Any])?["id"] as? String, "semi-features-3")
+
+        // All of the pool (no K) and only the required options besides it.
+        let all = try toy(["adapt", "--source", trainCSV, "--target", unlabelled, "--target-labelled", pool])
+        XCTAssertEqual(all.status, 0, all.stderr)
+        XCTAssertTrue(all.stdout.contains("semi"), all.stdout)
+
+        // The test set as labelled examples: one line naming the file and the problem, no run.
+        let overlap = try toy(["adapt", "--source", trainCSV, "--target", unlabelled, "--target-test", targetTest,
+                               "--target-labelled", targetTest])
+        XCTAssertNotEqual(overlap.status, 0)
+        let lines = overlap.stderr.split(separator: "\n").filter { !$0.isEmpty }
+        XCTAssertEqual(lines.count, 1, overlap.stderr)
+        XCTAssertTrue(overlap.stderr.contains("target-test.csv") && overlap.stderr.contains("also in the target test set"), overlap.stderr)
+        let noPool = try toy(["adapt", "--source", trainCSV, "--target", unlabelled, "--target-labels-per-class", "3"])
+        XCTAssertNotEqual(noPool.status, 0)
+        XCTAssertTrue(noPool.stderr.contains("--target-labels-per-class needs --target-labelled"), noPool.stderr)
+    }
+
     func testBadInputIsOneLineAndLeavesNoRunDirectory() throws {
         let bad = Self.root.appendingPathComponent("bad")
         try FileManager.default.createDirectory(at: bad, withIntermediateDirectories: true)

@@ -55,10 +55,14 @@ extension TransferWorkflows {
     /// (k-fold cross-validation on `targetTest`: each fold is predicted by a head trained on the other folds).
     public func adapt(source: LabelledSet<D.Sample>, target: [D.Sample], targetTest: LabelledSet<D.Sample>?,
                       methods: [AdaptationMethod], levels: [AdaptationLevel], oracle: Bool,
-                      endToEndMethods: [AdaptationMethod]? = nil,
+                      endToEndMethods: [AdaptationMethod]? = nil, targetLabelled: LabelledSet<D.Sample>? = nil,
+                      targetLabelsPerClass: Int? = nil,
                       settings: AdaptationOptions = AdaptationOptions(), evalName: String) throws -> [StrategyResult] {
         guard !target.isEmpty else { throw EngineError.invalidArgument("the target set has no samples") }
         let test = try targetTest?.relabelled(to: source.classNames)
+        let labelled = try targetLabelled.map { try trainingSet($0.relabelled(to: source.classNames), labelsPerClass: targetLabelsPerClass) }
+        if let targetLabelled { try checkNoOverlap(labelled: targetLabelled, test: test) }
+        if let labelled, labelled.count == 0 { throw EngineError.invalidFile(labelled.source, "no labelled target samples") }
         var results: [StrategyResult] = []
         let fS = try features(source.samples, name: "source")
         let fT = try features(target, name: "target")
@@ -72,6 +76,13 @@ extension TransferWorkflows {
                                          methods: endToEndMethods ?? methods, settings: settings, evalName: evalName)
         }
         try scoreWithoutLabels(&results, source: source, fS: fS, target: target, fT: fT)
+        if let labelled {
+            // After the label-free scores: these rows use target labels, so they are not candidates of the label-free rule.
+            let fL = try features(labelled.samples, name: "labelled target")
+            results += try adaptWithTargetLabels(source: source, fS: fS, fT: fT, labelled: labelled, fL: fL, test: test,
+                                                 fTest: fTest, labelsPerClass: targetLabelsPerClass, settings: settings,
+                                                 evalName: evalName)
+        }
         if oracle, let test, let fTest {
             results.append(try self.oracle(test: test, fTest: fTest, settings: settings, evalName: evalName))
         }
@@ -207,9 +218,7 @@ extension TransferWorkflows {
                 let (head, history, _) = try trainHead(features: fS, labels: source.labels, classes: classes, kind: .mlp,
                                                        name: "adapt-features-\(method.rawValue)", rng: &r,
                                                        initial: initial, frozen: initial == nil ? [] : ["fc"]) { head in
-                    self.targetObjective(method, settings: settings, head: head, targetCount: fTa.shape[0]) { idx, training, rng in
-                        head.representation(Variable(idx.map { fTa.gatherRows($0) } ?? fTa), training: training, rng: &rng)
-                    }
+                    self.targetObjective(method, settings: settings, head: head, targetFeatures: fTa)
                 }
                 results.append(try headResult(method.rawValue, head, data, aligned: true, test, start, history, evalName,
                                               classNames: source.classNames))
@@ -244,6 +253,14 @@ extension TransferWorkflows {
                 let im = Variable.informationMaximisationLoss(logits: logits) * settings.shotIMWeight
                 return im + Variable.crossEntropy(logits: logits, labels: idx.map { centroidLabels[$0] }) * settings.shotPseudoWeight
             }
+        }
+    }
+
+    /// `targetObjective` on target features [N, d] (already standardised as the head expects) through `head`'s representation.
+    func targetObjective(_ method: AdaptationMethod, settings: AdaptationOptions, head: ClassifierHead,
+                         targetFeatures fT: Tensor) -> ExtraLoss {
+        targetObjective(method, settings: settings, head: head, targetCount: fT.shape[0]) { idx, training, rng in
+            head.representation(Variable(idx.map { fT.gatherRows($0) } ?? fT), training: training, rng: &rng)
         }
     }
 

@@ -1,0 +1,60 @@
+import Foundation
+
+/// Adaptation with a few labelled target examples besides the unlabelled target: supervised (source and target
+/// labels) and semi-supervised (those and the unlabelled target), next to the target-only baseline. Feature level.
+extension TransferWorkflows {
+    /// Refuses labelled target examples that are also test examples (by content: `cacheKey`, never file names).
+    public func checkNoOverlap(labelled: LabelledSet<D.Sample>, test: LabelledSet<D.Sample>?) throws {
+        guard let test else { return }
+        let testKeys = Set(test.samples.map(domain.cacheKey))
+        let shared = labelled.samples.filter { testKeys.contains(domain.cacheKey($0)) }
+        guard shared.isEmpty else {
+            throw EngineError.invalidFile(labelled.source, "\(shared.count) of its samples are also in the target test set \(test.source) (same content, e.g. \(domain.describe(shared[0]))): test examples must never train")
+        }
+    }
+
+    /// Three rows, each with `labelsPerClass` (nil: every labelled example was used):
+    /// - `target-only`: a head (`options.head`, as `extract`) trained on the labelled target examples alone;
+    /// - `supervised`: a head trained on the source and the labelled target together, each domain standardised
+    ///   with its own statistics (as the adaptation methods do) and the target examples repeated until both
+    ///   domains weigh the same in the loss (MME's and FixMatch-style labelled batches are half source, half target);
+    /// - `semi`: the same, plus the Minimum Class Confusion loss on the unlabelled target (the unsupervised method
+    ///   with the best mean accuracy over the development shifts, docs/adaptation-shifts.md): the target labels
+    ///   anchor the classes that MCC otherwise has to guess.
+    /// `labelled` is already reduced to `labelsPerClass`; `fL` are its features.
+    func adaptWithTargetLabels(source: LabelledSet<D.Sample>, fS: Tensor, fT: Tensor, labelled: LabelledSet<D.Sample>,
+                               fL: Tensor, test: LabelledSet<D.Sample>?, fTest: Tensor?, labelsPerClass: Int?,
+                               settings: AdaptationOptions, evalName: String) throws -> [StrategyResult] {
+        let classes = source.classNames.count
+        let tag = "\(labelsPerClass ?? 0)"
+        var results: [StrategyResult] = []
+
+        var start = Date()
+        var rng = RNG(seed: options.seed &+ 0x7A11)
+        let (own, ownHistory, _) = try trainHead(features: fL, labels: labelled.labels, classes: classes, kind: options.head,
+                                                 name: "target-only-\(tag)", rng: &rng)
+        results.append(result("target-only", .features, test.map { evaluate(own, fTest!, $0) }, start, ownHistory, evalName,
+                              model: SavedModel(kind: .head, head: own, classNames: source.classNames)))
+
+        let data = FeatureDomains(source: fS, target: fT, test: fTest)
+        let fTa = data.targetAligned
+        let fLa = ClassifierHead.align(fL, from: data.targetStatistics, to: data.sourceStatistics)
+        let repeats = max(1, Int((Double(fS.shape[0]) / Double(max(fL.shape[0], 1))).rounded()))
+        let rows = (0..<repeats).flatMap { _ in 0..<fL.shape[0] }
+        let x = Tensor.concatenateRows([fS, fLa.gatherRows(rows)])
+        let y = source.labels + rows.map { labelled.labels[$0] }
+        for semi in [false, true] {
+            start = Date()
+            var r = RNG(seed: options.seed &+ (semi ? 0x5E41 : 0x5C9E))
+            let (head, history, _) = try trainHead(features: x, labels: y, classes: classes, kind: .mlp,
+                                                   name: "\(semi ? "semi" : "supervised")-\(tag)", rng: &r,
+                                                   extra: !semi ? nil : { head in
+                self.targetObjective(.mcc, settings: settings, head: head, targetFeatures: fTa)
+            })
+            results.append(try headResult(semi ? "semi" : "supervised", head, data, aligned: true, test, start, history,
+                                          evalName, classNames: source.classNames))
+        }
+        for i in results.indices { results[i].labelsPerClass = labelsPerClass }
+        return results
+    }
+}
