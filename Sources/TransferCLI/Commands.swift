@@ -168,6 +168,7 @@ extension TrainingCommand {
                 try run.finish()
             }
             var notes = outcome.notes
+            if let search = outcome.results.compactMap(\.depthSearch).first { notes.append(search.summary) }
             if let (id, reason) = outcome.defaultModel { notes.append("default model: \(id) (\(reason))") }
             if let run { notes.append("run saved to \(run.final.path)") }
             Output.print(app: D.appName, command: name, results: outcome.results, defaultModel: outcome.defaultModel,
@@ -306,17 +307,20 @@ struct ExtractCommand<D: CommandLineDomain>: TrainingCommand {
 /// Parses `--unfreeze K|all`.
 struct UnfreezeCount: ExpressibleByArgument {
     var value: Int
+    /// `auto`: the depth is chosen by validation accuracy among `DepthSearch.candidates`.
+    var auto = false
     init?(argument: String) {
         if argument == "all" { value = Int.max; return }
-        guard let k = Int(argument), k >= 1 else { return nil }
+        if argument == "auto" { value = 2; auto = true; return }
+        guard let k = Int(argument), k >= 0 else { return nil }
         value = k
     }
     init(_ k: Int) { value = k }
-    var defaultValueDescription: String { value == Int.max ? "all" : String(value) }
+    var defaultValueDescription: String { auto ? "auto" : value == Int.max ? "all" : String(value) }
 }
 
 struct FineTuneOptions: ParsableArguments {
-    @Option(help: "Top blocks of the backbone to train: a number, or all.")
+    @Option(help: "Top blocks of the backbone to train: a number (0: the head alone), all, or auto (each of 0-4 blocks fine-tuned, the one most accurate on the validation split of the labelled training data kept; end-to-end adapt chooses it on the source).")
     var unfreeze = UnfreezeCount(2)
     @Option(help: "Backbone learning rate = head learning rate x this (discriminative learning rates).")
     var backboneLrMult: Float = 0.1
@@ -327,6 +331,7 @@ struct FineTuneOptions: ParsableArguments {
 
     func apply(to o: inout WorkflowOptions) {
         o.unfreeze = unfreeze.value
+        o.unfreezeCandidates = unfreeze.auto ? DepthSearch.candidates : nil
         o.backboneLRMultiplier = backboneLrMult
         o.gradualUnfreezing = gradual
         o.augment = augment

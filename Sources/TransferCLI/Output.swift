@@ -4,7 +4,7 @@ import TransferEngine
 /// Results on stdout (a table, or exactly one JSON object) and the artefacts of a run directory.
 enum Output {
     /// The stable JSON shape documented in the README (later keys are additive: `eval_set`, `label_free`,
-    /// `chosen`, `default_model`).
+    /// `chosen`, `default_model`, `unfreeze`).
     static func json(app: String, command: String, results: [StrategyResult],
                      defaultModel: (identifier: String, reason: String)? = nil) -> String {
         let rows: [[String: Any]] = results.map { r in
@@ -20,6 +20,7 @@ enum Output {
             ]
             if let scores = r.labelFree { row["label_free"] = jsonObject(scores) }
             if let chosen = r.chosen { row["chosen"] = chosen }
+            if let search = r.depthSearch { row["unfreeze"] = jsonObject(search) }
             return row
         }
         var object: [String: Any] = ["app": app, "command": command, "results": rows]
@@ -140,6 +141,7 @@ enum Output {
         // The default model for evaluate/predict: the command's choice, made without test labels.
         record.defaultModel = outcome.defaultModel?.identifier
         record.defaultReason = outcome.defaultModel?.reason
+        record.unfreeze = results.compactMap(\.depthSearch).first
         let summary = Output.json(app: app, command: command, results: results, defaultModel: outcome.defaultModel)
         var metrics = try JSONSerialization.jsonObject(with: Data(summary.utf8)) as! [String: Any]
         metrics["details"] = detailed

@@ -31,6 +31,8 @@ final class RunDirectory: TrainingCheckpointer {
         var defaultModel: String?
         /// Why `defaultModel` was chosen (never a test accuracy).
         var defaultReason: String?
+        /// With `--unfreeze auto`: the depths tried, their validation accuracy and the depth chosen.
+        var unfreeze: DepthSearch?
         var created: String
     }
 

@@ -248,6 +248,34 @@ extension ToyWorkflowTests {
         XCTAssertTrue(noPool.stderr.contains("--target-labels-per-class needs --target-labelled"), noPool.stderr)
     }
 
+    /// `finetune --unfreeze auto` with only its required options: every depth of the toy backbone (0-2 blocks) is
+    /// tried, the most accurate on validation is kept (the shallowest on a tie), and it is the very model
+    /// `--unfreeze <that depth>` trains; run.json records the search. End-to-end adapt chooses its depth the same way.
+    func testUnfreezeAutoChoosesTheDepthByValidation() throws {
+        let runs = Self.root.appendingPathComponent("runs-unfreeze")
+        try? FileManager.default.removeItem(at: runs)
+        let out = try toy(["finetune", "--train", trainCSV, "--test", testCSV, "--unfreeze", "auto", "--no-baseline",
+                           "--out", runs.appendingPathComponent("auto").path, "--json", "--threads", "1"])
+        let row = try XCTUnwrap(try results(out).first { $0["strategy"] as? String == "finetune" })
+        let search = try XCTUnwrap(row["unfreeze"] as? [String: Any], "\(row)")
+        let curve = try XCTUnwrap(search["curve"] as? [[String: Any]])
+        XCTAssertEqual(curve.map { $0["blocks"] as? Int }, [0, 1, 2])
+        let scores = curve.map { $0["validation_accuracy"] as! Double }
+        let chosen = try XCTUnwrap(search["chosen"] as? Int)
+        XCTAssertEqual(chosen, scores.firstIndex(of: scores.max()!)!, "the most accurate depth, the shallowest on a tie")
+        let record = try JSONSerialization.jsonObject(with: Data(contentsOf: runs.appendingPathComponent("auto/run.json"))) as! [String: Any]
+        XCTAssertEqual((record["unfreeze"] as? [String: Any])?["chosen"] as? Int, chosen)
+        let fixed = try results(try toy(["finetune", "--train", trainCSV, "--test", testCSV, "--unfreeze", "\(chosen)",
+                                         "--no-baseline", "--json", "--threads", "1"]))
+        print("toy --unfreeze auto: validation \(scores), chose \(chosen); test \(accuracy([row], "finetune"))")
+        XCTAssertEqual(accuracy([row], "finetune"), accuracy(fixed, "finetune"), "auto keeps the model of the depth it chose")
+
+        let adapted = try results(try toy(["adapt", "--source", trainCSV, "--target", data.appendingPathComponent("target-unlabelled.csv").path,
+                                           "--level", "end-to-end", "--method", "source-only", "--unfreeze", "auto", "--json", "--threads", "1"]))
+        let e2e = try XCTUnwrap(adapted.first { $0["level"] as? String == "end-to-end" })
+        XCTAssertNotNil((e2e["unfreeze"] as? [String: Any])?["chosen"] as? Int, "\(e2e)")
+    }
+
     func testBadInputIsOneLineAndLeavesNoRunDirectory() throws {
         let bad = Self.root.appendingPathComponent("bad")
         try FileManager.default.createDirectory(at: bad, withIntermediateDirectories: true)

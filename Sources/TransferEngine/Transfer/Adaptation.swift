@@ -358,6 +358,18 @@ extension TransferWorkflows {
                        methods: [AdaptationMethod], settings: AdaptationOptions, evalName: String) throws -> [StrategyResult] {
         let classes = source.classNames.count
         var results: [StrategyResult] = []
+        // `--unfreeze auto`: the depth that fine-tunes the source best (on its validation split) trains every method.
+        var search: DepthSearch?
+        let savedDepth = options.unfreeze
+        defer { options.unfreeze = savedDepth }
+        if let candidates = options.unfreezeCandidates {
+            var r = RNG(seed: options.seed)
+            let probe = try trainHead(features: fS, labels: source.labels, classes: classes, kind: .mlp,
+                                      name: "adapt-e2e-depth-probe", rng: &r).head
+            search = try searchDepth(candidates, head: probe, samples: source.samples, labels: source.labels,
+                                     classes: classes, name: "adapt-e2e-source", rng: &r).search
+            options.unfreeze = search!.chosen
+        }
         let bb = try backbone()
         let first = bb.blocks.count - min(options.unfreeze, bb.blocks.count)
         // Target activations below the trained blocks, computed once (the frozen part never changes).
@@ -457,6 +469,7 @@ extension TransferWorkflows {
                                       probe + tuned.history, evalName, model: tuned.model.saved(classNames: source.classNames)))
             }
         }
+        for i in results.indices { results[i].depthSearch = search }
         return results
     }
 

@@ -15,6 +15,8 @@ public struct StrategyResult: Codable {
     public var labelFree: LabelFreeScores?
     /// For the "auto" row: the identifier of the model the label-free rule chose.
     public var chosen: String?
+    /// With `--unfreeze auto`: the depths tried and the one chosen.
+    public var depthSearch: DepthSearch?
     /// Labelled training examples per class, nil when all were used.
     public var labelsPerClass: Int?
     /// nil when there was no labelled set to evaluate on.
@@ -30,7 +32,7 @@ public struct StrategyResult: Codable {
     public var macroF1: Double? { report?.macroF1 }
 
     enum CodingKeys: String, CodingKey {
-        case strategy, level, eval, evaluatedOn, labelFree, chosen, labelsPerClass, report, trainSeconds, history
+        case strategy, level, eval, evaluatedOn, labelFree, chosen, depthSearch, labelsPerClass, report, trainSeconds, history
     }
 
     /// Where a result's accuracy comes from.
@@ -55,6 +57,26 @@ public struct StrategyResult: Codable {
     /// A short identifier: strategy, level and labels per class ("finetune-10", "dann-end-to-end").
     public var identifier: String {
         [strategy, level, labelsPerClass.map { "\($0)" }].compactMap { $0 }.joined(separator: "-")
+    }
+}
+
+/// How many top blocks `--unfreeze auto` trained: every candidate depth fine-tuned from the same linear probe on
+/// the same training split, scored on the validation split of the labelled training data (never a test set);
+/// the most accurate depth wins, the shallower on a tie (cheaper, and less to overfit with few labels).
+public struct DepthSearch: Codable, Sendable, Equatable {
+    public struct Point: Codable, Sendable, Equatable {
+        public var blocks: Int
+        public var validationAccuracy: Double
+    }
+    public var curve: [Point]
+    public var chosen: Int
+    /// The depths `--unfreeze auto` tries (capped at the backbone's block count): 0 (the linear probe alone) to 4.
+    public static let candidates = [0, 1, 2, 3, 4]
+
+    /// One line for the console: each depth's validation accuracy and the choice.
+    public var summary: String {
+        "--unfreeze auto: validation accuracy " + curve.map { String(format: "%d blocks %.3f", $0.blocks, $0.validationAccuracy) }
+            .joined(separator: ", ") + "; chose \(chosen)"
     }
 }
 
@@ -165,6 +187,9 @@ public struct WorkflowOptions {
     }()
     /// Top blocks to unfreeze when fine-tuning (Int.max: all).
     public var unfreeze = 2
+    /// When set, `unfreeze` is chosen among these depths by accuracy on the validation split of the labelled
+    /// training data (`--unfreeze auto`; see `DepthSearch`).
+    public var unfreezeCandidates: [Int]?
     /// Backbone learning rate = head learning rate x this (discriminative learning rates).
     public var backboneLRMultiplier: Float = 0.1
     /// Unfreeze one more block per epoch (top first) until `unfreeze` are trainable.
@@ -448,15 +473,67 @@ public final class TransferWorkflows<D: TransferDomain> {
         let (head, probeHistory, _) = try trainHead(features: fTrain, labels: set.labels, classes: classes, kind: options.head,
                                                     name: "finetune-probe-\(labelsPerClass ?? 0)", rng: &rng)
         // 2. Unfreeze the top blocks and train them with the head.
-        let tuned = try trainTop(head: head, samples: set.samples, labels: set.labels, classes: classes,
-                                 name: "finetune-\(labelsPerClass ?? 0)", rng: &rng)
+        let name = "finetune-\(labelsPerClass ?? 0)"
+        var search: DepthSearch?
+        let tuned: (model: FineTuned, history: [EpochLog], validation: [Int])
+        if let candidates = options.unfreezeCandidates {
+            (tuned, search) = try searchDepth(candidates, head: head, samples: set.samples, labels: set.labels,
+                                              classes: classes, name: name, rng: &rng)
+        } else {
+            tuned = try trainTop(head: head, samples: set.samples, labels: set.labels, classes: classes, name: name, rng: &rng)
+        }
         let seconds = Date().timeIntervalSince(start)
         let report = try test.map { try evaluate(tuned.model, $0, name: evalName) }
             ?? validationReport(set, tuned.validation) { try evaluate(tuned.model, $0, name: "validation") }
-        return (StrategyResult(strategy: "finetune", level: nil, eval: test == nil ? "validation" : evalName,
-                               evaluatedOn: test == nil ? .validation : .test, labelsPerClass: labelsPerClass,
-                               report: report, trainSeconds: seconds, history: probeHistory + tuned.history,
-                               model: tuned.model.saved(classNames: set.classNames)), tuned.model)
+        var result = StrategyResult(strategy: "finetune", level: nil, eval: test == nil ? "validation" : evalName,
+                                    evaluatedOn: test == nil ? .validation : .test, labelsPerClass: labelsPerClass,
+                                    report: report, trainSeconds: seconds, history: probeHistory + tuned.history,
+                                    model: tuned.model.saved(classNames: set.classNames))
+        result.depthSearch = search
+        return (result, tuned.model)
+    }
+
+    /// `--unfreeze auto`: `trainTop` at every candidate depth (capped at the block count), each from a copy of the
+    /// probe `head` and the same random state (so the same training/validation split), scored by accuracy on the
+    /// validation split; returns the most accurate (the shallowest on a tie) with the curve.
+    func searchDepth(_ candidates: [Int], head: ClassifierHead, samples: [D.Sample], labels: [Int], classes: Int,
+                     name: String, rng: inout RNG) throws
+        -> (tuned: (model: FineTuned, history: [EpochLog], validation: [Int]), search: DepthSearch) {
+        let blocks = try backbone().blocks.count
+        let depths = Array(Set(candidates.map { min(max($0, 0), blocks) })).sorted()
+        let probe = head.stateDict()
+        let saved = options.unfreeze
+        defer { options.unfreeze = saved }
+        let start = rng
+        var best: (accuracy: Double, depth: Int, tuned: (model: FineTuned, history: [EpochLog], validation: [Int]),
+                   backbone: [String: Tensor], head: [String: Tensor], rng: RNG)?
+        var curve: [DepthSearch.Point] = []
+        for depth in depths {
+            var r = start
+            var unused = RNG(seed: 0)   // the probe weights replace these
+            let h = ClassifierHead(kind: head.kind, inputs: head.inputs, classes: classes, hidden: head.hidden, rng: &unused)
+            try h.load(probe, source: "linear probe")
+            options.unfreeze = depth
+            let tuned = try trainTop(head: h, samples: samples, labels: labels, classes: classes,
+                                     name: "\(name)-depth-\(depth)", rng: &r)
+            guard !tuned.validation.isEmpty else {
+                throw EngineError.invalidArgument("--unfreeze auto chooses the depth on a validation split of the labelled training data, and \(labels.count) samples are too few to hold one out (it needs 50); give a number of blocks instead")
+            }
+            let y = tuned.validation.map { labels[$0] }
+            let f = try features(tuned.model, tuned.validation.map { samples[$0] }, name: "validation at depth \(depth)")
+            let accuracy = Double(zip(probabilities(tuned.model.head, f).argmaxRows(), y).filter { $0 == $1 }.count) / Double(y.count)
+            curve.append(.init(blocks: depth, validationAccuracy: accuracy))
+            if best == nil || accuracy > best!.accuracy {
+                best = (accuracy, depth, tuned, tuned.model.backbone.stateDict(), h.stateDict(), r)
+            }
+        }
+        guard let best else { throw EngineError.invalidArgument("--unfreeze auto: no candidate depth") }
+        // The backbone object is shared by the candidates: put the chosen one's weights back.
+        let model = best.tuned.model
+        try model.backbone.load(best.backbone, source: "depth \(best.depth)")
+        try model.head.load(best.head, source: "depth \(best.depth)")
+        rng = best.rng
+        return (best.tuned, DepthSearch(curve: curve, chosen: best.depth))
     }
 
     /// Trains the top blocks of the pretrained backbone together with `head` on labelled samples, plus an
