@@ -47,8 +47,9 @@ struct HTMLReport {
             }
             if let d = r.depthSearch {
                 section.append("<p>--unfreeze auto: \(d.chosen) top blocks trained, the most accurate depth on the validation split of the labelled training data (never the test set).</p>"
-                               + table(["top blocks trained", "validation accuracy"],
-                                       d.curve.map { ["\($0.blocks)" + ($0.blocks == d.chosen ? " (chosen)" : ""), fmt($0.validationAccuracy)] }))
+                               + table(["top blocks trained", "validation accuracy", "test accuracy (reported only)"],
+                                       d.curve.map { ["\($0.blocks)" + ($0.blocks == d.chosen ? " (chosen)" : ""), fmt($0.validationAccuracy),
+                                                      $0.testAccuracy.map(fmt) ?? "-"] }))
             }
             if let s = r.labelFree {
                 section.append("<p>Without target labels: ensemble agreement \(s.ensembleAgreement.map(fmt) ?? "-"), reverse validation \(fmt(s.reverseValidation)), information maximisation \(fmt(s.informationMaximisation)), agreement with source-only \(s.agreementWithSourceOnly.map(fmt) ?? "-"); predicted target proportions \(s.predictedProportions.map { String(format: "%.2f", $0) }.joined(separator: " "))</p>")

@@ -67,6 +67,8 @@ public struct DepthSearch: Codable, Sendable, Equatable {
     public struct Point: Codable, Sendable, Equatable {
         public var blocks: Int
         public var validationAccuracy: Double
+        /// On the test set when one was given: reported next to the curve, never used to choose.
+        public var testAccuracy: Double?
     }
     public var curve: [Point]
     public var chosen: Int
@@ -77,6 +79,7 @@ public struct DepthSearch: Codable, Sendable, Equatable {
     public var summary: String {
         "--unfreeze auto: validation accuracy " + curve.map { String(format: "%d blocks %.3f", $0.blocks, $0.validationAccuracy) }
             .joined(separator: ", ") + "; chose \(chosen)"
+            + (curve.allSatisfy { $0.testAccuracy != nil } ? " (test, reported only: " + curve.map { String(format: "%.3f", $0.testAccuracy!) }.joined(separator: ", ") + ")" : "")
     }
 }
 
@@ -478,7 +481,7 @@ public final class TransferWorkflows<D: TransferDomain> {
         let tuned: (model: FineTuned, history: [EpochLog], validation: [Int])
         if let candidates = options.unfreezeCandidates {
             (tuned, search) = try searchDepth(candidates, head: head, samples: set.samples, labels: set.labels,
-                                              classes: classes, name: name, rng: &rng)
+                                              classes: classes, name: name, rng: &rng, reportingOn: test)
         } else {
             tuned = try trainTop(head: head, samples: set.samples, labels: set.labels, classes: classes, name: name, rng: &rng)
         }
@@ -495,9 +498,10 @@ public final class TransferWorkflows<D: TransferDomain> {
 
     /// `--unfreeze auto`: `trainTop` at every candidate depth (capped at the block count), each from a copy of the
     /// probe `head` and the same random state (so the same training/validation split), scored by accuracy on the
-    /// validation split; returns the most accurate (the shallowest on a tie) with the curve.
+    /// validation split; returns the most accurate (the shallowest on a tie) with the curve. Each depth's accuracy
+    /// on `reportingOn` is only reported.
     func searchDepth(_ candidates: [Int], head: ClassifierHead, samples: [D.Sample], labels: [Int], classes: Int,
-                     name: String, rng: inout RNG) throws
+                     name: String, rng: inout RNG, reportingOn test: LabelledSet<D.Sample>? = nil) throws
         -> (tuned: (model: FineTuned, history: [EpochLog], validation: [Int]), search: DepthSearch) {
         let blocks = try backbone().blocks.count
         let depths = Array(Set(candidates.map { min(max($0, 0), blocks) })).sorted()
@@ -522,7 +526,8 @@ public final class TransferWorkflows<D: TransferDomain> {
             let y = tuned.validation.map { labels[$0] }
             let f = try features(tuned.model, tuned.validation.map { samples[$0] }, name: "validation at depth \(depth)")
             let accuracy = Double(zip(probabilities(tuned.model.head, f).argmaxRows(), y).filter { $0 == $1 }.count) / Double(y.count)
-            curve.append(.init(blocks: depth, validationAccuracy: accuracy))
+            let tested = try test.map { try evaluate(tuned.model, $0, name: "test at depth \(depth)").accuracy }
+            curve.append(.init(blocks: depth, validationAccuracy: accuracy, testAccuracy: tested))
             if best == nil || accuracy > best!.accuracy {
                 best = (accuracy, depth, tuned, tuned.model.backbone.stateDict(), h.stateDict(), r)
             }
