@@ -46,9 +46,9 @@ struct HTMLReport {
                 section.append("<div class=row>" + perClass(report) + confusion + "</div>")
             }
             if let d = r.depthSearch {
-                section.append("<p>--unfreeze auto: \(d.chosen) top blocks trained, the most accurate depth on the validation split of the labelled training data (never the test set).</p>"
-                               + table(["top blocks trained", "validation accuracy", "test accuracy (reported only)"],
-                                       d.curve.map { ["\($0.blocks)" + ($0.blocks == d.chosen ? " (chosen)" : ""), fmt($0.validationAccuracy),
+                section.append("<p>--unfreeze auto: \(d.chosen) top blocks trained, the most accurate depth on the validation split of the labelled training data, the lower validation loss on a tie (never the test set).</p>"
+                               + table(["top blocks trained", "validation accuracy", "validation loss", "test accuracy (reported only)"],
+                                       d.curve.map { ["\($0.blocks)" + ($0.blocks == d.chosen ? " (chosen)" : ""), fmt($0.validationAccuracy), fmt($0.validationLoss),
                                                       $0.testAccuracy.map(fmt) ?? "-"] }))
             }
             if let s = r.labelFree {

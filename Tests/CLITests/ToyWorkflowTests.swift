@@ -249,7 +249,7 @@ extension ToyWorkflowTests {
     }
 
     /// `finetune --unfreeze auto` with only its required options: every depth of the toy backbone (0-2 blocks) is
-    /// tried, the most accurate on validation is kept (the shallowest on a tie), and it is the very model
+    /// tried, the most accurate on validation is kept (the lower validation loss on a tie), and it is the very model
     /// `--unfreeze <that depth>` trains; run.json records the search. End-to-end adapt chooses its depth the same way.
     func testUnfreezeAutoChoosesTheDepthByValidation() throws {
         let runs = Self.root.appendingPathComponent("runs-unfreeze")
@@ -260,9 +260,9 @@ extension ToyWorkflowTests {
         let search = try XCTUnwrap(row["unfreeze"] as? [String: Any], "\(row)")
         let curve = try XCTUnwrap(search["curve"] as? [[String: Any]])
         XCTAssertEqual(curve.map { $0["blocks"] as? Int }, [0, 1, 2])
-        let scores = curve.map { $0["validation_accuracy"] as! Double }
+        let scores = curve.map { ($0["validation_accuracy"] as! Double, -($0["validation_loss"] as! Double)) }
         let chosen = try XCTUnwrap(search["chosen"] as? Int)
-        XCTAssertEqual(chosen, scores.firstIndex(of: scores.max()!)!, "the most accurate depth, the shallowest on a tie")
+        XCTAssertEqual(chosen, scores.indices.max { scores[$0] < scores[$1] }, "the most accurate depth, the lower loss on a tie")
         let record = try JSONSerialization.jsonObject(with: Data(contentsOf: runs.appendingPathComponent("auto/run.json"))) as! [String: Any]
         XCTAssertEqual((record["unfreeze"] as? [String: Any])?["chosen"] as? Int, chosen)
         let fixed = try results(try toy(["finetune", "--train", trainCSV, "--test", testCSV, "--unfreeze", "\(chosen)",

@@ -62,11 +62,14 @@ public struct StrategyResult: Codable {
 
 /// How many top blocks `--unfreeze auto` trained: every candidate depth fine-tuned from the same linear probe on
 /// the same training split, scored on the validation split of the labelled training data (never a test set);
-/// the most accurate depth wins, the shallower on a tie (cheaper, and less to overfit with few labels).
+/// the most accurate depth wins; on a tie, the lower validation loss (then the shallower).
 public struct DepthSearch: Codable, Sendable, Equatable {
     public struct Point: Codable, Sendable, Equatable {
         public var blocks: Int
         public var validationAccuracy: Double
+        /// Mean cross-entropy on the validation split: breaks ties of accuracy (a validation split of 50 samples
+        /// moves in steps of 2 points, and depths often tie).
+        public var validationLoss: Double
         /// On the test set when one was given: reported next to the curve, never used to choose.
         public var testAccuracy: Double?
     }
@@ -77,7 +80,7 @@ public struct DepthSearch: Codable, Sendable, Equatable {
 
     /// One line for the console: each depth's validation accuracy and the choice.
     public var summary: String {
-        "--unfreeze auto: validation accuracy " + curve.map { String(format: "%d blocks %.3f", $0.blocks, $0.validationAccuracy) }
+        "--unfreeze auto: validation accuracy (loss) " + curve.map { String(format: "%d blocks %.3f (%.3f)", $0.blocks, $0.validationAccuracy, $0.validationLoss) }
             .joined(separator: ", ") + "; chose \(chosen)"
             + (curve.allSatisfy { $0.testAccuracy != nil } ? " (test, reported only: " + curve.map { String(format: "%.3f", $0.testAccuracy!) }.joined(separator: ", ") + ")" : "")
     }
@@ -509,7 +512,7 @@ public final class TransferWorkflows<D: TransferDomain> {
         let saved = options.unfreeze
         defer { options.unfreeze = saved }
         let start = rng
-        var best: (accuracy: Double, depth: Int, tuned: (model: FineTuned, history: [EpochLog], validation: [Int]),
+        var best: (accuracy: Double, loss: Double, depth: Int, tuned: (model: FineTuned, history: [EpochLog], validation: [Int]),
                    backbone: [String: Tensor], head: [String: Tensor], rng: RNG)?
         var curve: [DepthSearch.Point] = []
         for depth in depths {
@@ -525,11 +528,13 @@ public final class TransferWorkflows<D: TransferDomain> {
             }
             let y = tuned.validation.map { labels[$0] }
             let f = try features(tuned.model, tuned.validation.map { samples[$0] }, name: "validation at depth \(depth)")
-            let accuracy = Double(zip(probabilities(tuned.model.head, f).argmaxRows(), y).filter { $0 == $1 }.count) / Double(y.count)
+            let p = probabilities(tuned.model.head, f)
+            let accuracy = Double(zip(p.argmaxRows(), y).filter { $0 == $1 }.count) / Double(y.count)
+            let loss = y.enumerated().reduce(0.0) { $0 - Foundation.log(max(Double(p[flat: $1.offset * classes + $1.element]), 1e-12)) } / Double(y.count)
             let tested = try test.map { try evaluate(tuned.model, $0, name: "test at depth \(depth)").accuracy }
-            curve.append(.init(blocks: depth, validationAccuracy: accuracy, testAccuracy: tested))
-            if best == nil || accuracy > best!.accuracy {
-                best = (accuracy, depth, tuned, tuned.model.backbone.stateDict(), h.stateDict(), r)
+            curve.append(.init(blocks: depth, validationAccuracy: accuracy, validationLoss: loss, testAccuracy: tested))
+            if best == nil || accuracy > best!.accuracy || (accuracy == best!.accuracy && loss < best!.loss) {
+                best = (accuracy, loss, depth, tuned, tuned.model.backbone.stateDict(), h.stateDict(), r)
             }
         }
         guard let best else { throw EngineError.invalidArgument("--unfreeze auto: no candidate depth") }
