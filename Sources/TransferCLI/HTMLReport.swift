@@ -46,8 +46,8 @@ struct HTMLReport {
                 section.append("<div class=row>" + perClass(report) + confusion + "</div>")
             }
             if let d = r.depthSearch {
-                section.append("<p>--unfreeze auto: \(d.chosen) top blocks trained, the most accurate depth on the validation split of the labelled training data, the lower validation loss on a tie (never the test set).</p>"
-                               + table(["top blocks trained", "validation accuracy", "validation loss", "test accuracy (reported only)"],
+                section.append("<p>--unfreeze auto: \(d.chosen) top blocks trained. Each depth was fine-tuned on four fifths of the labelled training data and scored on the fifth held out (the most accurate wins, then the lower loss; never the test set); the model was then trained at that depth on all of it.</p>"
+                               + table(["top blocks trained", "held-out accuracy", "held-out loss", "test accuracy (of the four-fifths model; reported only)"],
                                        d.curve.map { ["\($0.blocks)" + ($0.blocks == d.chosen ? " (chosen)" : ""), fmt($0.validationAccuracy), fmt($0.validationLoss),
                                                       $0.testAccuracy.map(fmt) ?? "-"] }))
             }

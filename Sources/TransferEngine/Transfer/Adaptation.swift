@@ -363,11 +363,8 @@ extension TransferWorkflows {
         let savedDepth = options.unfreeze
         defer { options.unfreeze = savedDepth }
         if let candidates = options.unfreezeCandidates {
-            var r = RNG(seed: options.seed)
-            let probe = try trainHead(features: fS, labels: source.labels, classes: classes, kind: .mlp,
-                                      name: "adapt-e2e-depth-probe", rng: &r).head
-            search = try searchDepth(candidates, head: probe, samples: source.samples, labels: source.labels,
-                                     classes: classes, name: "adapt-e2e-source", rng: &r).search
+            search = try searchDepth(candidates, samples: source.samples, labels: source.labels, classes: classes,
+                                     headKind: .mlp, name: "adapt-e2e-source")
             options.unfreeze = search!.chosen
         }
         let bb = try backbone()

@@ -60,9 +60,9 @@ public struct StrategyResult: Codable {
     }
 }
 
-/// How many top blocks `--unfreeze auto` trained: every candidate depth fine-tuned from the same linear probe on
-/// the same training split, scored on the validation split of the labelled training data (never a test set);
-/// the most accurate depth wins; on a tie, the lower validation loss (then the shallower).
+/// How many top blocks `--unfreeze auto` trained: every candidate depth fine-tuned on four fifths of the labelled
+/// training data and scored on the fifth held out (never a test set); the most accurate depth wins, on a tie the
+/// lower held-out loss (then the shallower). See `TransferWorkflows.searchDepth`.
 public struct DepthSearch: Codable, Sendable, Equatable {
     public struct Point: Codable, Sendable, Equatable {
         public var blocks: Int
@@ -77,12 +77,14 @@ public struct DepthSearch: Codable, Sendable, Equatable {
     public var chosen: Int
     /// The depths `--unfreeze auto` tries (capped at the backbone's block count): 0 (the linear probe alone) to 4.
     public static let candidates = [0, 1, 2, 3, 4]
+    /// The share of the labelled samples held out to score the depths (Keras's customary validation_split).
+    public static let heldOutFraction = 0.2
 
     /// One line for the console: each depth's validation accuracy and the choice.
     public var summary: String {
-        "--unfreeze auto: validation accuracy (loss) " + curve.map { String(format: "%d blocks %.3f (%.3f)", $0.blocks, $0.validationAccuracy, $0.validationLoss) }
+        "--unfreeze auto: held-out accuracy (loss) " + curve.map { String(format: "%d blocks %.3f (%.3f)", $0.blocks, $0.validationAccuracy, $0.validationLoss) }
             .joined(separator: ", ") + "; chose \(chosen)"
-            + (curve.allSatisfy { $0.testAccuracy != nil } ? " (test, reported only: " + curve.map { String(format: "%.3f", $0.testAccuracy!) }.joined(separator: ", ") + ")" : "")
+            + (curve.allSatisfy { $0.testAccuracy != nil } ? " (test of the four-fifths models, reported only: " + curve.map { String(format: "%.3f", $0.testAccuracy!) }.joined(separator: ", ") + ")" : "")
     }
 }
 
@@ -480,14 +482,14 @@ public final class TransferWorkflows<D: TransferDomain> {
                                                     name: "finetune-probe-\(labelsPerClass ?? 0)", rng: &rng)
         // 2. Unfreeze the top blocks and train them with the head.
         let name = "finetune-\(labelsPerClass ?? 0)"
-        var search: DepthSearch?
-        let tuned: (model: FineTuned, history: [EpochLog], validation: [Int])
-        if let candidates = options.unfreezeCandidates {
-            (tuned, search) = try searchDepth(candidates, head: head, samples: set.samples, labels: set.labels,
-                                              classes: classes, name: name, rng: &rng, reportingOn: test)
-        } else {
-            tuned = try trainTop(head: head, samples: set.samples, labels: set.labels, classes: classes, name: name, rng: &rng)
+        let search = try options.unfreezeCandidates.map {
+            try searchDepth($0, samples: set.samples, labels: set.labels, classes: classes, headKind: options.head,
+                            name: name, reportingOn: test)
         }
+        let saved = options.unfreeze
+        defer { options.unfreeze = saved }
+        if let search { options.unfreeze = search.chosen }
+        let tuned = try trainTop(head: head, samples: set.samples, labels: set.labels, classes: classes, name: name, rng: &rng)
         let seconds = Date().timeIntervalSince(start)
         let report = try test.map { try evaluate(tuned.model, $0, name: evalName) }
             ?? validationReport(set, tuned.validation) { try evaluate(tuned.model, $0, name: "validation") }
@@ -499,51 +501,47 @@ public final class TransferWorkflows<D: TransferDomain> {
         return (result, tuned.model)
     }
 
-    /// `--unfreeze auto`: `trainTop` at every candidate depth (capped at the block count), each from a copy of the
-    /// probe `head` and the same random state (so the same training/validation split), scored by accuracy on the
-    /// validation split; returns the most accurate (the shallowest on a tie) with the curve. Each depth's accuracy
-    /// on `reportingOn` is only reported.
-    func searchDepth(_ candidates: [Int], head: ClassifierHead, samples: [D.Sample], labels: [Int], classes: Int,
-                     name: String, rng: inout RNG, reportingOn test: LabelledSet<D.Sample>? = nil) throws
-        -> (tuned: (model: FineTuned, history: [EpochLog], validation: [Int]), search: DepthSearch) {
+    /// `--unfreeze auto`: a fifth of the labelled samples (stratified, seeded) is held out; on the rest a linear
+    /// probe is trained and, from a copy of it, `trainTop` at every candidate depth (capped at the block count),
+    /// each with the same random state. The held-out fifth, which neither the probe nor any depth trained or
+    /// stopped on, scores them: the most accurate depth wins, then the lower loss. The caller trains the final
+    /// model at that depth on all the samples, as `--unfreeze <depth>` would. Each depth's accuracy on
+    /// `reportingOn` is only reported.
+    func searchDepth(_ candidates: [Int], samples: [D.Sample], labels: [Int], classes: Int, headKind: ClassifierHead.Kind,
+                     name: String, reportingOn test: LabelledSet<D.Sample>? = nil) throws -> DepthSearch {
+        var rng = RNG(seed: options.seed &+ 0xDE97)
+        let (fit, held) = Splits.trainValidation(labels: labels, classCount: classes, fraction: DepthSearch.heldOutFraction, rng: &rng)
+        guard labels.count >= 50, !held.isEmpty else {
+            throw EngineError.invalidArgument("--unfreeze auto chooses the depth on labelled samples held out from training, and \(labels.count) samples are too few (it needs 50); give a number of blocks instead")
+        }
         let blocks = try backbone().blocks.count
         let depths = Array(Set(candidates.map { min(max($0, 0), blocks) })).sorted()
-        let probe = head.stateDict()
+        let fitSamples = fit.map { samples[$0] }, fitLabels = fit.map { labels[$0] }
+        let heldSamples = held.map { samples[$0] }, y = held.map { labels[$0] }
+        let probe = try trainHead(features: try features(fitSamples, name: "depth search"), labels: fitLabels, classes: classes,
+                                  kind: headKind, name: "\(name)-depth-probe", rng: &rng).head.stateDict()
         let saved = options.unfreeze
         defer { options.unfreeze = saved }
-        let start = rng
-        var best: (accuracy: Double, loss: Double, depth: Int, tuned: (model: FineTuned, history: [EpochLog], validation: [Int]),
-                   backbone: [String: Tensor], head: [String: Tensor], rng: RNG)?
+        var best: (accuracy: Double, loss: Double, depth: Int)?
         var curve: [DepthSearch.Point] = []
         for depth in depths {
-            var r = start
-            var unused = RNG(seed: 0)   // the probe weights replace these
-            let h = ClassifierHead(kind: head.kind, inputs: head.inputs, classes: classes, hidden: head.hidden, rng: &unused)
+            var r = rng
+            var unused = RNG(seed: 0)   // the probe's weights replace these
+            let h = ClassifierHead(kind: headKind, inputs: try featureWidth(), classes: classes, rng: &unused)
             try h.load(probe, source: "linear probe")
             options.unfreeze = depth
-            let tuned = try trainTop(head: h, samples: samples, labels: labels, classes: classes,
+            let tuned = try trainTop(head: h, samples: fitSamples, labels: fitLabels, classes: classes,
                                      name: "\(name)-depth-\(depth)", rng: &r)
-            guard !tuned.validation.isEmpty else {
-                throw EngineError.invalidArgument("--unfreeze auto chooses the depth on a validation split of the labelled training data, and \(labels.count) samples are too few to hold one out (it needs 50); give a number of blocks instead")
-            }
-            let y = tuned.validation.map { labels[$0] }
-            let f = try features(tuned.model, tuned.validation.map { samples[$0] }, name: "validation at depth \(depth)")
-            let p = probabilities(tuned.model.head, f)
+            let p = probabilities(tuned.model.head, try features(tuned.model, heldSamples, name: "held-out samples at depth \(depth)"))
             let accuracy = Double(zip(p.argmaxRows(), y).filter { $0 == $1 }.count) / Double(y.count)
             let loss = y.enumerated().reduce(0.0) { $0 - Foundation.log(max(Double(p[flat: $1.offset * classes + $1.element]), 1e-12)) } / Double(y.count)
             let tested = try test.map { try evaluate(tuned.model, $0, name: "test at depth \(depth)").accuracy }
             curve.append(.init(blocks: depth, validationAccuracy: accuracy, validationLoss: loss, testAccuracy: tested))
             if best == nil || accuracy > best!.accuracy || (accuracy == best!.accuracy && loss < best!.loss) {
-                best = (accuracy, loss, depth, tuned, tuned.model.backbone.stateDict(), h.stateDict(), r)
+                best = (accuracy, loss, depth)
             }
         }
-        guard let best else { throw EngineError.invalidArgument("--unfreeze auto: no candidate depth") }
-        // The backbone object is shared by the candidates: put the chosen one's weights back.
-        let model = best.tuned.model
-        try model.backbone.load(best.backbone, source: "depth \(best.depth)")
-        try model.head.load(best.head, source: "depth \(best.depth)")
-        rng = best.rng
-        return (best.tuned, DepthSearch(curve: curve, chosen: best.depth))
+        return DepthSearch(curve: curve, chosen: best!.depth)
     }
 
     /// Trains the top blocks of the pretrained backbone together with `head` on labelled samples, plus an
