@@ -249,7 +249,8 @@ extension ToyWorkflowTests {
     }
 
     /// `finetune --unfreeze auto` with only its required options: every depth of the toy backbone (0-2 blocks) is
-    /// tried, the most accurate on validation is kept (the lower validation loss on a tie), and it is the very model
+    /// tried on four fifths and scored on the fifth held out; the default 2 stays unless the most accurate depth
+    /// beats it beyond chance (McNemar); the model trained is the very model
     /// `--unfreeze <that depth>` trains; run.json records the search. End-to-end adapt chooses its depth the same way.
     func testUnfreezeAutoChoosesTheDepthByValidation() throws {
         let runs = Self.root.appendingPathComponent("runs-unfreeze")
@@ -261,8 +262,14 @@ extension ToyWorkflowTests {
         let curve = try XCTUnwrap(search["curve"] as? [[String: Any]])
         XCTAssertEqual(curve.map { $0["blocks"] as? Int }, [0, 1, 2])
         let scores = curve.map { ($0["validation_accuracy"] as! Double, -($0["validation_loss"] as! Double)) }
-        let chosen = try XCTUnwrap(search["chosen"] as? Int)
-        XCTAssertEqual(chosen, scores.indices.max { scores[$0] < scores[$1] }, "the most accurate depth, the lower loss on a tie")
+        let chosen = try XCTUnwrap(search["chosen"] as? Int), best = try XCTUnwrap(search["best"] as? Int)
+        XCTAssertEqual(best, scores.indices.max { scores[$0] < scores[$1] }, "the most accurate depth, the lower loss on a tie")
+        XCTAssertEqual(search["default_blocks"] as? Int, 2)
+        if let p = search["p_value"] as? Double {
+            XCTAssertEqual(chosen, p < 0.05 ? best : 2, "the default stays unless the best beats it beyond chance")
+        } else {
+            XCTAssertEqual(chosen, best)
+        }
         let record = try JSONSerialization.jsonObject(with: Data(contentsOf: runs.appendingPathComponent("auto/run.json"))) as! [String: Any]
         XCTAssertEqual((record["unfreeze"] as? [String: Any])?["chosen"] as? Int, chosen)
         let fixed = try results(try toy(["finetune", "--train", trainCSV, "--test", testCSV, "--unfreeze", "\(chosen)",

@@ -22,3 +22,14 @@ final class SplitsTests: XCTestCase {
         XCTAssertNotEqual(draw(3, seed: 42), draw(3, seed: 7), "another seed draws other rows")
     }
 }
+
+/// McNemar's test behind `--unfreeze auto`'s rule, against values from the chi-square distribution.
+final class DepthSearchTests: XCTestCase {
+    func testMcNemar() {
+        XCTAssertEqual(DepthSearch.mcNemar(0, 0), 1)
+        XCTAssertEqual(DepthSearch.mcNemar(10, 4), 0.18145, accuracy: 1e-4)   // chi2 = 25/14
+        XCTAssertEqual(DepthSearch.mcNemar(4, 10), 0.18145, accuracy: 1e-4)
+        XCTAssertEqual(DepthSearch.mcNemar(20, 5), 0.0051098, accuracy: 1e-6)  // chi2 = 7.84
+        XCTAssertEqual(DepthSearch.mcNemar(3, 2), 1, accuracy: 1e-12)          // |b - c| - 1 = 0
+    }
+}

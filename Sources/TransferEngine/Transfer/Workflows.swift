@@ -60,34 +60,6 @@ public struct StrategyResult: Codable {
     }
 }
 
-/// How many top blocks `--unfreeze auto` trained: every candidate depth fine-tuned on four fifths of the labelled
-/// training data and scored on the fifth held out (never a test set); the most accurate depth wins, on a tie the
-/// lower held-out loss (then the shallower). See `TransferWorkflows.searchDepth`.
-public struct DepthSearch: Codable, Sendable, Equatable {
-    public struct Point: Codable, Sendable, Equatable {
-        public var blocks: Int
-        public var validationAccuracy: Double
-        /// Mean cross-entropy on the validation split: breaks ties of accuracy (a validation split of 50 samples
-        /// moves in steps of 2 points, and depths often tie).
-        public var validationLoss: Double
-        /// On the test set when one was given: reported next to the curve, never used to choose.
-        public var testAccuracy: Double?
-    }
-    public var curve: [Point]
-    public var chosen: Int
-    /// The depths `--unfreeze auto` tries (capped at the backbone's block count): 0 (the linear probe alone) to 4.
-    public static let candidates = [0, 1, 2, 3, 4]
-    /// The share of the labelled samples held out to score the depths (Keras's customary validation_split).
-    public static let heldOutFraction = 0.2
-
-    /// One line for the console: each depth's validation accuracy and the choice.
-    public var summary: String {
-        "--unfreeze auto: held-out accuracy (loss) " + curve.map { String(format: "%d blocks %.3f (%.3f)", $0.blocks, $0.validationAccuracy, $0.validationLoss) }
-            .joined(separator: ", ") + "; chose \(chosen)"
-            + (curve.allSatisfy { $0.testAccuracy != nil } ? " (test of the four-fifths models, reported only: " + curve.map { String(format: "%.3f", $0.testAccuracy!) }.joined(separator: ", ") + ")" : "")
-    }
-}
-
 /// A trained model as saved in a run: tensors under "head.", "backbone." (what differs from the pretrained
 /// weights) or "net." (from-scratch network), and what is needed to rebuild it.
 public struct SavedModel {
@@ -499,49 +471,6 @@ public final class TransferWorkflows<D: TransferDomain> {
                                     model: tuned.model.saved(classNames: set.classNames))
         result.depthSearch = search
         return (result, tuned.model)
-    }
-
-    /// `--unfreeze auto`: a fifth of the labelled samples (stratified, seeded) is held out; on the rest a linear
-    /// probe is trained and, from a copy of it, `trainTop` at every candidate depth (capped at the block count),
-    /// each with the same random state. The held-out fifth, which neither the probe nor any depth trained or
-    /// stopped on, scores them: the most accurate depth wins, then the lower loss. The caller trains the final
-    /// model at that depth on all the samples, as `--unfreeze <depth>` would. Each depth's accuracy on
-    /// `reportingOn` is only reported.
-    func searchDepth(_ candidates: [Int], samples: [D.Sample], labels: [Int], classes: Int, headKind: ClassifierHead.Kind,
-                     name: String, reportingOn test: LabelledSet<D.Sample>? = nil) throws -> DepthSearch {
-        var rng = RNG(seed: options.seed &+ 0xDE97)
-        let (fit, held) = Splits.trainValidation(labels: labels, classCount: classes, fraction: DepthSearch.heldOutFraction, rng: &rng)
-        guard labels.count >= 50, !held.isEmpty else {
-            throw EngineError.invalidArgument("--unfreeze auto chooses the depth on labelled samples held out from training, and \(labels.count) samples are too few (it needs 50); give a number of blocks instead")
-        }
-        let blocks = try backbone().blocks.count
-        let depths = Array(Set(candidates.map { min(max($0, 0), blocks) })).sorted()
-        let fitSamples = fit.map { samples[$0] }, fitLabels = fit.map { labels[$0] }
-        let heldSamples = held.map { samples[$0] }, y = held.map { labels[$0] }
-        let probe = try trainHead(features: try features(fitSamples, name: "depth search"), labels: fitLabels, classes: classes,
-                                  kind: headKind, name: "\(name)-depth-probe", rng: &rng).head.stateDict()
-        let saved = options.unfreeze
-        defer { options.unfreeze = saved }
-        var best: (accuracy: Double, loss: Double, depth: Int)?
-        var curve: [DepthSearch.Point] = []
-        for depth in depths {
-            var r = rng
-            var unused = RNG(seed: 0)   // the probe's weights replace these
-            let h = ClassifierHead(kind: headKind, inputs: try featureWidth(), classes: classes, rng: &unused)
-            try h.load(probe, source: "linear probe")
-            options.unfreeze = depth
-            let tuned = try trainTop(head: h, samples: fitSamples, labels: fitLabels, classes: classes,
-                                     name: "\(name)-depth-\(depth)", rng: &r)
-            let p = probabilities(tuned.model.head, try features(tuned.model, heldSamples, name: "held-out samples at depth \(depth)"))
-            let accuracy = Double(zip(p.argmaxRows(), y).filter { $0 == $1 }.count) / Double(y.count)
-            let loss = y.enumerated().reduce(0.0) { $0 - Foundation.log(max(Double(p[flat: $1.offset * classes + $1.element]), 1e-12)) } / Double(y.count)
-            let tested = try test.map { try evaluate(tuned.model, $0, name: "test at depth \(depth)").accuracy }
-            curve.append(.init(blocks: depth, validationAccuracy: accuracy, validationLoss: loss, testAccuracy: tested))
-            if best == nil || accuracy > best!.accuracy || (accuracy == best!.accuracy && loss < best!.loss) {
-                best = (accuracy, loss, depth)
-            }
-        }
-        return DepthSearch(curve: curve, chosen: best!.depth)
     }
 
     /// Trains the top blocks of the pretrained backbone together with `head` on labelled samples, plus an
