@@ -47,20 +47,12 @@ let package = Package(
         // Reports: PCA of features and a PNG writer, outside the engine (which knows no images or plots).
         .target(name: "TransferReport", dependencies: ["TransferEngine"], swiftSettings: fast),
 
-        // One module per domain.
-        .target(name: "VisionTL", dependencies: [
-            "TransferEngine", "TransferReport", "CPNGShim", "CJPEGShim", "TransferCLI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], swiftSettings: fast),
-        .target(name: "SpeechTL", dependencies: [
-            "TransferEngine", "CSndFile", "TransferCLI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], swiftSettings: fast),
-        .target(name: "TextTL", dependencies: [
-            "TransferEngine", "TransferCLI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], swiftSettings: fast),
+        // One module per domain, usable without the command line.
+        .target(name: "VisionTL", dependencies: ["TransferEngine", "TransferReport", "CPNGShim", "CJPEGShim"], swiftSettings: fast),
+        .target(name: "SpeechTL", dependencies: ["TransferEngine", "CSndFile"], swiftSettings: fast),
+        .target(name: "TextTL", dependencies: ["TransferEngine"], swiftSettings: fast),
         // The smallest complete domain (numeric vectors from CSV): the worked example and the workflows' test bed.
-        .target(name: "ToyTL", dependencies: [
-            "TransferEngine", "TransferCLI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], swiftSettings: fast),
+        .target(name: "ToyTL", dependencies: ["TransferEngine"], swiftSettings: fast),
 
         // Shared command line, generic over a domain.
         .target(name: "TransferCLI", dependencies: [
@@ -68,11 +60,25 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // Each domain on the command line: its flags, demo, run contract and check-data/report views.
+        .target(name: "VisionCLI", dependencies: [
+            "VisionTL", "TransferCLI", "TransferEngine", "TransferReport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .target(name: "SpeechCLI", dependencies: [
+            "SpeechTL", "TransferCLI", "TransferEngine", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .target(name: "TextCLI", dependencies: [
+            "TextTL", "TransferCLI", "TransferEngine", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .target(name: "ToyCLI", dependencies: [
+            "ToyTL", "TransferCLI", "TransferEngine", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
         // Thin apps.
-        .executableTarget(name: "vision-tl", dependencies: ["TransferCLI", "VisionTL"], path: "apps/vision-tl"),
-        .executableTarget(name: "speech-tl", dependencies: ["TransferCLI", "SpeechTL"], path: "apps/speech-tl"),
-        .executableTarget(name: "text-tl", dependencies: ["TransferCLI", "TextTL"], path: "apps/text-tl"),
-        .executableTarget(name: "toy-tl", dependencies: ["TransferCLI", "ToyTL"], path: "apps/toy-tl"),
+        .executableTarget(name: "vision-tl", dependencies: ["TransferCLI", "VisionTL", "VisionCLI"], path: "apps/vision-tl"),
+        .executableTarget(name: "speech-tl", dependencies: ["TransferCLI", "SpeechTL", "SpeechCLI"], path: "apps/speech-tl"),
+        .executableTarget(name: "text-tl", dependencies: ["TransferCLI", "TextTL", "TextCLI"], path: "apps/text-tl"),
+        .executableTarget(name: "toy-tl", dependencies: ["TransferCLI", "ToyTL", "ToyCLI"], path: "apps/toy-tl"),
         .executableTarget(name: "tl-bench", dependencies: [
             "TransferEngine", "TransferReport", "CBLAS", "VisionTL", "SpeechTL", "TextTL", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "apps/tl-bench", swiftSettings: fast),

@@ -1,72 +1,81 @@
-import ArgumentParser
 import Foundation
-import TransferCLI
 import TransferEngine
-
-extension WindowPooling: ExpressibleByArgument {}
 
 /// Speech commands from audio files: libsndfile reading and resampling to 16 kHz, openWakeWord's log-mel
 /// front-end, Google's speech_embedding as the pretrained backbone (windows pooled per clip), and a small
 /// log-mel CNN as the from-scratch baseline.
 ///
 /// Sample = a file URL. `batch` decodes the clips (kept decoded in memory for the run), fits them to
-/// `--clip-seconds`, optionally augments the waveform, computes the log-mel, optionally applies SpecAugment
+/// `clipSeconds` (`--clip-seconds`), optionally augments the waveform, computes the log-mel, optionally applies SpecAugment
 /// masks, and cuts the 76-frame windows: `[B, W, 76, 32]` for the embedding, `[B, 1, frames, 32]` (the whole
 /// clip) for the scratch CNN. The front-end has no trainable parameters, so it lives here, before block 0,
 /// and the feature cache covers it.
-public struct SpeechDomain: CommandLineDomain {
+public struct SpeechDomain: TransferDomain {
     public typealias Sample = URL
     public typealias Input = Tensor
 
     public static let name = "speech"
-    public static let appName = SpeechTL.appName
-    public static let summary = SpeechTL.summary
-    public static let demo = DemoPlan(
-        task: .init(train: "speech/source/train", test: "speech/source/test", labelsPerClass: [5, nil]),
-        shift: .init(source: "speech/source/train", target: "speech/target/unlabelled", targetTest: "speech/target/test"))
 
-    public struct Options: ParsableArguments {
-        @Option(help: "Clip length in seconds: shorter clips are zero-padded (centred), longer ones cropped to their loudest stretch.")
-        public var clipSeconds: Double = 1.0
-        @Option(help: "Hop between the 76-frame embedding windows, in 10 ms frames (1 s -> 97 frames -> 3 windows at hop 8).")
-        public var windowHop: Int = 8
-        @Option(help: "Pooling of a clip's window embeddings: mean (96 features) or mean-max (mean and max, 192).")
-        public var pooling: WindowPooling = .mean
-        @Option(help: "Augmentation: largest time shift either way, seconds.")
-        public var shiftSeconds: Double = 0.1
-        @Option(help: "Augmentation: gain uniform in +-this many dB.")
-        public var gainDb: Float = 6
-        @Option(help: "Augmentation: probability of adding white noise.")
-        public var noiseProbability: Float = 0.5
-        @Option(help: "Augmentation: SNR range of the added noise in dB, LOW,HIGH (relative to the clip's mean power).")
-        public var noiseSnr: String = "10,30"
-        @Option(help: "Augmentation (SpecAugment): time masks per clip.")
-        public var timeMasks: Int = 1
-        @Option(help: "Augmentation (SpecAugment): longest time mask, frames.")
-        public var timeMaskFrames: Int = 10
-        @Option(help: "Augmentation (SpecAugment): frequency masks per clip.")
-        public var freqMasks: Int = 1
-        @Option(help: "Augmentation (SpecAugment): widest frequency mask, mel bands (of 32).")
-        public var freqMaskBands: Int = 4
+    /// The domain's settings, with their defaults (the command line's flags: Sources/SpeechCLI). Errors name the
+    /// command-line flag of a setting.
+    public struct Configuration: Equatable, Sendable {
+        /// Clip length in seconds, in (0, 60]: shorter clips are zero-padded (centred), longer ones cropped to their
+        /// loudest stretch.
+        public var clipSeconds: Double
+        /// Hop between the 76-frame embedding windows, in 10 ms frames (at least 1).
+        public var windowHop: Int
+        /// Pooling of a clip's window embeddings.
+        public var pooling: WindowPooling
+        /// Augmentation: largest time shift either way, seconds.
+        public var shiftSeconds: Double
+        /// Augmentation: gain uniform in +-this many dB.
+        public var gainDb: Float
+        /// Augmentation: probability of adding white noise.
+        public var noiseProbability: Float
+        /// Augmentation: SNR range of the added noise in dB, "LOW,HIGH" or one value (relative to the clip's mean power).
+        public var noiseSnr: String
+        /// Augmentation (SpecAugment): time masks per clip.
+        public var timeMasks: Int
+        /// Augmentation (SpecAugment): longest time mask, frames.
+        public var timeMaskFrames: Int
+        /// Augmentation (SpecAugment): frequency masks per clip.
+        public var freqMasks: Int
+        /// Augmentation (SpecAugment): widest frequency mask, mel bands (of 32).
+        public var freqMaskBands: Int
 
-        public init() {}
+        public init(clipSeconds: Double = 1.0, windowHop: Int = 8, pooling: WindowPooling = .mean, shiftSeconds: Double = 0.1,
+                    gainDb: Float = 6, noiseProbability: Float = 0.5, noiseSnr: String = "10,30", timeMasks: Int = 1,
+                    timeMaskFrames: Int = 10, freqMasks: Int = 1, freqMaskBands: Int = 4) {
+            self.clipSeconds = clipSeconds
+            self.windowHop = windowHop
+            self.pooling = pooling
+            self.shiftSeconds = shiftSeconds
+            self.gainDb = gainDb
+            self.noiseProbability = noiseProbability
+            self.noiseSnr = noiseSnr
+            self.timeMasks = timeMasks
+            self.timeMaskFrames = timeMaskFrames
+            self.freqMasks = freqMasks
+            self.freqMaskBands = freqMaskBands
+        }
 
-        func snrRange() throws -> ClosedRange<Float> {
+        /// `noiseSnr` as a range.
+        public func snrRange() throws -> ClosedRange<Float> {
             let parts = noiseSnr.split(separator: ",").map { Float($0.trimmingCharacters(in: .whitespaces)) }
             guard (1...2).contains(parts.count), let lo = parts.first!, let hi = parts.last!, lo <= hi else {
-                throw ValidationError("--noise-snr must be LOW,HIGH in dB with LOW <= HIGH (or one value), got '\(noiseSnr)'")
+                throw EngineError.invalidArgument("--noise-snr must be LOW,HIGH in dB with LOW <= HIGH (or one value), got '\(noiseSnr)'")
             }
             return lo...hi
         }
 
         public func validate() throws {
-            guard clipSeconds > 0, clipSeconds <= 60 else { throw ValidationError("--clip-seconds must be in (0, 60], got \(clipSeconds)") }
-            guard windowHop >= 1 else { throw ValidationError("--window-hop must be at least 1 frame") }
-            guard shiftSeconds >= 0, gainDb >= 0 else { throw ValidationError("--shift-seconds and --gain-db must be >= 0") }
-            guard (0...1).contains(noiseProbability) else { throw ValidationError("--noise-probability must be in [0, 1]") }
+            guard clipSeconds > 0, clipSeconds <= 60 else { throw EngineError.invalidArgument("--clip-seconds must be in (0, 60], got \(clipSeconds)") }
+            guard windowHop >= 1 else { throw EngineError.invalidArgument("--window-hop must be at least 1 frame") }
+            guard shiftSeconds >= 0, gainDb >= 0 else { throw EngineError.invalidArgument("--shift-seconds and --gain-db must be >= 0") }
+            guard (0...1).contains(noiseProbability) else { throw EngineError.invalidArgument("--noise-probability must be in [0, 1]") }
             _ = try snrRange()
             guard timeMasks >= 0, timeMaskFrames >= 0, freqMasks >= 0, freqMaskBands >= 0 else {
-                throw ValidationError("SpecAugment mask counts and sizes must be >= 0")
+                throw EngineError.invalidArgument("SpecAugment mask counts and sizes must be >= 0")
             }
         }
     }
@@ -76,24 +85,24 @@ public struct SpeechDomain: CommandLineDomain {
     public let augmentation: SpeechAugmentation
     let store = DecodedAudio()
 
-    public init(options: Options) throws {
-        try options.validate()
-        frontEnd = ClipFrontEnd(clipSeconds: options.clipSeconds, hop: options.windowHop)
-        pooling = options.pooling
+    public init(configuration: Configuration) throws {
+        try configuration.validate()
+        frontEnd = ClipFrontEnd(clipSeconds: configuration.clipSeconds, hop: configuration.windowHop)
+        pooling = configuration.pooling
         var a = SpeechAugmentation()
-        a.maximumShift = options.shiftSeconds
-        a.maximumGainDecibels = options.gainDb
-        a.noiseProbability = options.noiseProbability
-        a.snrDecibels = try options.snrRange()
-        a.timeMasks = options.timeMasks
-        a.timeMaskFrames = options.timeMaskFrames
-        a.frequencyMasks = options.freqMasks
-        a.frequencyMaskBands = options.freqMaskBands
+        a.maximumShift = configuration.shiftSeconds
+        a.maximumGainDecibels = configuration.gainDb
+        a.noiseProbability = configuration.noiseProbability
+        a.snrDecibels = try configuration.snrRange()
+        a.timeMasks = configuration.timeMasks
+        a.timeMaskFrames = configuration.timeMaskFrames
+        a.frequencyMasks = configuration.freqMasks
+        a.frequencyMaskBands = configuration.freqMaskBands
         augmentation = a
     }
 
     /// Defaults: 1 s clips, hop 8, mean pooling, the augmentation above.
-    public init() { try! self.init(options: try! Options.parse([])) }
+    public init() { try! self.init(configuration: Configuration()) }
 
     // MARK: Data
 
@@ -185,31 +194,5 @@ final class DecodedAudio: @unchecked Sendable {
 extension SpeechDomain {
     public func pretrainedFiles() throws -> [(file: URL, storedAs: String)] {
         [(try ModelStore.file(SpeechEmbedding.modelPath), SpeechEmbedding.modelPath)]
-    }
-
-    /// Clip durations from the files' headers.
-    public func sizeSummary(_ samples: [URL]) -> String? {
-        let seconds = samples.compactMap { try? AudioFile.info($0).duration }
-        let clip = Double(frontEnd.clipSamples) / Double(AudioFile.sampleRate)
-        let longer = seconds.filter { $0 > clip }.count
-        return spread(seconds) { String(format: "%.2f s", $0) }.map {
-            "durations \($0); \(longer) longer than the \(String(format: "%.2f", clip)) s clip (their loudest stretch is used)"
-        }
-    }
-}
-
-extension SpeechDomain.Options: ContractOptions {
-    public var contract: [String: String] {
-        ["clip_seconds": String(clipSeconds), "window_hop": String(windowHop), "pooling": pooling.rawValue]
-    }
-    public static let contractFlags = ["clip_seconds": ["--clip-seconds"], "window_hop": ["--window-hop"], "pooling": ["--pooling"]]
-    public mutating func adopt(_ contract: [String: String]) throws {
-        if let v: Double = try setting(contract, "clip_seconds") { clipSeconds = v }
-        if let v: Int = try setting(contract, "window_hop") { windowHop = v }
-        if let v = contract["pooling"] {
-            guard let p = WindowPooling(rawValue: v) else { throw ValidationError("run.json: setting pooling has the unusable value '\(v)'") }
-            pooling = p
-        }
-        try validate()
     }
 }

@@ -1,41 +1,45 @@
-import ArgumentParser
 import Foundation
-import TransferCLI
 import TransferEngine
 
 /// Text classification: tables (TSV, CSV, JSON Lines) or folders of .txt files, BERT WordPiece tokens and a
 /// pretrained BERT sentence encoder (all-MiniLM-L6-v2 by default; any BERT encoder folder in the Hugging Face
-/// layout with config.json, model.safetensors and vocab.txt loads too, see `--encoder`).
-public struct TextDomain: CommandLineDomain {
+/// layout with config.json, model.safetensors and vocab.txt loads too, see `Configuration.encoder`).
+public struct TextDomain: TransferDomain {
     public typealias Sample = TextExample
     public typealias Input = TokenBatch
 
     public static let name = "text"
-    public static let appName = TextTL.appName
-    public static let summary = TextTL.summary
-    /// Movies at 10 and 100 labels per class and all; movies -> Amazon with every method on frozen features
-    /// (adabn: MiniLM has LayerNorm only, so it re-estimates the head's feature standardisation on the target,
-    /// i.e. per-domain standardisation). End-to-end adaptation (`adapt --level end-to-end`) fine-tunes the top
-    /// two layers once per method over the 8k source texts: about as long as the whole demo, so it is left out.
-    public static let demo = DemoPlan(
-        task: .init(train: "text/movies/train.tsv", test: "text/movies/test.tsv", labelsPerClass: [10, 100, nil]),
-        shift: .init(source: "text/movies/train.tsv", target: "text/amazon/unlabelled.tsv",
-                     targetTest: "text/amazon/test.tsv", methods: AdaptationMethod.allCases, levels: [.features]))
 
-    public struct Options: ParsableArguments {
-        @Option(help: "Label column of a table: a header name or a 0-based index (JSON Lines: a key).")
-        public var labelColumn = "label"
-        @Option(help: "Text column of a table: a header name or a 0-based index (JSON Lines: a key).")
-        public var textColumn = "text"
-        @Flag(help: "TSV/CSV tables have no header row (choose the columns by 0-based index).")
-        public var noHeader = false
-        @Option(help: "Maximum tokens per text, counting [CLS] and [SEP]; longer texts are truncated.")
-        public var maxLength = 128
-        @Option(help: "Pretrained BERT encoder: a folder under the models folder, or a path, holding config.json, model.safetensors and vocab.txt.")
-        public var encoder = "all-MiniLM-L6-v2"
-        @Flag(inversion: .prefixedNo, help: "L2-normalise the mean-pooled sentence embedding (as sentence-transformers does).")
-        public var normalize = true
-        public init() {}
+    /// The domain's settings, with their defaults (the command line's flags: Sources/TextCLI). Errors name the
+    /// command-line flag of a setting.
+    public struct Configuration: Equatable, Sendable {
+        /// Label column of a table: a header name or a 0-based index (JSON Lines: a key).
+        public var labelColumn: String
+        /// Text column of a table: a header name or a 0-based index (JSON Lines: a key).
+        public var textColumn: String
+        /// TSV/CSV tables have no header row (columns are chosen by 0-based index).
+        public var noHeader: Bool
+        /// Maximum tokens per text, counting [CLS] and [SEP] (at least 2); longer texts are truncated.
+        public var maxLength: Int
+        /// Pretrained BERT encoder: a folder under the models folder, or a path (containing "/"), holding
+        /// config.json, model.safetensors and vocab.txt.
+        public var encoder: String
+        /// L2-normalise the mean-pooled sentence embedding (as sentence-transformers does).
+        public var normalize: Bool
+
+        public init(labelColumn: String = "label", textColumn: String = "text", noHeader: Bool = false, maxLength: Int = 128,
+                    encoder: String = "all-MiniLM-L6-v2", normalize: Bool = true) {
+            self.labelColumn = labelColumn
+            self.textColumn = textColumn
+            self.noHeader = noHeader
+            self.maxLength = maxLength
+            self.encoder = encoder
+            self.normalize = normalize
+        }
+
+        public func validate() throws {
+            guard maxLength >= 2 else { throw EngineError.invalidArgument("--max-length must be at least 2 ([CLS] and [SEP])") }
+        }
     }
 
     public let maxLength: Int
@@ -45,15 +49,15 @@ public struct TextDomain: CommandLineDomain {
     /// Loaded once; an error (missing model files) is reported by the first command that needs tokens.
     let tokenizer: Result<WordPieceTokenizer, Error>
 
-    public init(options: Options) throws {
-        guard options.maxLength >= 2 else { throw ValidationError("--max-length must be at least 2 ([CLS] and [SEP])") }
-        maxLength = options.maxLength
-        normalize = options.normalize
-        labelColumn = TextColumn(parsing: options.labelColumn)
-        textColumn = TextColumn(parsing: options.textColumn)
-        hasHeader = !options.noHeader
-        let given = URL(fileURLWithPath: options.encoder)
-        encoderFolder = options.encoder.contains("/") ? given : ModelStore.directory.appendingPathComponent(options.encoder)
+    public init(configuration: Configuration = Configuration()) throws {
+        try configuration.validate()
+        maxLength = configuration.maxLength
+        normalize = configuration.normalize
+        labelColumn = TextColumn(parsing: configuration.labelColumn)
+        textColumn = TextColumn(parsing: configuration.textColumn)
+        hasHeader = !configuration.noHeader
+        let given = URL(fileURLWithPath: configuration.encoder)
+        encoderFolder = configuration.encoder.contains("/") ? given : ModelStore.directory.appendingPathComponent(configuration.encoder)
         let vocabulary = encoderFolder.appendingPathComponent("vocab.txt")
         tokenizer = Result {
             guard FileManager.default.fileExists(atPath: vocabulary.path) else {
@@ -100,7 +104,7 @@ public struct TextDomain: CommandLineDomain {
             throw EngineError.invalidFile(encoderFolder.path, "vocab.txt has \(t.vocabularySize) tokens, the model only \(encoder.configuration.vocabularySize)")
         }
         guard maxLength <= encoder.configuration.maxPositions else {
-            throw ValidationError("--max-length \(maxLength) exceeds the encoder's \(encoder.configuration.maxPositions) positions")
+            throw EngineError.invalidArgument("--max-length \(maxLength) exceeds the encoder's \(encoder.configuration.maxPositions) positions")
         }
         return encoder
     }
@@ -150,15 +154,13 @@ public struct TextDomain: CommandLineDomain {
         "text-v1 wordpiece max-length \(maxLength) mean-pool\(normalize ? " l2" : "") \(encoderFolder.lastPathComponent)"
     }
 
-    public func preview(_ sample: TextExample) -> SamplePreview? { .text(sample.text) }
-
     public func describe(_ sample: TextExample) -> String {
         let oneLine = sample.text.split(whereSeparator: { $0.isNewline || $0 == "\t" }).joined(separator: " ")
         let short = oneLine.count > 60 ? String(oneLine.prefix(57)) + "..." : oneLine
         return "\(sample.source) \"\(short)\""
     }
 
-    // MARK: Command line
+    // MARK: Workflows
 
     /// BERT fine-tuning recipes train for a few epochs only (Devlin et al.: 2-4); heads keep the defaults.
     public func adjust(_ options: inout WorkflowOptions) {
@@ -185,28 +187,9 @@ extension TextDomain {
         return c
     }
 
-    /// Text lengths in characters, and how many texts --max-length cuts.
-    public func sizeSummary(_ samples: [TextExample]) -> String? {
-        guard var summary = spread(samples.map { Double($0.text.count) }, { String(Int($0)) }).map({ "texts of \($0) characters" }) else { return nil }
-        if let t = try? tokenizer.get() {
-            let cut = samples.filter { t.pieces($0.text, limit: maxLength - 1).count > maxLength - 2 }.count
-            summary += "; \(cut) longer than --max-length \(maxLength) word pieces (cut)"
-        }
-        return summary
-    }
-}
-
-extension TextDomain.Options: ContractOptions {
-    /// The encoder as a name under the models folder, or an absolute path.
-    public var contract: [String: String] {
-        ["max_length": String(maxLength), "normalize": String(normalize),
-         "encoder": encoder.contains("/") ? URL(fileURLWithPath: encoder).standardizedFileURL.path : encoder]
-    }
-    public static let contractFlags = ["max_length": ["--max-length"], "normalize": ["--normalize", "--no-normalize"],
-                                       "encoder": ["--encoder"]]
-    public mutating func adopt(_ contract: [String: String]) throws {
-        if let v: Int = try setting(contract, "max_length") { maxLength = v }
-        if let v: Bool = try setting(contract, "normalize") { normalize = v }
-        if let v = contract["encoder"] { encoder = v }
+    /// How many of the texts `maxLength` cuts, or nil when the vocabulary cannot be read.
+    public func truncatedCount(_ samples: [TextExample]) -> Int? {
+        guard let t = try? tokenizer.get() else { return nil }
+        return samples.filter { t.pieces($0.text, limit: maxLength - 1).count > maxLength - 2 }.count
     }
 }

@@ -1,35 +1,37 @@
-import ArgumentParser
 import Foundation
-import TransferCLI
 import TransferEngine
 
 /// The smallest complete domain, and the suite's test bed: numeric vectors from CSV files, with a
 /// "pretrained" two-block MLP read from `Models/toy/backbone.safetensors` (made by `ToyData.generate`).
 ///
-/// It is also the worked example of adding a domain: one type conforming to `CommandLineDomain` (data
-/// loading, batching, a pretrained backbone and a from-scratch one) plus a three-line app.
-public struct ToyDomain: CommandLineDomain {
+/// It is also the worked example of adding a domain: one type conforming to the engine's `TransferDomain` (data
+/// loading, batching, a pretrained backbone and a from-scratch one) with a plain `Configuration`; its command
+/// line (flags, demo) is in Sources/ToyCLI, plus a four-line app.
+public struct ToyDomain: TransferDomain {
     public typealias Sample = [Float]
     public typealias Input = Tensor
 
     public static let name = "toy"
-    public static let appName = "toy-tl"
-    public static let summary = "Transfer learning on numeric vectors from CSV files (the suite's toy domain)."
-    public static let demo = DemoPlan(
-        task: .init(train: "source-train.csv", test: "source-test.csv", labelsPerClass: [5, nil]),
-        shift: .init(source: "source-train.csv", target: "target-unlabelled.csv", targetTest: "target-test.csv"))
 
-    public struct Options: ParsableArguments {
-        @Option(help: "Standard deviation of the Gaussian noise added to training vectors when augmenting.")
-        public var noise: Float = 0.1
-        public init() {}
+    /// The domain's settings, with their defaults. Errors name the command-line flag of a setting.
+    public struct Configuration: Equatable, Sendable {
+        /// Standard deviation of the Gaussian noise added to training vectors when augmenting.
+        public var noise: Float
+
+        public init(noise: Float = 0.1) {
+            self.noise = noise
+        }
+
+        public func validate() throws {
+            guard noise >= 0 else { throw EngineError.invalidArgument("--noise must be >= 0") }
+        }
     }
 
     let noise: Float
 
-    public init(options: Options) throws {
-        guard options.noise >= 0 else { throw ValidationError("--noise must be >= 0") }
-        noise = options.noise
+    public init(configuration: Configuration = Configuration()) throws {
+        try configuration.validate()
+        noise = configuration.noise
     }
 
     /// A CSV file: header `label,x0,x1,...`, one sample per row.
@@ -121,11 +123,4 @@ public final class ToyBackbone: Module, StackedBackbone {
     public func forward(_ activation: Activation, from start: Int) -> Variable {
         run(activation.value, blocks: start..<blocks.count)
     }
-}
-
-extension ToyDomain.Options: ContractOptions {
-    /// The toy's only option is augmentation noise: nothing decides its inputs.
-    public var contract: [String: String] { [:] }
-    public static let contractFlags: [String: [String]] = [:]
-    public mutating func adopt(_ contract: [String: String]) throws {}
 }

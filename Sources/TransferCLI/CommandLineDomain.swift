@@ -3,7 +3,8 @@ import Foundation
 import TransferEngine
 
 /// What an app plugs into the shared command line: a `TransferDomain` plus its own options, its demo on the
-/// fixtures, and how to read files given to `predict`.
+/// fixtures, and how to read files given to `predict`. A domain module stays free of the command line; the
+/// conformance lives in the app's own module (e.g. Sources/ToyCLI).
 public protocol CommandLineDomain: TransferDomain {
     /// Domain-specific options (e.g. `--image-size`), shown in every subcommand's help.
     associatedtype Options: ContractOptions

@@ -37,3 +37,14 @@ public func setting<T: LosslessStringConvertible>(_ contract: [String: String], 
     guard let value = T(text) else { throw ValidationError("run.json: setting \(key) has the unusable value '\(text)'") }
     return value
 }
+
+/// Runs a domain's configuration check (`Configuration.validate()`, `init(configuration:)`) for the command line:
+/// a refused setting (`EngineError.invalidArgument`, whose message names the flag) is reported as a flag check's
+/// `ValidationError` (the message with a usage line, exit code 64).
+public func validatingOptions<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let EngineError.invalidArgument(message) {
+        throw ValidationError(message)
+    }
+}

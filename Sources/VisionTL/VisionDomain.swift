@@ -1,8 +1,5 @@
-import ArgumentParser
 import Foundation
-import TransferCLI
 import TransferEngine
-import TransferReport
 
 /// Image classification from PNG and JPEG files with ImageNet EfficientNet-Lite0 as the pretrained backbone.
 ///
@@ -13,51 +10,46 @@ import TransferReport
 /// - unlabelled: a folder of images (that folder only, not its subfolders), or a CSV whose first column is a path
 ///   (an optional `path` header; further columns are ignored).
 ///
-/// Preprocessing for the pretrained network: shorter side resized to `--image-size` (Pillow-style bilinear,
+/// Preprocessing for the pretrained network: shorter side resized to `imageSize` (`--image-size`) (Pillow-style bilinear,
 /// antialiased when shrinking), centre crop, grey repeated into RGB, (x - 127) / 128. Training augmentation
 /// (fine-tuning with --augment; the from-scratch baseline only with --scratch-augmentation): see
 /// `augmentation(size:)`.
-public struct VisionDomain: CommandLineDomain {
+public struct VisionDomain: TransferDomain {
     public typealias Sample = URL
     public typealias Input = Tensor
 
     public static let name = "vision"
-    public static let appName = VisionTL.appName
-    public static let summary = VisionTL.summary
-    public static let demo = DemoPlan(
-        task: .init(train: "vision/fashion/train", test: "vision/fashion/test", labelsPerClass: [10, nil]),
-        // End to end (the top block at 224 x 224) a method costs about a minute on 2 cores, and all of them put the
-        // demo at 11.4 minutes (682 s, over its 10). Left out end to end: AdaBN (it re-estimates all 49 BatchNorm
-        // layers on both domains: 115 s), Deep CORAL (no gain in independent tables, ADAPTATION.md) and SHOT (made
-        // for source-free adaptation). `adapt` runs them all.
-        shift: .init(source: "vision/mnist/train", target: "vision/optdigits/unlabelled", targetTest: "vision/optdigits/test",
-                     endToEndMethods: [.sourceOnly, .dann, .pseudo, .mcc, .bnm]))
 
     /// Pretrained weights, relative to the models folder.
     public static let modelPath = "efficientnet-lite0/model.safetensors"
 
-    public struct Options: ParsableArguments {
-        @Option(help: "Side of the square image the pretrained network sees, in pixels. EfficientNet-Lite0 was trained at 224; smaller is faster (cost ~ side²) and less accurate: on the Fashion fixtures a linear probe reached 77.3/84.5 % (10 labels per class/all) at 224, 75.9/83.6 % at 160, 74.7/82.8 % at 112, 73.4/80.6 % at 96.")
-        public var imageSize: Int = ImagePreprocessing.defaultSize
+    /// The domain's settings, with their defaults (the command line's flags: Sources/VisionCLI). Errors name the
+    /// command-line flag of a setting.
+    public struct Configuration: Equatable, Sendable {
+        /// Side of the square image the pretrained network sees, in pixels (32...1024).
+        public var imageSize: Int
+        /// Side of the square image the from-scratch CNN sees, in pixels (8...256).
+        public var scratchSize: Int
+        /// Mirror training images left-right at random when augmenting.
+        public var flip: Bool
+        /// Brightness and contrast jitter when augmenting, factors uniform in 1 +- this, in [0, 1); 0 turns it off.
+        public var jitter: Float
+        /// Augment the from-scratch baseline's training images too.
+        public var scratchAugmentation: Bool
 
-        @Option(help: "Side of the square image the from-scratch CNN sees, in pixels.")
-        public var scratchSize: Int = ScratchCNN.defaultSize
-
-        @Flag(inversion: .prefixedNo, help: "Mirror training images left-right at random when augmenting. Off by default: a mirrored digit or letter is not the same class.")
-        public var flip = false
-
-        @Option(help: "Augmentation: brightness and contrast jitter, factors uniform in 1 +- this (torchvision's ColorJitter); 0 turns it off.")
-        public var jitter: Float = 0
-
-        @Flag(help: "Augment the from-scratch baseline's training images too. Off by default: with its 30-epoch budget the small CNN learns best from the plain images (Fashion fixtures: 71.5 % / 84.7 % at 10 labels per class / all, against 68.5 % / 83.1 % augmented).")
-        public var scratchAugmentation = false
-
-        public init() {}
+        public init(imageSize: Int = ImagePreprocessing.defaultSize, scratchSize: Int = ScratchCNN.defaultSize, flip: Bool = false,
+                    jitter: Float = 0, scratchAugmentation: Bool = false) {
+            self.imageSize = imageSize
+            self.scratchSize = scratchSize
+            self.flip = flip
+            self.jitter = jitter
+            self.scratchAugmentation = scratchAugmentation
+        }
 
         public func validate() throws {
-            guard jitter >= 0 && jitter < 1 else { throw ValidationError("--jitter must be in [0, 1), got \(jitter)") }
-            guard (32...1024).contains(imageSize) else { throw ValidationError("--image-size must be between 32 and 1024, got \(imageSize)") }
-            guard (8...256).contains(scratchSize) else { throw ValidationError("--scratch-size must be between 8 and 256, got \(scratchSize)") }
+            guard jitter >= 0 && jitter < 1 else { throw EngineError.invalidArgument("--jitter must be in [0, 1), got \(jitter)") }
+            guard (32...1024).contains(imageSize) else { throw EngineError.invalidArgument("--image-size must be between 32 and 1024, got \(imageSize)") }
+            guard (8...256).contains(scratchSize) else { throw EngineError.invalidArgument("--scratch-size must be between 8 and 256, got \(scratchSize)") }
         }
     }
 
@@ -67,15 +59,13 @@ public struct VisionDomain: CommandLineDomain {
     public let scratchAugmentation: Bool
     public let jitter: Float
 
-    public init(options: Options) throws {
-        try options.validate()
-        imageSize = options.imageSize
-        scratchSize = options.scratchSize
-        flip = options.flip
-        scratchAugmentation = options.scratchAugmentation
-        jitter = options.jitter
+    public init(configuration: Configuration) throws {
+        try configuration.validate()
+        self.init(imageSize: configuration.imageSize, scratchSize: configuration.scratchSize, flip: configuration.flip,
+                  scratchAugmentation: configuration.scratchAugmentation, jitter: configuration.jitter)
     }
 
+    /// Without the checks of `Configuration.validate()`.
     public init(imageSize: Int = ImagePreprocessing.defaultSize, scratchSize: Int = ScratchCNN.defaultSize, flip: Bool = false,
                 scratchAugmentation: Bool = false, jitter: Float = 0) {
         self.imageSize = imageSize
@@ -136,7 +126,7 @@ public struct VisionDomain: CommandLineDomain {
     }
 
     /// Training augmentation: random resized crop of 80-100 % of the area (aspect 3/4-4/3), rotation up to 10
-    /// degrees, a horizontal flip only with --flip, brightness/contrast jitter only with --jitter. Milder than torchvision's ImageNet recipe (8-100 % crops),
+    /// degrees, a horizontal flip only with `flip` (--flip), brightness/contrast jitter only with `jitter` (--jitter). Milder than torchvision's ImageNet recipe (8-100 % crops),
     /// which loses the object in 28 x 28 images: on the Fashion fixtures the from-scratch CNN reached 68.5 % / 83.1 %
     /// (10 labels per class / all) with this, 66.8 % / 76.9 % with 60-100 % crops and colour jitter, 61.5 % / 70.0 %
     /// with 35-100 % crops, rotation and jitter.
@@ -167,32 +157,4 @@ public struct VisionDomain: CommandLineDomain {
 
 extension VisionDomain {
     public func pretrainedFiles() throws -> [(file: URL, storedAs: String)] { [(try ModelStore.file(Self.modelPath), Self.modelPath)] }
-
-    /// A thumbnail whose longer side is 64 pixels, for report.html.
-    public func preview(_ sample: URL) -> SamplePreview? {
-        guard let image = try? ImageFile.read(sample) else { return nil }
-        let scale = 64 / Double(max(image.width, image.height))
-        let w = max(1, Int((Double(image.width) * scale).rounded())), h = max(1, Int((Double(image.height) * scale).rounded()))
-        let small = ImagePreprocessing.resized(image, width: w, height: h)
-        return .png(PNGWriter.encode(width: w, height: h, channels: 3, pixels: small.pixels.map { UInt8(min(max($0.rounded(), 0), 255)) }))
-    }
-
-    /// Image sizes from the file headers.
-    public func sizeSummary(_ samples: [URL]) -> String? {
-        let sizes = samples.compactMap { ImageFile.size($0) }.map { ($0.width, $0.height) }
-        let byArea = sizes.sorted { $0.0 * $0.1 < $1.0 * $1.1 }
-        guard let small = byArea.first, let large = byArea.last else { return nil }
-        let median = byArea[byArea.count / 2]
-        return "images \(small.0)x\(small.1) to \(large.0)x\(large.1) (median \(median.0)x\(median.1)); the backbone sees \(imageSize)x\(imageSize)"
-    }
-}
-
-extension VisionDomain.Options: ContractOptions {
-    public var contract: [String: String] { ["image_size": String(imageSize), "scratch_size": String(scratchSize)] }
-    public static let contractFlags = ["image_size": ["--image-size"], "scratch_size": ["--scratch-size"]]
-    public mutating func adopt(_ contract: [String: String]) throws {
-        if let v: Int = try setting(contract, "image_size") { imageSize = v }
-        if let v: Int = try setting(contract, "scratch_size") { scratchSize = v }
-        try validate()
-    }
 }

@@ -1,3 +1,4 @@
+import SpeechCLI
 import SpeechTL
 import TransferCLI
 

@@ -1,3 +1,4 @@
+import TextCLI
 import TextTL
 import TransferCLI
 

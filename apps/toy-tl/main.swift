@@ -1,3 +1,4 @@
+import ToyCLI
 import ToyTL
 import TransferCLI
 

@@ -1,4 +1,5 @@
 import TransferCLI
+import VisionCLI
 import VisionTL
 
 TransferCLI.main(VisionDomain.self)
