@@ -19,7 +19,7 @@ struct InfoCommand<D: CommandLineDomain>: ParsableCommand {
         runtime.apply()
         var rows = runtimeRows(app: D.appName)
         let run = try model.map { try SavedRun($0, app: D.appName) }
-        let saved = try run.flatMap { try? $0.model(nil) }
+        let saved = run.flatMap { try? $0.model(nil) }
         let options = try run.flatMap { r in try saved.map { try r.options(domainOptions, model: $0) } } ?? domainOptions
         let domain = try D(options: options)
         do {
@@ -40,6 +40,7 @@ struct InfoCommand<D: CommandLineDomain>: ParsableCommand {
             rows.append(("run models", run.record.models.joined(separator: ", ")))
             rows.append(("default model", run.record.defaultModel.map { id in
                 run.record.defaultReason.map { "\(id): \($0)" } ?? id } ?? "-"))
+            if let search = run.record.unfreeze { rows.append(("unfreeze", search.summary)) }
             if let m = saved {
                 rows.append(("classes", m.classNames.joined(separator: ", ")))
                 rows.append(("head", "\(m.headKind.rawValue), \(m.kind.rawValue), \(m.headInputs) features in"))

@@ -272,6 +272,8 @@ extension ToyWorkflowTests {
         }
         let record = try JSONSerialization.jsonObject(with: Data(contentsOf: runs.appendingPathComponent("auto/run.json"))) as! [String: Any]
         XCTAssertEqual((record["unfreeze"] as? [String: Any])?["chosen"] as? Int, chosen)
+        let info = try toy(["info", "--model", runs.appendingPathComponent("auto").path])
+        XCTAssertTrue(info.stdout.contains("--unfreeze auto: held-out accuracy"), info.stdout)
         let fixed = try results(try toy(["finetune", "--train", trainCSV, "--test", testCSV, "--unfreeze", "\(chosen)",
                                          "--no-baseline", "--json", "--threads", "1"]))
         print("toy --unfreeze auto: validation \(scores), chose \(chosen); test \(accuracy([row], "finetune"))")
