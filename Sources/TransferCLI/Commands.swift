@@ -307,7 +307,7 @@ struct ExtractCommand<D: CommandLineDomain>: TrainingCommand {
 /// Parses `--unfreeze K|all`.
 struct UnfreezeCount: ExpressibleByArgument {
     var value: Int
-    /// `auto`: the depth is chosen by validation accuracy among `DepthSearch.candidates`.
+    /// `auto`: the depth is chosen on held-out labelled data among `DepthSearch.candidates` (see `DepthSearch`).
     var auto = false
     init?(argument: String) {
         if argument == "all" { value = Int.max; return }
@@ -320,7 +320,7 @@ struct UnfreezeCount: ExpressibleByArgument {
 }
 
 struct FineTuneOptions: ParsableArguments {
-    @Option(help: "Top blocks of the backbone to train: a number (0: the head alone), all, or auto (each of 0-4 blocks fine-tuned, the one most accurate on the validation split of the labelled training data kept; end-to-end adapt chooses it on the source).")
+    @Option(help: "Top blocks of the backbone to train: a number (0: the head alone), all, or auto (each of 0-4 blocks fine-tuned on four fifths of the labelled data and scored on the fifth held out; the default 2 stays unless the best beats it beyond chance, McNemar p < 0.05; end-to-end adapt chooses on the source).")
     var unfreeze = UnfreezeCount(2)
     @Option(help: "Backbone learning rate = head learning rate x this (discriminative learning rates).")
     var backboneLrMult: Float = 0.1
@@ -433,6 +433,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         guard !targetSamples.isEmpty else { throw EngineError.invalidFile(target!, "no samples in the target set") }
         let test = try targetTest.map { try log.labelled(w, $0, option: "--target-test", role: "target test").relabelled(to: sourceSet.classNames) }
         let labelled = try targetLabelled.map { try log.labelled(w, $0, option: "--target-labelled", role: "labelled target").relabelled(to: sourceSet.classNames) }
+        // Before anything is printed or created (`adapt` checks again, for callers of the engine).
         if let labelled { try w.checkNoOverlap(labelled: labelled, test: test) }
         w.options.classWeights = try training.weights(classNames: sourceSet.classNames, labels: sourceSet.labels)
         let methods = method.methods, levels = level.levels

@@ -200,15 +200,8 @@ extension TransferWorkflows {
                 results.append(try headResult("dann", head, data, aligned: true, test, start, history, evalName,
                                               classNames: source.classNames))
             case .pseudo:
-                var head = sourceHead
-                var history: [EpochLog] = []
-                for round in 0..<settings.pseudoRounds {
-                    let (idx, labels) = confident(probabilities(head, fTa), threshold: settings.pseudoThreshold, classes: classes)
-                    if idx.isEmpty { break }
-                    let x = Tensor.concatenateRows([fS, fTa.gatherRows(idx)])
-                    (head, history, _) = try trainHead(features: x, labels: source.labels + labels, classes: classes, kind: .mlp,
-                                                    name: "adapt-features-pseudo-\(round)", rng: &r)
-                }
+                let (head, history) = try selfTrain(sourceHead, [], features: fS, labels: source.labels, target: fTa,
+                                                    classes: classes, settings: settings, name: "adapt-features-pseudo", rng: &r)
                 results.append(try headResult("pseudo", head, data, aligned: true, test, start, history, evalName,
                                               classNames: source.classNames))
             case .mcc, .bnm, .shot:
@@ -262,6 +255,20 @@ extension TransferWorkflows {
         targetObjective(method, settings: settings, head: head, targetCount: fT.shape[0]) { idx, training, rng in
             head.representation(Variable(idx.map { fT.gatherRows($0) } ?? fT), training: training, rng: &rng)
         }
+    }
+
+    /// Self-training: `settings.pseudoRounds` times, `head`'s confident predictions on the target rows `fTa` join the
+    /// labelled rows (`x`, `y`) and a new head is trained on them all (stops early when none is confident).
+    func selfTrain(_ head: ClassifierHead, _ history: [EpochLog], features x: Tensor, labels y: [Int], target fTa: Tensor,
+                   classes: Int, settings: AdaptationOptions, name: String, rng: inout RNG) throws -> (ClassifierHead, [EpochLog]) {
+        var (head, history) = (head, history)
+        for round in 0..<settings.pseudoRounds {
+            let (idx, pseudo) = confident(probabilities(head, fTa), threshold: settings.pseudoThreshold, classes: classes)
+            if idx.isEmpty { break }
+            (head, history, _) = try trainHead(features: Tensor.concatenateRows([x, fTa.gatherRows(idx)]), labels: y + pseudo,
+                                               classes: classes, kind: .mlp, name: "\(name)-\(round)", rng: &rng)
+        }
+        return (head, history)
     }
 
     /// Confident pseudo-labels: rows whose top probability reaches `threshold`, at most as many per class as

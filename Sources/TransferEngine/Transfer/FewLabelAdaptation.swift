@@ -48,18 +48,13 @@ extension TransferWorkflows {
         let y = source.labels + rows.map { labelled.labels[$0] }
         start = Date()
         var r = RNG(seed: options.seed &+ 0x5C9E)
-        var (head, history, _) = try trainHead(features: x, labels: y, classes: classes, kind: .mlp,
-                                               name: "supervised-\(tag)", rng: &r)
-        results.append(try headResult("supervised", head, data, aligned: true, test, start, history, evalName,
+        let (supervised, supervisedHistory, _) = try trainHead(features: x, labels: y, classes: classes, kind: .mlp,
+                                                               name: "supervised-\(tag)", rng: &r)
+        results.append(try headResult("supervised", supervised, data, aligned: true, test, start, supervisedHistory, evalName,
                                       classNames: source.classNames))
-        // Semi: self-training from the supervised head, its confident target predictions added as labels.
         start = Date()
-        for round in 0..<settings.pseudoRounds {
-            let (idx, pseudo) = confident(probabilities(head, fTa), threshold: settings.pseudoThreshold, classes: classes)
-            if idx.isEmpty { break }
-            (head, history, _) = try trainHead(features: Tensor.concatenateRows([x, fTa.gatherRows(idx)]), labels: y + pseudo,
-                                               classes: classes, kind: .mlp, name: "semi-\(tag)-\(round)", rng: &r)
-        }
+        let (head, history) = try selfTrain(supervised, supervisedHistory, features: x, labels: y, target: fTa, classes: classes,
+                                            settings: settings, name: "semi-\(tag)", rng: &r)
         results.append(try headResult("semi", head, data, aligned: true, test, start, history, evalName,
                                       classNames: source.classNames))
         for i in results.indices { results[i].labelsPerClass = labelsPerClass }
