@@ -285,6 +285,46 @@ extension ToyWorkflowTests {
         XCTAssertNotNil((e2e["unfreeze"] as? [String: Any])?["chosen"] as? Int, "\(e2e)")
     }
 
+    /// `finetune --unfreeze auto` and `adapt --target-labelled` killed midway resume to the bytes of uninterrupted
+    /// runs (the depth search's and the self-training's trainings each checkpoint under their own names); their runs
+    /// then serve `evaluate` and `predict` in the minimal form.
+    func testDepthSearchAndFewLabelRunsResumeToTheSameBytes() throws {
+        let runs = Self.root.appendingPathComponent("runs-resume-new")
+        try? FileManager.default.removeItem(at: runs)
+        let unlabelled = data.appendingPathComponent("target-unlabelled.csv").path
+        let cases: [(name: String, args: [String], model: String, kill: String)] = [
+            ("finetune", ["finetune", "--train", trainCSV, "--unfreeze", "auto", "--no-baseline"], "finetune", "9"),
+            ("adapt", ["adapt", "--source", trainCSV, "--target", unlabelled, "--method", "source-only",
+                       "--target-labelled", data.appendingPathComponent("target-labelled.csv").path,
+                       "--target-labels-per-class", "3"], "semi-features-3", "3"),
+        ]
+        for c in cases {
+            let args = c.args + ["--json", "--threads", "1", "--no-cache"]
+            let wholePath = runs.appendingPathComponent("\(c.name)-whole").path, killedPath = runs.appendingPathComponent("\(c.name)-killed").path
+            let whole = try toy(args + ["--out", wholePath])
+            XCTAssertEqual(whole.status, 0, whole.stderr)
+            let killed = try CLITests.run("toy-tl", args + ["--out", killedPath], environment: [
+                "TL_MODELS_DIR": Self.root.appendingPathComponent("models").path, "TL_TEST_KILL_AFTER_CHECKPOINTS": c.kill])
+            XCTAssertEqual(killed.status, 9, "\(c.name) should have been killed: \(killed.stderr)")
+            let resumed = try toy([c.args[0], "--resume", killedPath])
+            XCTAssertEqual(resumed.status, 0, resumed.stderr)
+            let x = try Data(contentsOf: URL(fileURLWithPath: wholePath + "/models/\(c.model).safetensors"))
+            let y = try Data(contentsOf: URL(fileURLWithPath: killedPath + "/models/\(c.model).safetensors"))
+            XCTAssertEqual(x, y, c.name)
+            let a = try JSONSerialization.jsonObject(with: Data(whole.stdout.utf8)) as! [String: Any]
+            let b = try JSONSerialization.jsonObject(with: Data(resumed.stdout.utf8)) as! [String: Any]
+            XCTAssertEqual(a["default_model"] as? NSDictionary, b["default_model"] as? NSDictionary, c.name)
+            let search = { (o: [String: Any]) in (o["results"] as? [[String: Any]])?.compactMap { $0["unfreeze"] as? NSDictionary } }
+            XCTAssertEqual(search(a), search(b), c.name)
+            for follow in [["evaluate", "--model", killedPath, "--data", c.name == "adapt" ? data.appendingPathComponent("target-test.csv").path : testCSV],
+                           ["predict", "--model", killedPath, unlabelled]] {
+                let out = try toy(follow)
+                XCTAssertEqual(out.status, 0, "\(follow.joined(separator: " ")): \(out.stderr)")
+                XCTAssertFalse(out.stdout.isEmpty)
+            }
+        }
+    }
+
     func testBadInputIsOneLineAndLeavesNoRunDirectory() throws {
         let bad = Self.root.appendingPathComponent("bad")
         try FileManager.default.createDirectory(at: bad, withIntermediateDirectories: true)
