@@ -230,7 +230,7 @@ struct TaskOptions: ParsableArguments {
             let main = try strategy(train, test, k, evalName)
             results.append(main)
             return RunOutcome(results: results, notes: Self.notes(main, tested: test != nil),
-                              defaultModel: (main.identifier, "the \(main.strategy) model this command trained"),
+                              defaultModel: (main.identifier, "the \(main.name) model this command trained"),
                               topLosses: test.flatMap { w.topLossRequest(main, on: $0, name: evalName) })
         }
     }
@@ -276,7 +276,7 @@ struct TaskOptions: ParsableArguments {
             var notes = Self.notes(main, tested: testSet != nil)
             if baseline { notes.append("trained from a features folder: no from-scratch baseline (it needs the samples)") }
             return RunOutcome(results: [main], notes: notes,
-                              defaultModel: (main.identifier, "the \(main.strategy) model this command trained"))
+                              defaultModel: (main.identifier, "the \(main.name) model this command trained"))
         }
     }
 }
@@ -453,7 +453,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
             if let pick, results.filter({ $0.model != nil && $0.labelFree != nil }).count > 1 {
                 results.append(AdaptationSelection.autoRow(pick.identifier, of: results))
             }
-            if let semi = results.first(where: { $0.strategy == "semi" }) {
+            if let semi = results.first(where: { $0.strategy == .semi }) {
                 // Chosen by what it uses, not by a score: it is the only model trained on the source labels, the
                 // target labels and the unlabelled target together.
                 pick = (semi.identifier, "semi-supervised: trained on the source labels, the labelled target examples and the unlabelled target")
@@ -613,8 +613,9 @@ struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
             (labels, inputs) = (test.labels, test.samples.map(w.domain.describe))
         }
         let report = ClassificationReport(predictions: logP.argmaxRows(), labels: labels, classNames: m.classNames)
-        let result = StrategyResult(strategy: strategy ?? saved.record.defaultModel ?? "model", level: nil, eval: datasetName(data),
-                                    labelsPerClass: nil, report: report, trainSeconds: 0, history: [])
+        var result = StrategyResult(strategy: .savedModel, level: nil, eval: datasetName(data), labelsPerClass: nil,
+                                    report: report, trainSeconds: 0, history: [])
+        result.modelName = strategy ?? saved.record.defaultModel
         let analysis = ErrorAnalysis(logProbabilities: logP, labels: labels, classNames: m.classNames, inputs: inputs)
         if let out {
             let folder = URL(fileURLWithPath: out, isDirectory: true)

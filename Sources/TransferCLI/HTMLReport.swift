@@ -37,7 +37,7 @@ struct HTMLReport {
             plots.append(("alignment-before", Self.svgFile(panels)))
             body.append("<h2>Source and target features before adaptation</h2><div class=row>" + panels.joined() + "</div>")
         }
-        for r in outcome.results where r.strategy != "auto" {
+        for r in outcome.results where r.strategy != .auto {
             var section = ["<h2 id=\"model-\(esc(r.identifier))\">\(esc(r.identifier))</h2>"]
             if let report = r.report {
                 section.append("<p>On \(esc(r.eval)) (\(r.evaluatedOn.rawValue) set): accuracy \(fmt(report.accuracy)), macro-F1 \(fmt(report.macroF1))</p>")
@@ -85,10 +85,10 @@ struct HTMLReport {
     static func resultsTable(_ results: [StrategyResult]) -> String {
         var rows: [[String]] = []
         for r in results {
-            let name = r.strategy == "auto" ? "auto (\(r.chosen ?? "?"))" : r.identifier
+            let name = r.strategy == .auto ? "auto (\(r.chosen ?? "?"))" : r.identifier
             let accuracy = r.report.map { fmt($0.accuracy) } ?? "-", macroF1 = r.report.map { fmt($0.macroF1) } ?? "-"
             let agreement = r.labelFree?.ensembleAgreement.map(fmt) ?? "-"
-            rows.append([name, r.level ?? "-", r.eval, r.evaluatedOn.rawValue, r.labelsPerClass.map(String.init) ?? "all",
+            rows.append([name, r.level?.rawValue ?? "-", r.eval, r.evaluatedOn.rawValue, r.labelsPerClass.map(String.init) ?? "all",
                          accuracy, macroF1, String(format: "%.1f", r.trainSeconds), agreement])
         }
         return table(["strategy", "level", "eval", "eval set", "labels/class", "accuracy", "macro-F1", "train s", "ensemble agreement"], rows)

@@ -9,8 +9,8 @@ enum Output {
                      defaultModel: (identifier: String, reason: String)? = nil) -> String {
         let rows: [[String: Any]] = results.map { r in
             var row: [String: Any] = [
-                "strategy": r.strategy,
-                "level": r.level.map { $0 as Any } ?? NSNull(),
+                "strategy": r.name,
+                "level": r.level.map { $0.rawValue as Any } ?? NSNull(),
                 "eval": r.eval,
                 "eval_set": r.evaluatedOn.rawValue,
                 "labels_per_class": r.labelsPerClass.map { $0 as Any } ?? NSNull(),
@@ -69,10 +69,10 @@ enum Output {
         var rows: [[String]] = [["strategy", "level", "eval", "labels/class", "accuracy", "macro-F1", "train s"]
                                 + (scored ? ["ensemble", "reverse-val", "IM", "agree"] : [])]
         for r in results {
-            var row = [r.strategy == "auto" ? "auto (\(r.chosen ?? "?"))" : r.strategy, r.level ?? "-", r.eval, "all", "-", "-",
+            var row = [r.strategy == .auto ? "auto (\(r.chosen ?? "?"))" : r.name, r.level?.rawValue ?? "-", r.eval, "all", "-", "-",
                        String(format: "%.1f", r.trainSeconds)]
             if scored {
-                let s = r.strategy == "auto" ? nil : r.labelFree
+                let s = r.strategy == .auto ? nil : r.labelFree
                 row += [s?.ensembleAgreement.map { String(format: "%.3f", $0) } ?? "-",
                         s.map { String(format: "%.3f", $0.reverseValidation) } ?? "-",
                         s.map { String(format: "%.3f", $0.informationMaximisation) } ?? "-",
@@ -127,7 +127,7 @@ enum Output {
                 try run.saveModel(model, name: id, app: app)
                 if !record.models.contains(id) { record.models.append(id) }
             }
-            var entry: [String: Any] = ["id": id, "strategy": r.strategy, "eval": r.eval, "eval_set": r.evaluatedOn.rawValue,
+            var entry: [String: Any] = ["id": id, "strategy": r.name, "eval": r.eval, "eval_set": r.evaluatedOn.rawValue,
                                         "train_seconds": r.trainSeconds]
             if let scores = r.labelFree { entry["label_free"] = jsonObject(scores) }
             if let chosen = r.chosen { entry["chosen"] = chosen }

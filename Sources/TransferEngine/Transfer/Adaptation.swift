@@ -89,9 +89,9 @@ extension TransferWorkflows {
         return results
     }
 
-    func result(_ method: String, _ level: AdaptationLevel?, _ report: ClassificationReport?, _ start: Date,
+    func result(_ strategy: Strategy, _ level: AdaptationLevel?, _ report: ClassificationReport?, _ start: Date,
                 _ history: [EpochLog], _ evalName: String, model: SavedModel? = nil) -> StrategyResult {
-        StrategyResult(strategy: method, level: level?.rawValue, eval: evalName, labelsPerClass: nil, report: report,
+        StrategyResult(strategy: strategy, level: level, eval: evalName, labelsPerClass: nil, report: report,
                        trainSeconds: Date().timeIntervalSince(start), history: history, model: model)
     }
 
@@ -99,7 +99,7 @@ extension TransferWorkflows {
     /// source's coordinates: it is evaluated on the aligned target test features and saved re-targeted, so the
     /// saved model applies to raw target features as they come. Keeps the source/target representations for the
     /// alignment plot.
-    func headResult(_ method: String, _ head: ClassifierHead, _ data: FeatureDomains, aligned: Bool,
+    func headResult(_ method: Strategy, _ head: ClassifierHead, _ data: FeatureDomains, aligned: Bool,
                     _ test: LabelledSet<D.Sample>?, _ start: Date, _ history: [EpochLog], _ evalName: String,
                     classNames: [String]) throws -> StrategyResult {
         let (fT, fTest) = aligned ? (data.targetAligned, data.testAligned) : (data.target, data.test)
@@ -174,19 +174,19 @@ extension TransferWorkflows {
             var r = RNG(seed: options.seed &+ UInt64(AdaptationMethod.allCases.firstIndex(of: method)!))
             switch method {
             case .sourceOnly:
-                var res = try headResult("source-only", sourceHead, data, aligned: false, test, start, sourceHistory,
+                var res = try headResult(.sourceOnly, sourceHead, data, aligned: false, test, start, sourceHistory,
                                          evalName, classNames: source.classNames)
                 res.trainSeconds = sourceSeconds
                 results.append(res)
             case .adabn:
-                results.append(try headResult("adabn", sourceHead, data, aligned: true, test, start, [], evalName,
+                results.append(try headResult(.adabn, sourceHead, data, aligned: true, test, start, [], evalName,
                                               classNames: source.classNames))
             case .coral:
                 let (head, history, _) = try trainHead(features: fS, labels: source.labels, classes: classes, kind: .mlp,
                                                        name: "adapt-features-coral", rng: &r) { head in
                     self.coralExtra(head: head, targetFeatures: fTa, weight: settings.coralWeight)
                 }
-                results.append(try headResult("coral", head, data, aligned: true, test, start, history, evalName,
+                results.append(try headResult(.coral, head, data, aligned: true, test, start, history, evalName,
                                               classNames: source.classNames))
             case .dann:
                 var discriminatorRNG = RNG(seed: options.seed &+ 101)
@@ -197,12 +197,12 @@ extension TransferWorkflows {
                         head.representation(Variable(fTa.gatherRows(idx)), training: true, rng: &rng)
                     }
                 }
-                results.append(try headResult("dann", head, data, aligned: true, test, start, history, evalName,
+                results.append(try headResult(.dann, head, data, aligned: true, test, start, history, evalName,
                                               classNames: source.classNames))
             case .pseudo:
                 let (head, history) = try selfTrain(sourceHead, [], features: fS, labels: source.labels, target: fTa,
                                                     classes: classes, settings: settings, name: "adapt-features-pseudo", rng: &r)
-                results.append(try headResult("pseudo", head, data, aligned: true, test, start, history, evalName,
+                results.append(try headResult(.pseudo, head, data, aligned: true, test, start, history, evalName,
                                               classNames: source.classNames))
             case .mcc, .bnm, .shot:
                 // The target's representation comes from the head being trained, on target features standardised
@@ -213,7 +213,7 @@ extension TransferWorkflows {
                                                        initial: initial, frozen: initial == nil ? [] : ["fc"]) { head in
                     self.targetObjective(method, settings: settings, head: head, targetFeatures: fTa)
                 }
-                results.append(try headResult(method.rawValue, head, data, aligned: true, test, start, history, evalName,
+                results.append(try headResult(Strategy(method), head, data, aligned: true, test, start, history, evalName,
                                               classNames: source.classNames))
             }
         }
@@ -366,23 +366,17 @@ extension TransferWorkflows {
         let classes = source.classNames.count
         var results: [StrategyResult] = []
         // `--unfreeze auto`: the depth that fine-tunes the source best (on its validation split) trains every method.
-        var search: DepthSearch?
-        let savedDepth = options.unfreeze
-        defer { options.unfreeze = savedDepth }
-        if let candidates = options.unfreezeCandidates {
-            search = try searchDepth(candidates, samples: source.samples, labels: source.labels, classes: classes,
-                                     headKind: .mlp, name: "adapt-e2e-source")
-            options.unfreeze = search!.chosen
+        let search = try options.unfreezeCandidates.map {
+            try searchDepth($0, samples: source.samples, labels: source.labels, classes: classes, headKind: .mlp,
+                            name: "adapt-e2e-source")
         }
-        let bb = try backbone()
-        let first = bb.blocks.count - min(options.unfreeze, bb.blocks.count)
-        // Target activations below the trained blocks, computed once (the frozen part never changes).
-        var targetActs: (parts: [Tensor], rowsPerSample: Int)?
-        /// The head's representation of target samples `idx` through the trained blocks; nil: every target sample,
-        /// in inference batches with the blocks in evaluation mode (no BatchNorm statistics updated).
-        func targetRepresentation(_ head: ClassifierHead) throws -> ([Int]?, Bool, inout RNG) throws -> Variable {
-            if targetActs == nil { targetActs = try activations(target, through: first, name: "target", backbone: bb) }
-            let acts = targetActs!
+        let depth = search?.chosen ?? options.unfreeze
+        /// The head's representation of target samples `idx` through `bb`'s trained blocks (the frozen part's
+        /// activations are kept, see `activations`); nil: every target sample, in inference batches with the blocks
+        /// in evaluation mode (no BatchNorm statistics updated).
+        func targetRepresentation(_ head: ClassifierHead, _ bb: any Backbone<D.Input>) throws -> ([Int]?, Bool, inout RNG) throws -> Variable {
+            let first = bb.blocks.count - min(depth, bb.blocks.count)
+            let acts = try activations(target, through: first, name: "target", backbone: bb)
             func run(_ idx: [Int], _ training: Bool, _ rng: inout RNG) -> Variable {
                 let a = Activation.join(idx.map { acts.parts[$0] }, sequences: bb.activationsAreSequences,
                                         rowsPerSample: acts.rowsPerSample)
@@ -403,28 +397,33 @@ extension TransferWorkflows {
                                         name: "adapt-e2e-probe-\(name)", rng: &rng)
             return (trained.head, trained.history)
         }
-        func report(_ model: FineTuned) throws -> ClassificationReport? {
-            try test.map { try evaluate(model, $0, name: evalName) }
+        /// `head` and the top blocks of `bb` trained on `samples` (source, or source and pseudo-labelled target).
+        func train(_ name: String, _ bb: any Backbone<D.Input>, _ head: ClassifierHead, _ rng: inout RNG,
+                   samples: [D.Sample]? = nil, labels: [Int]? = nil, extra: ExtraLoss? = nil) throws -> (model: FineTuned, history: [EpochLog]) {
+            let tuned = try trainTop(bb, blocks: depth, head: head, samples: samples ?? source.samples,
+                                     labels: labels ?? source.labels, classes: classes, name: "adapt-e2e-\(name)",
+                                     rng: &rng, extra: extra)
+            return (tuned.model, tuned.history)
+        }
+        func row(_ method: AdaptationMethod, _ tuned: (model: FineTuned, history: [EpochLog]), probe: [EpochLog],
+                 _ start: Date) throws -> StrategyResult {
+            result(Strategy(method), .endToEnd, try test.map { try evaluate(tuned.model, $0, name: evalName) }, start,
+                   probe + tuned.history, evalName, model: tuned.model.saved(classNames: source.classNames))
         }
         var sourceOnlyModel: FineTuned?
-        // The backbone object is shared: later methods reload the pristine weights into it, so the source-only
-        // model's trained blocks are kept aside for the pseudo-label teacher.
-        var sourceOnlyState: [String: Tensor] = [:]
         for method in methods {
             let start = Date()
             var rng = RNG(seed: options.seed)
             switch method {
             case .sourceOnly:
                 let (head, probe) = try newHead("source-only", &rng)
-                let tuned = try trainTop(head: head, samples: source.samples, labels: source.labels, classes: classes,
-                                         name: "adapt-e2e-source-only", rng: &rng)
+                let tuned = try train("source-only", try backboneCopy(), head, &rng)
                 sourceOnlyModel = tuned.model
-                sourceOnlyState = tuned.model.backbone.stateDict()
-                results.append(result("source-only", .endToEnd, try report(tuned.model), start,
-                                      probe + tuned.history, evalName, model: tuned.model.saved(classNames: source.classNames)))
+                results.append(try row(method, tuned, probe: probe, start))
             case .coral, .dann:
                 let (head, probe) = try newHead(method.rawValue, &rng)
-                let targetRep = try targetRepresentation(head)
+                let bb = try backboneCopy()
+                let targetRep = try targetRepresentation(head, bb)
                 let extra: ExtraLoss
                 if method == .coral {
                     extra = ExtraLoss(modules: []) { h, _, _, rng in
@@ -435,42 +434,33 @@ extension TransferWorkflows {
                     extra = dannExtra(width: head.representationWidth, weight: settings.dannWeight, rng: &rng,
                                       targetCount: target.count) { try targetRep($0, true, &$1) }
                 }
-                let tuned = try trainTop(head: head, samples: source.samples, labels: source.labels, classes: classes,
-                                         name: "adapt-e2e-\(method.rawValue)", rng: &rng, extra: extra)
-                results.append(result(method.rawValue, .endToEnd, try report(tuned.model), start,
-                                      probe + tuned.history, evalName, model: tuned.model.saved(classNames: source.classNames)))
+                results.append(try row(method, try train(method.rawValue, bb, head, &rng, extra: extra), probe: probe, start))
             case .adabn:
                 results.append(try adaBN(source: source, target: target, test: test, start: start, evalName: evalName))
             case .pseudo:
                 // Self-training end to end: pseudo-label the target with the source-only model, then train on both.
                 let teacher: FineTuned
                 if let m = sourceOnlyModel {
-                    try m.backbone.load(sourceOnlyState, source: "source-only model")
                     teacher = m
                 } else {
                     let (head, _) = try newHead("pseudo-teacher", &rng)
-                    teacher = try trainTop(head: head, samples: source.samples, labels: source.labels, classes: classes,
-                                           name: "adapt-e2e-pseudo-teacher", rng: &rng).model
+                    teacher = try train("pseudo-teacher", try backboneCopy(), head, &rng).model
                 }
                 let p = probabilities(teacher.head, try features(teacher, target, name: "target"))
                 let (idx, labels) = confident(p, threshold: settings.pseudoThreshold, classes: classes)
                 let (head, probe) = try newHead("pseudo", &rng)
-                let tuned = try trainTop(head: head, samples: source.samples + idx.map { target[$0] },
-                                         labels: source.labels + labels, classes: classes,
-                                         name: "adapt-e2e-pseudo", rng: &rng)
-                results.append(result("pseudo", .endToEnd, try report(tuned.model), start,
-                                      probe + tuned.history, evalName, model: tuned.model.saved(classNames: source.classNames)))
+                let tuned = try train("pseudo", try backboneCopy(), head, &rng, samples: source.samples + idx.map { target[$0] },
+                                      labels: source.labels + labels)
+                results.append(try row(method, tuned, probe: probe, start))
             case .mcc, .bnm, .shot:
                 // As at the feature level; SHOT keeps the probe's classifier fixed while the blocks and the
                 // bottleneck move.
                 let (head, probe) = try newHead(method.rawValue, &rng)
                 if method == .shot { head.freeze(["fc"]) }
+                let bb = try backboneCopy()
                 let extra = targetObjective(method, settings: settings, head: head, targetCount: target.count,
-                                            target: try targetRepresentation(head))
-                let tuned = try trainTop(head: head, samples: source.samples, labels: source.labels, classes: classes,
-                                         name: "adapt-e2e-\(method.rawValue)", rng: &rng, extra: extra)
-                results.append(result(method.rawValue, .endToEnd, try report(tuned.model), start,
-                                      probe + tuned.history, evalName, model: tuned.model.saved(classNames: source.classNames)))
+                                            target: try targetRepresentation(head, bb))
+                results.append(try row(method, try train(method.rawValue, bb, head, &rng, extra: extra), probe: probe, start))
             }
         }
         for i in results.indices { results[i].depthSearch = search }
@@ -482,13 +472,11 @@ extension TransferWorkflows {
     /// target statistics. Without BatchNorm layers only the head's standardisation can adapt: said in a note.
     func adaBN(source: LabelledSet<D.Sample>, target: [D.Sample], test: LabelledSet<D.Sample>?, start: Date,
                evalName: String) throws -> StrategyResult {
-        let bb = try backbone()
+        let bb = try backboneCopy()
         let layers = bb.batchNormLayers()
         if layers.isEmpty {
             ProgressReporter.note("adabn: this backbone has no BatchNorm layers; only the head's feature standardisation is re-estimated on the target")
         }
-        let momenta = layers.map(\.layer.momentum)
-        defer { for ((_, bn), m) in zip(layers, momenta) { bn.momentum = m } }
         var order = RNG(seed: options.seed &+ 7)
         func reestimate(on samples: [D.Sample], name: String) throws {
             for (_, bn) in layers { bn.resetRunningStatistics(); bn.momentum = nil; bn.frozenStatistics = false }
@@ -502,7 +490,7 @@ extension TransferWorkflows {
             }
             bb.train(false)
         }
-        // Features with the statistics just estimated (`features(_:name:)` reloads the pristine backbone first).
+        // Features with the statistics just estimated.
         func currentFeatures(_ samples: [D.Sample], name: String) throws -> Tensor {
             try pooled(samples, name: "features of \(name)", width: bb.featureCount) { bb.features($0) }
         }
@@ -516,8 +504,7 @@ extension TransferWorkflows {
         head.standardise(from: fT)
         let report = try test.map { evaluate(head, try currentFeatures($0.samples, name: "\(evalName) (target statistics)"), $0) }
         let statistics = bb.namedBuffers().reduce(into: [String: Tensor]()) { $0[$1.name] = $1.variable.value }
-        _ = try backbone()   // back to the pristine pretrained weights and statistics
-        return result("adabn", .endToEnd, report, start, history, evalName,
+        return result(.adabn, .endToEnd, report, start, history, evalName,
                       model: SavedModel(kind: .finetuned, head: head, classNames: source.classNames, backbone: statistics))
     }
 
@@ -539,6 +526,6 @@ extension TransferWorkflows {
             for (j, p) in zip(fold, probabilities(head, fTest.gatherRows(fold)).argmaxRows()) { predictions[j] = p }
         }
         let report = ClassificationReport(predictions: predictions, labels: test.labels, classNames: test.classNames)
-        return result("oracle", .features, report, start, history, evalName)
+        return result(.oracle, .features, report, start, history, evalName)
     }
 }

@@ -71,23 +71,20 @@ extension TransferWorkflows {
         guard labels.count >= 50, !held.isEmpty else {
             throw EngineError.invalidArgument("--unfreeze auto chooses the depth on labelled samples held out from training, and \(labels.count) samples are too few (it needs 50); give a number of blocks instead")
         }
-        let blocks = try backbone().blocks.count
+        let blocks = try pretrainedBackbone().blocks.count
         let depths = Array(Set(candidates.map { min(max($0, 0), blocks) })).sorted()
         let defaultBlocks = min(options.unfreeze, blocks)
         let fitSamples = fit.map { samples[$0] }, fitLabels = fit.map { labels[$0] }
         let heldSamples = held.map { samples[$0] }, y = held.map { labels[$0] }
         let probe = try trainHead(features: try features(fitSamples, name: "depth search"), labels: fitLabels, classes: classes,
                                   kind: headKind, name: "\(name)-depth-probe", rng: &rng).head.stateDict()
-        let saved = options.unfreeze
-        defer { options.unfreeze = saved }
         var curve: [DepthSearch.Point] = [], correct: [Int: [Bool]] = [:]
         for depth in Array(Set(depths + [defaultBlocks])).sorted() {
             var r = rng
             var unused = RNG(seed: 0)   // the probe's weights replace these
             let h = ClassifierHead(kind: headKind, inputs: try featureWidth(), classes: classes, rng: &unused)
             try h.load(probe, source: "probe head")
-            options.unfreeze = depth
-            let tuned = try trainTop(head: h, samples: fitSamples, labels: fitLabels, classes: classes,
+            let tuned = try trainTop(try backboneCopy(), blocks: depth, head: h, samples: fitSamples, labels: fitLabels, classes: classes,
                                      name: "\(name)-depth-\(depth)", rng: &r)
             let p = probabilities(tuned.model.head, try features(tuned.model, heldSamples, name: "held-out samples at depth \(depth)"))
             correct[depth] = zip(p.argmaxRows(), y).map { $0 == $1 }

@@ -36,7 +36,7 @@ extension TransferWorkflows {
         var rng = RNG(seed: options.seed &+ 0x7A11)
         let (own, ownHistory, _) = try trainHead(features: fL, labels: labelled.labels, classes: classes, kind: options.head,
                                                  name: "target-only-\(tag)", rng: &rng)
-        results.append(result("target-only", .features, test.map { evaluate(own, fTest!, $0) }, start, ownHistory, evalName,
+        results.append(result(.targetOnly, .features, test.map { evaluate(own, fTest!, $0) }, start, ownHistory, evalName,
                               model: SavedModel(kind: .head, head: own, classNames: source.classNames)))
 
         let data = FeatureDomains(source: fS, target: fT, test: fTest)
@@ -50,12 +50,12 @@ extension TransferWorkflows {
         var r = RNG(seed: options.seed &+ 0x5C9E)
         let (supervised, supervisedHistory, _) = try trainHead(features: x, labels: y, classes: classes, kind: .mlp,
                                                                name: "supervised-\(tag)", rng: &r)
-        results.append(try headResult("supervised", supervised, data, aligned: true, test, start, supervisedHistory, evalName,
+        results.append(try headResult(.supervised, supervised, data, aligned: true, test, start, supervisedHistory, evalName,
                                       classNames: source.classNames))
         start = Date()
         let (head, history) = try selfTrain(supervised, supervisedHistory, features: x, labels: y, target: fTa, classes: classes,
                                             settings: settings, name: "semi-\(tag)", rng: &r)
-        results.append(try headResult("semi", head, data, aligned: true, test, start, history, evalName,
+        results.append(try headResult(.semi, head, data, aligned: true, test, start, history, evalName,
                                       classNames: source.classNames))
         for i in results.indices { results[i].labelsPerClass = labelsPerClass }
         return results

@@ -30,12 +30,23 @@ public struct FNV64 {
 
 extension Module {
     /// Hash of every parameter and buffer (names, shapes, values): identifies the weights for caches.
-    public func weightsHash() -> String {
+    public func weightsHash() -> String { weightsHash { _ in true } }
+
+    /// Hash of the parameters and buffers whose names pass `include`.
+    func weightsHash(_ include: (String) -> Bool) -> String {
         var h = FNV64()
-        for (name, t) in stateDict().sorted(by: { $0.key < $1.key }) {
+        for (name, t) in stateDict().sorted(by: { $0.key < $1.key }) where include(name) {
             h.add(name)
             h.add(t)
         }
         return h.hex
+    }
+}
+
+extension Backbone {
+    /// Hash of the parameters and buffers of blocks `range`: with the input, what their output depends on.
+    func weightsHash(blocks range: Range<Int>) -> String {
+        let prefixes = blocks[range].flatMap { $0 }
+        return weightsHash { name in prefixes.contains { Module.matches(name, $0) } }
     }
 }

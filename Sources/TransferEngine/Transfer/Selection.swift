@@ -44,7 +44,7 @@ public enum AdaptationSelection {
         func score(_ r: StrategyResult) -> Double { r.labelFree!.ensembleAgreement! }
         guard let best = candidates.max(by: { score($0) < score($1) }) else { return nil }
         func pct(_ x: Double) -> String { String(format: "%.1f%%", 100 * x) }
-        let baseline = candidates.filter { $0.strategy == AdaptationMethod.sourceOnly.rawValue }.max { score($0) < score($1) }
+        let baseline = candidates.filter { $0.strategy == .sourceOnly }.max { score($0) < score($1) }
         guard let baseline, best.strategy != baseline.strategy else {
             return (best.identifier, "\(best.identifier) agrees most with the average prediction of the \(candidates.count) candidates on the target (\(pct(score(best))))")
         }
@@ -58,7 +58,7 @@ public enum AdaptationSelection {
     /// naming it (its model stays saved under its own name).
     public static func autoRow(_ identifier: String, of results: [StrategyResult]) -> StrategyResult {
         var row = results.first { $0.identifier == identifier }!
-        row.strategy = "auto"
+        row.strategy = .auto
         row.level = nil
         row.chosen = identifier
         row.labelFree = nil
@@ -113,7 +113,7 @@ extension TransferWorkflows {
             if let mine = targetPredictions[results[i].identifier] {
                 results[i].labelFree!.ensembleAgreement = Double(zip(mine, consensus).filter { $0 == $1 }.count) / Double(max(mine.count, 1))
             }
-            let baseline = StrategyResult(strategy: AdaptationMethod.sourceOnly.rawValue, level: results[i].level, eval: "",
+            let baseline = StrategyResult(strategy: .sourceOnly, level: results[i].level, eval: "",
                                           labelsPerClass: nil, report: nil, trainSeconds: 0, history: []).identifier
             guard let mine = targetPredictions[results[i].identifier], let theirs = targetPredictions[baseline] else { continue }
             results[i].labelFree!.agreementWithSourceOnly = Double(zip(mine, theirs).filter { $0 == $1 }.count) / Double(max(mine.count, 1))
@@ -123,13 +123,10 @@ extension TransferWorkflows {
     /// Reverse validation: accuracy on the source of a linear head trained on target features labelled by `pseudoLabels`.
     func reverseValidation(pseudoLabels: [Int], fT: Tensor, source: LabelledSet<D.Sample>, fS: Tensor) throws -> Double {
         var rng = RNG(seed: options.seed &+ 0x7e5e)
-        let saved = options.classWeights
-        options.classWeights = nil
-        defer { options.classWeights = saved }
         // The head standardises with the target's statistics; source features are moved into the target's
         // coordinates so that each domain is standardised with its own.
         let (head, _, _) = try trainHead(features: fT, labels: pseudoLabels, classes: source.classNames.count, kind: .linear,
-                                         name: "reverse-validation", rng: &rng, checkpoint: false)
+                                         name: "reverse-validation", rng: &rng, checkpoint: false, classWeighted: false)
         let aligned = ClassifierHead.align(fS, from: ClassifierHead.statistics(fS), to: ClassifierHead.statistics(fT))
         let predicted = probabilities(head, aligned).argmaxRows()
         return Double(zip(predicted, source.labels).filter { $0 == $1 }.count) / Double(max(source.count, 1))
