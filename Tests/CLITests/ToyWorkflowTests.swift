@@ -1,5 +1,6 @@
 import Foundation
 import ToyTL
+import TransferEngine
 import XCTest
 
 /// The transfer workflows end to end through the toy app: what transfer must show, resume after a kill,
@@ -142,6 +143,28 @@ extension ToyWorkflowTests {
                 XCTAssertEqual(x, y, "\(model), killed after \(killAfter) checkpoints")
             }
         }
+    }
+
+    /// Each workflow trains a copy of the pretrained backbone of its own: a fine-tuned model keeps its weights
+    /// while later workflows fine-tune, adapt end to end and re-estimate BatchNorm-free statistics, and the
+    /// pretrained backbone is never changed (when they shared one backbone, each reset it for the next).
+    func testWorkflowsTrainTheirOwnBackboneCopies() throws {
+        setenv("TL_MODELS_DIR", Self.root.appendingPathComponent("models").path, 1)
+        let domain = try ToyDomain()
+        let w = TransferWorkflows(domain: domain, options: WorkflowOptions())
+        let train = try domain.labelled(at: data.appendingPathComponent("source-train.csv"))
+        let test = try domain.labelled(at: data.appendingPathComponent("source-test.csv"))
+        let target = try domain.unlabelled(at: data.appendingPathComponent("target-unlabelled.csv"))
+        let pretrained = try w.features(test.samples, name: "test")
+        let first = try w.finetune(train: train, test: nil, evalName: "validation").model
+        let tuned = try w.features(first, test.samples, name: "test")
+        XCTAssertNotEqual(tuned, pretrained, "fine-tuning changed nothing")
+        _ = try w.finetune(train: train, test: nil, labelsPerClass: 5, evalName: "validation")
+        _ = try w.adapt(source: train, target: target, targetTest: nil, methods: [.sourceOnly, .adabn, .mcc],
+                        levels: [.endToEnd], oracle: false, evalName: "target")
+        XCTAssertEqual(try w.features(first, test.samples, name: "test"), tuned)
+        XCTAssertEqual(try w.pretrainedBackbone().weightsHash(), w.backboneHash)
+        XCTAssertFalse(first.backbone === (try w.pretrainedBackbone()))
     }
 
     func testRunDirectoryEvaluateAndPredict() throws {
