@@ -14,8 +14,8 @@ extension VisionDomain: CommandLineDomain {
         task: .init(train: "vision/fashion/train", test: "vision/fashion/test", labelsPerClass: [10, nil]),
         // End to end (the top block at 224 x 224) a method costs about a minute on 2 cores, and all of them put the
         // demo at 11.4 minutes (682 s, over its 10). Left out end to end: AdaBN (it re-estimates all 49 BatchNorm
-        // layers on both domains: 115 s), Deep CORAL (no gain in independent tables, ADAPTATION.md) and SHOT (made
-        // for source-free adaptation). `adapt` runs them all.
+        // layers on both domains: 115 s), Deep CORAL (no gain in independent tables: SKADA-Bench, Lalou et al.
+        // 2024) and SHOT (made for source-free adaptation). `adapt` runs them all.
         shift: .init(source: "vision/mnist/train", target: "vision/optdigits/unlabelled", targetTest: "vision/optdigits/test",
                      endToEndMethods: [.sourceOnly, .dann, .pseudo, .mcc, .bnm]))
 

@@ -157,7 +157,7 @@ extension TransferWorkflows {
     /// Source-only knows nothing of the target. The adaptation methods all standardise the target with its own
     /// statistics (domain-specific normalisation, as AdaBN / DSBN do for BatchNorm): AdaBN is exactly that on the
     /// source-only head; DANN and CORAL align the bottleneck on top of it; pseudo-labelling self-trains from the
-    /// AdaBN head. On MNIST -> optdigits this took feature-level DANN from 12 % to 65 % (issue 5's note).
+    /// AdaBN head. On MNIST -> optdigits this took feature-level DANN from 12 % to 65 %.
     func adaptFeatures(source: LabelledSet<D.Sample>, fS: Tensor, fT: Tensor, test: LabelledSet<D.Sample>?, fTest: Tensor?,
                        methods: [AdaptationMethod], settings: AdaptationOptions, evalName: String) throws -> [StrategyResult] {
         let classes = source.classNames.count

@@ -1,7 +1,7 @@
 import Foundation
 
 /// How different two datasets look on the backbone's features, what the source model takes the target's class
-/// mix to be, and the technique that follows from it (issue 14's `diagnose`). Needs no target labels.
+/// mix to be, and the technique that follows from it. Needs no target labels.
 public struct DomainDiagnosis: Codable, Sendable {
     public var sourceSamples: Int
     public var targetSamples: Int

@@ -1,7 +1,7 @@
 import Foundation
 
-/// Scores of an adapted model that need no target labels (Musgrave et al. 2021; ADAPTATION.md), measured on the
-/// unlabelled target set.
+/// Scores of an adapted model that need no target labels (Musgrave et al. 2021, "Unsupervised domain adaptation:
+/// a reality check"), measured on the unlabelled target set.
 public struct LabelFreeScores: Codable, Equatable, Sendable {
     /// Reverse validation (Zhong et al. 2010; used to tune DANN in Ganin et al. 2016): a linear head trained on the
     /// target's pretrained features with this model's target predictions as labels, scored on the labelled source
