@@ -157,8 +157,8 @@ final class BERTLayer: Module {
 /// is the mean of the last hidden states over the real tokens (sentence-transformers' pooling), optionally
 /// L2-normalised. Parameters carry the Hugging Face names (`pooler.*` is not part of it).
 ///
-/// Activations between blocks are [B, T, hidden] with the sequence lengths; below block 1 (`through: 0`) they
-/// are the token ids themselves as [B, T, 1] floats, so every split point works.
+/// Activations between blocks are packed tokens [Σ lengths, hidden] with the sequence lengths; below block 1
+/// (`through: 0`) they are the token ids themselves, so every split point works.
 public final class BERTEncoder: Module, Backbone {
     public typealias Input = TokenBatch
 
@@ -228,28 +228,21 @@ public final class BERTEncoder: Module, Backbone {
         precondition(end >= 0 && end <= blocks.count, "BERTEncoder: block \(end) out of 0...\(blocks.count)")
         precondition(input.length <= configuration.maxPositions,
                      "BERTEncoder: \(input.length) tokens exceed the model's \(configuration.maxPositions) positions")
-        if end == 0 {
-            let ids = Tensor(shape: [input.batchSize, input.length, 1], scalars: input.ids.map(Float.init))
-            return Activation(Variable(ids), lengths: input.lengths)
-        }
-        var x = embeddings(packedIDs: Self.packedIDs(input), lengths: input.lengths)
-        x = layers(0..<end - 1, x, lengths: input.lengths)
-        return Activation(x.unpacked(lengths: input.lengths, length: input.length), lengths: input.lengths)
+        let ids = Self.packedIDs(input)
+        if end == 0 { return Activation(ids: ids, lengths: input.lengths) }
+        let x = embeddings(packedIDs: ids, lengths: input.lengths)
+        return Activation(layers(0..<end - 1, x, lengths: input.lengths), lengths: input.lengths)
     }
 
     public func forward(_ activation: Activation, from start: Int) -> Variable {
         precondition(start >= 0 && start <= blocks.count, "BERTEncoder: block \(start) out of 0...\(blocks.count)")
         guard let lengths = activation.lengths else { preconditionFailure("BERTEncoder: activations must carry lengths") }
-        var x: Variable
+        let x: Variable
         if start == 0 {
-            let t = activation.value.shape[1]
-            let all = activation.value.value.scalars
-            var ids: [Int] = []
-            for (b, l) in lengths.enumerated() { for j in 0..<l { ids.append(Int(all[b * t + j])) } }
-            x = embeddings(packedIDs: ids, lengths: lengths)
-            x = layers(0..<layers.count, x, lengths: lengths)
+            guard let ids = activation.ids else { preconditionFailure("BERTEncoder: block 0 takes token ids") }
+            x = layers(0..<layers.count, embeddings(packedIDs: ids, lengths: lengths), lengths: lengths)
         } else {
-            x = layers(start - 1..<layers.count, activation.value.packed(lengths: lengths), lengths: lengths)
+            x = layers(start - 1..<layers.count, activation.value, lengths: lengths)
         }
         let pooled = x.meanPooled(lengths: lengths)
         return normalizesFeatures ? pooled.l2Normalized() : pooled

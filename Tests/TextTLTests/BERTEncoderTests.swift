@@ -113,7 +113,7 @@ final class BERTEncoderTests: XCTestCase {
         for (key, values) in h.through_blocks.sorted(by: { $0.key < $1.key }) {
             let end = Int(key)!
             let act = Autograd.noGrad { encoder.forward(batch, through: end) }
-            XCTAssertEqual(act.value.shape, [1, h.ids.count, 384])
+            XCTAssertEqual(act.value.shape, [h.ids.count, 384])
             XCTAssertEqual(act.lengths, [h.ids.count])
             let d = Self.maxDifference(act.value.value.scalars, Self.floats(values))
             print("BERTEncoderTests: through block \(end), max |hidden - transformers| \(d)")
@@ -128,7 +128,7 @@ final class BERTEncoderTests: XCTestCase {
         let whole = Autograd.noGrad { encoder.features(batch) }.value
         for k in 0...encoder.blocks.count {
             let parts = Autograd.noGrad { encoder.forward(batch, through: k) }.split()
-            XCTAssertEqual(parts.map { $0.shape[0] }, batch.lengths)
+            XCTAssertEqual(parts.map { $0.rows.shape[0] }, batch.lengths)
             let rejoined = Activation.join(parts.reversed(), sequences: true, rowsPerSample: 1)
             let f = Autograd.noGrad { encoder.forward(rejoined, from: k) }.value
             let expected = Tensor.concatenateRows((0..<3).reversed().map { whole.rows($0..<$0 + 1) })

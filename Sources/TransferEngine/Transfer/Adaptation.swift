@@ -377,7 +377,7 @@ extension TransferWorkflows {
         let bb = try backbone()
         let first = bb.blocks.count - min(options.unfreeze, bb.blocks.count)
         // Target activations below the trained blocks, computed once (the frozen part never changes).
-        var targetActs: (parts: [Tensor], rowsPerSample: Int)?
+        var targetActs: (parts: [Activation.Part], rowsPerSample: Int)?
         /// The head's representation of target samples `idx` through the trained blocks; nil: every target sample,
         /// in inference batches with the blocks in evaluation mode (no BatchNorm statistics updated).
         func targetRepresentation(_ head: ClassifierHead) throws -> ([Int]?, Bool, inout RNG) throws -> Variable {

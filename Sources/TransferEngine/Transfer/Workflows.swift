@@ -252,7 +252,7 @@ public final class TransferWorkflows<D: TransferDomain> {
 
     /// Per-sample activations below block `end` of the pretrained backbone, plus rows per sample.
     func activations(_ samples: [D.Sample], through end: Int, name: String,
-                     backbone bb: any Backbone<D.Input>) throws -> (parts: [Tensor], rowsPerSample: Int) {
+                     backbone bb: any Backbone<D.Input>) throws -> (parts: [Activation.Part], rowsPerSample: Int) {
         var rows = 1
         let parts = try runBackbone(samples, name: "frozen blocks on \(name)") { input in
             let a = bb.forward(input, through: end)
