@@ -217,20 +217,13 @@ public final class BERTEncoder: Module, Backbone {
         return x
     }
 
-    static func packedIDs(_ batch: TokenBatch) -> [Int] {
-        var ids: [Int] = []
-        ids.reserveCapacity(batch.lengths.reduce(0, +))
-        for (b, l) in batch.lengths.enumerated() { ids.append(contentsOf: batch.ids[b * batch.length..<b * batch.length + l]) }
-        return ids
-    }
-
     public func forward(_ input: TokenBatch, through end: Int) -> Activation {
         precondition(end >= 0 && end <= blocks.count, "BERTEncoder: block \(end) out of 0...\(blocks.count)")
-        precondition(input.length <= configuration.maxPositions,
-                     "BERTEncoder: \(input.length) tokens exceed the model's \(configuration.maxPositions) positions")
-        let ids = Self.packedIDs(input)
-        if end == 0 { return Activation(ids: ids, lengths: input.lengths) }
-        let x = embeddings(packedIDs: ids, lengths: input.lengths)
+        let longest = input.lengths.max() ?? 0
+        precondition(longest <= configuration.maxPositions,
+                     "BERTEncoder: \(longest) tokens exceed the model's \(configuration.maxPositions) positions")
+        if end == 0 { return Activation(ids: input.ids, lengths: input.lengths) }
+        let x = embeddings(packedIDs: input.ids, lengths: input.lengths)
         return Activation(layers(0..<end - 1, x, lengths: input.lengths), lengths: input.lengths)
     }
 

@@ -44,9 +44,8 @@ public final class BagOfPiecesBackbone: Module, Backbone {
 
     /// Block 0 turns ids into the mean embedding, kept as sequences of one row each [B, D].
     public func forward(_ input: TokenBatch, through end: Int) -> Activation {
-        let ids = BERTEncoder.packedIDs(input)
-        if end == 0 { return Activation(ids: ids, lengths: input.lengths) }
-        return Activation(pool(ids, lengths: input.lengths), lengths: [Int](repeating: 1, count: input.batchSize))
+        if end == 0 { return Activation(ids: input.ids, lengths: input.lengths) }
+        return Activation(pool(input.ids, lengths: input.lengths), lengths: [Int](repeating: 1, count: input.batchSize))
     }
 
     public func forward(_ activation: Activation, from start: Int) -> Variable {

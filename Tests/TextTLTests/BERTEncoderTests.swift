@@ -78,14 +78,14 @@ final class BERTEncoderTests: XCTestCase {
         for (a, b) in zip(f.prefix(5), expected) { XCTAssertEqual(a, b, accuracy: 2e-4) }
     }
 
-    /// Every golden text in one padded batch of mixed lengths (the encoder packs tokens, so padding and batch
-    /// composition must not matter), then a few of them alone.
+    /// Every golden text in one batch of mixed lengths (batch composition must not matter), then a few of them
+    /// alone.
     func testPooledEmbeddingsMatchTransformers() throws {
         let (encoder, tokenizer) = try model()
         let golden = Self.golden.texts
         let ids = tokenizer.encode(golden.map(\.text), maxLength: 128)
         for (g, i) in zip(golden, ids) { XCTAssertEqual(i, g.ids, "ids of \(g.text.debugDescription)") }
-        let all = Autograd.noGrad { encoder.features(TokenBatch(padding: ids)) }.value
+        let all = Autograd.noGrad { encoder.features(TokenBatch(ids)) }.value
         var worst: Float = 0, worstNormalized: Float = 0
         for (k, g) in golden.enumerated() {
             let ours = Array(all.scalars[k * 384..<(k + 1) * 384]), expected = Self.floats(g.pooled)
@@ -99,7 +99,7 @@ final class BERTEncoderTests: XCTestCase {
         encoder.normalizesFeatures = true
         defer { encoder.normalizesFeatures = false }
         for k in [0, 2, 7, 24] {
-            let alone = Autograd.noGrad { encoder.features(TokenBatch(padding: [ids[k]])) }.value.scalars
+            let alone = Autograd.noGrad { encoder.features(TokenBatch([ids[k]])) }.value.scalars
             XCTAssertLessThan(Self.maxDifference(alone, Self.normalized(Self.floats(golden[k].pooled))), 1e-4,
                               golden[k].text.debugDescription)
         }
@@ -174,7 +174,7 @@ final class BERTEncoderTests: XCTestCase {
         XCTAssertEqual(encoder.featureCount, 32)
         let tokenizer = try WordPieceTokenizer(vocabulary: folder.appendingPathComponent("vocab.txt"))
         XCTAssertEqual(tokenizer.vocabularySize, 1000)
-        let batch = TokenBatch(padding: Self.golden.tiny.map(\.ids))
+        let batch = TokenBatch(Self.golden.tiny.map(\.ids))
         let f = Autograd.noGrad { encoder.features(batch) }.value.scalars
         var worst: Float = 0
         for (k, t) in Self.golden.tiny.enumerated() {
@@ -188,7 +188,7 @@ final class BERTEncoderTests: XCTestCase {
     func testFusedLayerEqualsUnfusedLayer() throws {
         let (encoder, tokenizer) = try model()
         let batch = tokenizer.batch(["one short text", "and a second, rather longer text to attend over"])
-        let x = Autograd.noGrad { encoder.embeddings(packedIDs: BERTEncoder.packedIDs(batch), lengths: batch.lengths) }
+        let x = Autograd.noGrad { encoder.embeddings(packedIDs: batch.ids, lengths: batch.lengths) }
         let input = Variable(x.value, requiresGrad: true)
         let layer = encoder.layers[4]
         layer.unfreeze()
