@@ -143,14 +143,6 @@ final class BERTLayer: Module {
         return f.linearResidualLayerNorm(weight: output.weight, bias: output.bias!, residual: h,
                                          normWeight: outputNorm.weight, normBias: outputNorm.bias, eps: outputNorm.eps)
     }
-
-    /// The same layer from unfused engine ops (Linear, attention, +, LayerNorm, GELU): the tests' reference.
-    func unfused(_ x: Variable, lengths: [Int]) -> Variable {
-        let a = Variable.packedSelfAttention(query: query(x), key: key(x), value: value(x), heads: heads, lengths: lengths)
-        let h = attentionNorm(attentionOut(a) + x)
-        let f = intermediate(h).gelu()
-        return outputNorm(output(f) + h)
-    }
 }
 
 /// A BERT encoder as a backbone: blocks `embeddings`, `encoder.layer.0` ... `encoder.layer.{L-1}`; the feature

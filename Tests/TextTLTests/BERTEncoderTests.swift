@@ -248,3 +248,13 @@ final class BERTEncoderTests: XCTestCase {
         ])
     }
 }
+
+extension BERTLayer {
+    /// The same layer from unfused engine ops (Linear, attention, +, LayerNorm, GELU): the fused layer's reference.
+    func unfused(_ x: Variable, lengths: [Int]) -> Variable {
+        let a = Variable.packedSelfAttention(query: query(x), key: key(x), value: value(x), heads: heads, lengths: lengths)
+        let h = attentionNorm(attentionOut(a) + x)
+        let f = intermediate(h).gelu()
+        return outputNorm(output(f) + h)
+    }
+}
