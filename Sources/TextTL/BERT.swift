@@ -51,14 +51,6 @@ public struct BERTConfiguration: Equatable, Sendable {
     }
 }
 
-/// A module that only names its children (the dotted path segments of the file's keys).
-final class Named: Module {
-    init(_ parts: [(String, Module)]) {
-        super.init()
-        for (name, m) in parts { child(name, m) }
-    }
-}
-
 /// Layers of the right shapes filled with zeros: placeholders for pretrained weights (drawing 22 M random
 /// numbers only to overwrite them would cost more than reading the file).
 enum Placeholder {
@@ -124,12 +116,12 @@ final class BERTLayer: Module {
         output = Placeholder.linear(c.intermediateSize, h)
         outputNorm = LayerNorm(dimension: h, eps: c.layerNormEps)
         super.init()
-        child("attention", Named([
-            ("self", Named([("query", query), ("key", key), ("value", value)])),
-            ("output", Named([("dense", attentionOut), ("LayerNorm", attentionNorm)])),
+        child("attention", ModuleGroup([
+            ("self", ModuleGroup([("query", query), ("key", key), ("value", value)])),
+            ("output", ModuleGroup([("dense", attentionOut), ("LayerNorm", attentionNorm)])),
         ]))
-        child("intermediate", Named([("dense", intermediate)]))
-        child("output", Named([("dense", output), ("LayerNorm", outputNorm)]))
+        child("intermediate", ModuleGroup([("dense", intermediate)]))
+        child("output", ModuleGroup([("dense", output), ("LayerNorm", outputNorm)]))
     }
 
     /// Packed tokens [N, hidden] -> [N, hidden]. Four fused engine ops: Q/K/V projections + attention, output
@@ -143,22 +135,14 @@ final class BERTLayer: Module {
         return f.linearResidualLayerNorm(weight: output.weight, bias: output.bias!, residual: h,
                                          normWeight: outputNorm.weight, normBias: outputNorm.bias, eps: outputNorm.eps)
     }
-
-    /// The same layer from unfused engine ops (Linear, attention, +, LayerNorm, GELU): the tests' reference.
-    func unfused(_ x: Variable, lengths: [Int]) -> Variable {
-        let a = Variable.packedSelfAttention(query: query(x), key: key(x), value: value(x), heads: heads, lengths: lengths)
-        let h = attentionNorm(attentionOut(a) + x)
-        let f = intermediate(h).gelu()
-        return outputNorm(output(f) + h)
-    }
 }
 
 /// A BERT encoder as a backbone: blocks `embeddings`, `encoder.layer.0` ... `encoder.layer.{L-1}`; the feature
 /// is the mean of the last hidden states over the real tokens (sentence-transformers' pooling), optionally
 /// L2-normalised. Parameters carry the Hugging Face names (`pooler.*` is not part of it).
 ///
-/// Activations between blocks are [B, T, hidden] with the sequence lengths; below block 1 (`through: 0`) they
-/// are the token ids themselves as [B, T, 1] floats, so every split point works.
+/// Activations between blocks are packed tokens [Σ lengths, hidden] with the sequence lengths; below block 1
+/// (`through: 0`) they are the token ids themselves, so every split point works.
 public final class BERTEncoder: Module, Backbone {
     public typealias Input = TokenBatch
 
@@ -178,7 +162,7 @@ public final class BERTEncoder: Module, Backbone {
         self.layers = layers
         super.init()
         child("embeddings", embeddings)
-        child("encoder", Named([("layer", Named(layers.enumerated().map { (String($0.offset), $0.element as Module) }))]))
+        child("encoder", ModuleGroup([("layer", ModuleGroup(list: layers))]))
     }
 
     /// Builds the encoder from a folder holding `config.json` and `model.safetensors` (Hugging Face layout).
@@ -217,39 +201,25 @@ public final class BERTEncoder: Module, Backbone {
         return x
     }
 
-    static func packedIDs(_ batch: TokenBatch) -> [Int] {
-        var ids: [Int] = []
-        ids.reserveCapacity(batch.lengths.reduce(0, +))
-        for (b, l) in batch.lengths.enumerated() { ids.append(contentsOf: batch.ids[b * batch.length..<b * batch.length + l]) }
-        return ids
-    }
-
     public func forward(_ input: TokenBatch, through end: Int) -> Activation {
         precondition(end >= 0 && end <= blocks.count, "BERTEncoder: block \(end) out of 0...\(blocks.count)")
-        precondition(input.length <= configuration.maxPositions,
-                     "BERTEncoder: \(input.length) tokens exceed the model's \(configuration.maxPositions) positions")
-        if end == 0 {
-            let ids = Tensor(shape: [input.batchSize, input.length, 1], scalars: input.ids.map(Float.init))
-            return Activation(Variable(ids), lengths: input.lengths)
-        }
-        var x = embeddings(packedIDs: Self.packedIDs(input), lengths: input.lengths)
-        x = layers(0..<end - 1, x, lengths: input.lengths)
-        return Activation(x.unpacked(lengths: input.lengths, length: input.length), lengths: input.lengths)
+        let longest = input.lengths.max() ?? 0
+        precondition(longest <= configuration.maxPositions,
+                     "BERTEncoder: \(longest) tokens exceed the model's \(configuration.maxPositions) positions")
+        if end == 0 { return Activation(ids: input.ids, lengths: input.lengths) }
+        let x = embeddings(packedIDs: input.ids, lengths: input.lengths)
+        return Activation(layers(0..<end - 1, x, lengths: input.lengths), lengths: input.lengths)
     }
 
     public func forward(_ activation: Activation, from start: Int) -> Variable {
         precondition(start >= 0 && start <= blocks.count, "BERTEncoder: block \(start) out of 0...\(blocks.count)")
         guard let lengths = activation.lengths else { preconditionFailure("BERTEncoder: activations must carry lengths") }
-        var x: Variable
+        let x: Variable
         if start == 0 {
-            let t = activation.value.shape[1]
-            let all = activation.value.value.scalars
-            var ids: [Int] = []
-            for (b, l) in lengths.enumerated() { for j in 0..<l { ids.append(Int(all[b * t + j])) } }
-            x = embeddings(packedIDs: ids, lengths: lengths)
-            x = layers(0..<layers.count, x, lengths: lengths)
+            guard let ids = activation.ids else { preconditionFailure("BERTEncoder: block 0 takes token ids") }
+            x = layers(0..<layers.count, embeddings(packedIDs: ids, lengths: lengths), lengths: lengths)
         } else {
-            x = layers(start - 1..<layers.count, activation.value.packed(lengths: lengths), lengths: lengths)
+            x = layers(start - 1..<layers.count, activation.value, lengths: lengths)
         }
         let pooled = x.meanPooled(lengths: lengths)
         return normalizesFeatures ? pooled.l2Normalized() : pooled

@@ -42,24 +42,17 @@ public final class BagOfPiecesBackbone: Module, Backbone {
     public var blockNames: [String] { ["embedding bag (word pieces + hashed bigrams, mean)"] }
     public var activationsAreSequences: Bool { true }
 
-    /// Block 0 turns ids into the mean embedding, kept as a length-1 sequence [B, 1, D].
+    /// Block 0 turns ids into the mean embedding, kept as sequences of one row each [B, D].
     public func forward(_ input: TokenBatch, through end: Int) -> Activation {
-        if end == 0 {
-            let ids = Tensor(shape: [input.batchSize, input.length, 1], scalars: input.ids.map(Float.init))
-            return Activation(Variable(ids), lengths: input.lengths)
-        }
-        let pooled = pool(BERTEncoder.packedIDs(input), lengths: input.lengths)
-        return Activation(pooled.reshaped([input.batchSize, 1, Self.dimension]),
-                          lengths: [Int](repeating: 1, count: input.batchSize))
+        if end == 0 { return Activation(ids: input.ids, lengths: input.lengths) }
+        return Activation(pool(input.ids, lengths: input.lengths), lengths: [Int](repeating: 1, count: input.batchSize))
     }
 
     public func forward(_ activation: Activation, from start: Int) -> Variable {
-        let b = activation.batchSize
-        if start >= 1 { return activation.value.reshaped([b, Self.dimension]) }
-        guard let lengths = activation.lengths else { preconditionFailure("BagOfPiecesBackbone: ids must carry lengths") }
-        let t = activation.value.shape[1], all = activation.value.value.scalars
-        var ids: [Int] = []
-        for (i, l) in lengths.enumerated() { for j in 0..<l { ids.append(Int(all[i * t + j])) } }
+        if start >= 1 { return activation.value }
+        guard let ids = activation.ids, let lengths = activation.lengths else {
+            preconditionFailure("BagOfPiecesBackbone: block 0 takes token ids with lengths")
+        }
         return pool(ids, lengths: lengths)
     }
 

@@ -1,12 +1,11 @@
 import Foundation
 import TransferEngine
 
-// Ops between padded batches of sequences and packed tokens, on the tape.
+// Ops on packed sequences, on the tape.
 //
-// Inside the encoder every token-wise layer (Linear, LayerNorm, GELU) runs on the packed real tokens [N, D]
-// (N = Σ lengths), so padding costs nothing whatever the batch order; only attention needs the sequence
-// boundaries, and `Variable.packedSelfAttention` takes them as lengths. Between blocks the workflows see the
-// padded [B, T, D] form with lengths (see `Activation`).
+// Sequences are packed: the real tokens [N, D] (N = Σ lengths), sequence after sequence, never padded, inside
+// the encoder and between its blocks (see `Activation`). Every token-wise layer (Linear, LayerNorm, GELU) runs
+// on them as on any rows; only attention and pooling need the sequence boundaries, given as lengths.
 
 /// Where each sequence starts in the packed rows.
 func packedOffsets(_ lengths: [Int]) -> [Int] {
@@ -16,55 +15,7 @@ func packedOffsets(_ lengths: [Int]) -> [Int] {
     return offsets
 }
 
-extension Tensor {
-    /// Copies rows: for every (from, to, count) block, `count` rows of `width` floats.
-    fileprivate func copyRows(into out: inout Tensor, width: Int, _ blocks: [(from: Int, to: Int, count: Int)]) {
-        withUnsafeBufferPointer { src in
-            out.withUnsafeMutableBufferPointer { dst in
-                for b in blocks where b.count > 0 {
-                    (dst.baseAddress! + b.to * width).update(from: src.baseAddress! + b.from * width, count: b.count * width)
-                }
-            }
-        }
-    }
-}
-
 extension Variable {
-    /// [B, T, D] padded -> [Σ lengths, D]: the first `lengths[b]` rows of every sequence, in order.
-    func packed(lengths: [Int]) -> Variable {
-        let x = self
-        precondition(x.rank == 3 && x.shape[0] == lengths.count, "packed: shape \(x.shape) clashes with \(lengths.count) lengths")
-        let t = x.shape[1], d = x.shape[2], n = lengths.reduce(0, +)
-        precondition(lengths.allSatisfy { $0 <= t }, "packed: a length exceeds the \(t) positions of \(x.shape)")
-        if n == lengths.count * t { return x.reshaped([n, d]) }
-        let offsets = packedOffsets(lengths)
-        let blocks = lengths.indices.map { (from: $0 * t, to: offsets[$0], count: lengths[$0]) }
-        var y = Tensor(uninitializedShape: [n, d])
-        x.value.copyRows(into: &y, width: d, blocks)
-        return Autograd.result(y, [x], record: Autograd.needsGrad(x)) { g in
-            var dx = Tensor(zeros: x.shape)
-            g.copyRows(into: &dx, width: d, blocks.map { (from: $0.to, to: $0.from, count: $0.count) })
-            x.accumulate(dx)
-        }
-    }
-
-    /// [Σ lengths, D] packed -> [B, T, D] with zero padding after each sequence.
-    func unpacked(lengths: [Int], length t: Int) -> Variable {
-        let x = self
-        let d = x.shape[1], n = lengths.reduce(0, +)
-        precondition(x.rank == 2 && x.shape[0] == n, "unpacked: shape \(x.shape) clashes with lengths summing to \(n)")
-        if n == lengths.count * t { return x.reshaped([lengths.count, t, d]) }
-        let offsets = packedOffsets(lengths)
-        let blocks = lengths.indices.map { (from: offsets[$0], to: $0 * t, count: lengths[$0]) }
-        var y = Tensor(zeros: [lengths.count, t, d])
-        x.value.copyRows(into: &y, width: d, blocks)
-        return Autograd.result(y, [x], record: Autograd.needsGrad(x)) { g in
-            var dx = Tensor(uninitializedShape: x.shape)
-            g.copyRows(into: &dx, width: d, blocks.map { (from: $0.to, to: $0.from, count: $0.count) })
-            x.accumulate(dx)
-        }
-    }
-
     /// Mean over each sequence's rows of packed [Σ lengths, D] -> [B, D] (sentence-transformers' mean pooling).
     func meanPooled(lengths: [Int]) -> Variable {
         let x = self

@@ -114,9 +114,9 @@ public struct TextDomain: TransferDomain {
         return BagOfPiecesBackbone(vocabularySize: size, rng: &rng)
     }
 
-    /// Tokens of a batch, padded to its longest text. The pretrained encoder gets [CLS] pieces [SEP] (cut to
-    /// `maxLength`); the from-scratch bag gets the pieces and their hashed bigrams. Augmentation (when asked
-    /// for) drops each word piece with probability 0.1, keeping at least one.
+    /// Tokens of a batch. The pretrained encoder gets [CLS] pieces [SEP] (cut to `maxLength`); the from-scratch
+    /// bag gets the pieces and their hashed bigrams. Augmentation (when asked for) drops each word piece with
+    /// probability 0.1, keeping at least one.
     public func batch(_ samples: [TextExample], augment: Bool, scratch: Bool, rng: inout RNG) throws -> TokenBatch {
         let t = try tokenizer.get()
         var sequences: [[Int]]
@@ -131,7 +131,7 @@ public struct TextDomain: TransferDomain {
             sequences = t.encode(samples.map(\.text), maxLength: maxLength)
             if augment { sequences = sequences.map { dropPieces($0, keepFirst: 1, keepLast: 1, rng: &rng) } }
         }
-        return TokenBatch(padding: sequences, padID: t.padID)
+        return TokenBatch(sequences)
     }
 
     func dropPieces(_ ids: [Int], keepFirst: Int, keepLast: Int, rng: inout RNG) -> [Int] {

@@ -144,9 +144,9 @@ public struct WordPieceTokenizer: Sendable {
         return result
     }
 
-    /// Encodes and pads `texts` into one batch (padding to the longest, not to `maxLength`).
+    /// Encodes `texts` into one batch.
     public func batch(_ texts: [String], maxLength: Int? = 128) -> TokenBatch {
-        TokenBatch(padding: encode(texts, maxLength: maxLength), padID: padID)
+        TokenBatch(encode(texts, maxLength: maxLength))
     }
 
     // MARK: - Internals
@@ -235,61 +235,19 @@ public struct WordPieceTokenizer: Sendable {
     }
 }
 
-/// A padded batch of token ids.
+/// A batch of token id sequences, packed: sequence after sequence, without padding.
 public struct TokenBatch: Sendable {
-    /// [B, T] row-major ids, padded with the tokenizer's pad id: what `Embedding` takes.
+    /// Every sequence's ids, one after the other (Σ lengths): what `Embedding` takes.
     public let ids: [Int]
-    /// [B, T]: 1 for a real token, 0 for padding (BERT's attention_mask; pass as attention `validKeys`).
-    public let mask: Tensor
-    /// Real tokens per row (including [CLS] and [SEP]).
+    /// Tokens per sequence (including [CLS] and [SEP]).
     public let lengths: [Int]
-    public let batchSize: Int
-    /// T: the longest row of this batch.
-    public let length: Int
 
-    /// Pads `sequences` to the longest with `padID`.
-    public init(padding sequences: [[Int]], padID: Int = 0) {
-        batchSize = sequences.count
-        length = sequences.map(\.count).max() ?? 0
+    public init(_ sequences: [[Int]]) {
+        ids = sequences.flatMap { $0 }
         lengths = sequences.map(\.count)
-        var ids = [Int](repeating: padID, count: batchSize * length)
-        var flags = [Float](repeating: 0, count: batchSize * length)
-        for (row, sequence) in sequences.enumerated() {
-            for (t, id) in sequence.enumerated() {
-                ids[row * length + t] = id
-                flags[row * length + t] = 1
-            }
-        }
-        self.ids = ids
-        mask = Tensor(shape: [batchSize, length], scalars: flags)
-    }
-}
-
-/// Batches of similar length, to waste little compute on padding.
-public struct LengthBatches: Sendable {
-    /// `order[k]` = original index of the k-th example in length order (stable, shortest first).
-    public let order: [Int]
-    /// The batches, each a range of positions in `order`.
-    public let ranges: [Range<Int>]
-
-    /// Sorts `lengths` and cuts them into batches of at most `batchSize`.
-    public init(lengths: [Int], batchSize: Int) {
-        precondition(batchSize > 0, "LengthBatches: batch size \(batchSize) must be positive")
-        let order = lengths.indices.sorted { lengths[$0] != lengths[$1] ? lengths[$0] < lengths[$1] : $0 < $1 }
-        self.order = order
-        ranges = stride(from: 0, to: order.count, by: batchSize).map { $0..<min($0 + batchSize, order.count) }
     }
 
-    /// Original indices of batch `b`.
-    public func indices(ofBatch b: Int) -> ArraySlice<Int> { order[ranges[b]] }
-
-    /// Puts results computed in length order (one per example, batches concatenated) back in the input order.
-    public func restore<T>(_ sorted: [T]) -> [T] {
-        precondition(sorted.count == order.count, "LengthBatches.restore: \(sorted.count) results for \(order.count) examples")
-        var result = [T?](repeating: nil, count: order.count)
-        for (k, original) in order.enumerated() { result[original] = sorted[k] }
-        return result.map { $0! }
-    }
+    public var batchSize: Int { lengths.count }
 }
 
 /// Open-addressing hash map from UTF-8 bytes to ids: lookups hash a byte slice, no String is built.

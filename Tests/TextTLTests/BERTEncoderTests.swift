@@ -78,14 +78,14 @@ final class BERTEncoderTests: XCTestCase {
         for (a, b) in zip(f.prefix(5), expected) { XCTAssertEqual(a, b, accuracy: 2e-4) }
     }
 
-    /// Every golden text in one padded batch of mixed lengths (the encoder packs tokens, so padding and batch
-    /// composition must not matter), then a few of them alone.
+    /// Every golden text in one batch of mixed lengths (batch composition must not matter), then a few of them
+    /// alone.
     func testPooledEmbeddingsMatchTransformers() throws {
         let (encoder, tokenizer) = try model()
         let golden = Self.golden.texts
         let ids = tokenizer.encode(golden.map(\.text), maxLength: 128)
         for (g, i) in zip(golden, ids) { XCTAssertEqual(i, g.ids, "ids of \(g.text.debugDescription)") }
-        let all = Autograd.noGrad { encoder.features(TokenBatch(padding: ids)) }.value
+        let all = Autograd.noGrad { encoder.features(TokenBatch(ids)) }.value
         var worst: Float = 0, worstNormalized: Float = 0
         for (k, g) in golden.enumerated() {
             let ours = Array(all.scalars[k * 384..<(k + 1) * 384]), expected = Self.floats(g.pooled)
@@ -99,7 +99,7 @@ final class BERTEncoderTests: XCTestCase {
         encoder.normalizesFeatures = true
         defer { encoder.normalizesFeatures = false }
         for k in [0, 2, 7, 24] {
-            let alone = Autograd.noGrad { encoder.features(TokenBatch(padding: [ids[k]])) }.value.scalars
+            let alone = Autograd.noGrad { encoder.features(TokenBatch([ids[k]])) }.value.scalars
             XCTAssertLessThan(Self.maxDifference(alone, Self.normalized(Self.floats(golden[k].pooled))), 1e-4,
                               golden[k].text.debugDescription)
         }
@@ -113,7 +113,7 @@ final class BERTEncoderTests: XCTestCase {
         for (key, values) in h.through_blocks.sorted(by: { $0.key < $1.key }) {
             let end = Int(key)!
             let act = Autograd.noGrad { encoder.forward(batch, through: end) }
-            XCTAssertEqual(act.value.shape, [1, h.ids.count, 384])
+            XCTAssertEqual(act.value.shape, [h.ids.count, 384])
             XCTAssertEqual(act.lengths, [h.ids.count])
             let d = Self.maxDifference(act.value.value.scalars, Self.floats(values))
             print("BERTEncoderTests: through block \(end), max |hidden - transformers| \(d)")
@@ -128,7 +128,7 @@ final class BERTEncoderTests: XCTestCase {
         let whole = Autograd.noGrad { encoder.features(batch) }.value
         for k in 0...encoder.blocks.count {
             let parts = Autograd.noGrad { encoder.forward(batch, through: k) }.split()
-            XCTAssertEqual(parts.map { $0.shape[0] }, batch.lengths)
+            XCTAssertEqual(parts.map { $0.rows.shape[0] }, batch.lengths)
             let rejoined = Activation.join(parts.reversed(), sequences: true, rowsPerSample: 1)
             let f = Autograd.noGrad { encoder.forward(rejoined, from: k) }.value
             let expected = Tensor.concatenateRows((0..<3).reversed().map { whole.rows($0..<$0 + 1) })
@@ -174,7 +174,7 @@ final class BERTEncoderTests: XCTestCase {
         XCTAssertEqual(encoder.featureCount, 32)
         let tokenizer = try WordPieceTokenizer(vocabulary: folder.appendingPathComponent("vocab.txt"))
         XCTAssertEqual(tokenizer.vocabularySize, 1000)
-        let batch = TokenBatch(padding: Self.golden.tiny.map(\.ids))
+        let batch = TokenBatch(Self.golden.tiny.map(\.ids))
         let f = Autograd.noGrad { encoder.features(batch) }.value.scalars
         var worst: Float = 0
         for (k, t) in Self.golden.tiny.enumerated() {
@@ -188,7 +188,7 @@ final class BERTEncoderTests: XCTestCase {
     func testFusedLayerEqualsUnfusedLayer() throws {
         let (encoder, tokenizer) = try model()
         let batch = tokenizer.batch(["one short text", "and a second, rather longer text to attend over"])
-        let x = Autograd.noGrad { encoder.embeddings(packedIDs: BERTEncoder.packedIDs(batch), lengths: batch.lengths) }
+        let x = Autograd.noGrad { encoder.embeddings(packedIDs: batch.ids, lengths: batch.lengths) }
         let input = Variable(x.value, requiresGrad: true)
         let layer = encoder.layers[4]
         layer.unfreeze()
@@ -246,5 +246,15 @@ final class BERTEncoderTests: XCTestCase {
             "encoder.layer.0.output.dense.weight", "encoder.layer.0.output.dense.bias",
             "encoder.layer.0.output.LayerNorm.weight", "encoder.layer.0.output.LayerNorm.bias",
         ])
+    }
+}
+
+extension BERTLayer {
+    /// The same layer from unfused engine ops (Linear, attention, +, LayerNorm, GELU): the fused layer's reference.
+    func unfused(_ x: Variable, lengths: [Int]) -> Variable {
+        let a = Variable.packedSelfAttention(query: query(x), key: key(x), value: value(x), heads: heads, lengths: lengths)
+        let h = attentionNorm(attentionOut(a) + x)
+        let f = intermediate(h).gelu()
+        return outputNorm(output(f) + h)
     }
 }

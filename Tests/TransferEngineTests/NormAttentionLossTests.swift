@@ -295,6 +295,35 @@ final class NormAttentionLossTests: XCTestCase {
         XCTAssertEqual(run(), before)
     }
 
+    func testPackedAttentionEqualsPaddedAttentionOnRealTokens() {
+        let lengths = [3, 1, 5, 2], t = 5, width = 8, heads = 2
+        let q = rng.normalTensor([4, t, width]), k = rng.normalTensor([4, t, width]), v = rng.normalTensor([4, t, width])
+        var valid = Tensor(zeros: [4, t])
+        for (b, l) in lengths.enumerated() { for j in 0..<l { valid[flat: b * t + j] = 1 } }
+        let padded = Variable.scaledDotProductAttention(query: Variable(q), key: Variable(k), value: Variable(v),
+                                                        heads: heads, validKeys: valid)
+        /// The first `lengths[b]` positions of every sequence of [B, T, width], one after the other.
+        func pack(_ x: Tensor) -> Tensor {
+            let rows = x.reshaped([x.shape[0] * t, width])
+            return Tensor.concatenateRows(lengths.enumerated().map { rows.rows($0 * t..<$0 * t + $1) })
+        }
+        let packed = Variable.packedSelfAttention(query: Variable(pack(q)), key: Variable(pack(k)),
+                                                  value: Variable(pack(v)), heads: heads, lengths: lengths)
+        let expected = pack(padded.value)
+        XCTAssertEqual(packed.shape, [11, width])
+        XCTAssertLessThan(packed.value.maxAbsDifference(expected), 1e-6)
+        // Without recording (scratch memory) the result is identical.
+        let inference = Autograd.noGrad {
+            Variable.packedSelfAttention(query: Variable(q.reshaped([20, width]).rows(0..<11)), key: Variable(k.reshaped([20, width]).rows(0..<11)),
+                                         value: Variable(v.reshaped([20, width]).rows(0..<11)), heads: heads, lengths: [3, 1, 5, 2])
+        }
+        let recorded = Variable.packedSelfAttention(query: Variable(q.reshaped([20, width]).rows(0..<11), requiresGrad: true),
+                                                    key: Variable(k.reshaped([20, width]).rows(0..<11)),
+                                                    value: Variable(v.reshaped([20, width]).rows(0..<11)), heads: heads,
+                                                    lengths: [3, 1, 5, 2])
+        XCTAssertEqual(inference.value, recorded.value)
+    }
+
     func testAttentionMatchesTorch() throws {
         let g = section("attention")
         let heads = (g["heads"] as! NSNumber).intValue

@@ -51,5 +51,5 @@ private func miniLM() throws -> BERTEncoder {
 private func randomTokens(batch: Int, length: Int, seed: UInt64) -> TokenBatch {
     var rng = RNG(seed: seed)
     let rows = (0..<batch).map { _ in [101] + (0..<length - 2).map { _ in 1000 + rng.int(below: 30522 - 1000) } + [102] }
-    return TokenBatch(padding: rows)
+    return TokenBatch(rows)
 }

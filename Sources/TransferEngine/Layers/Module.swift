@@ -127,3 +127,16 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
         }
     }
 }
+
+/// A module that only holds named children, each a segment of its parameters' dotted names (PyTorch's
+/// ModuleDict; `list:` names them "0", "1", ... as ModuleList does).
+public final class ModuleGroup: Module {
+    public init(_ parts: [(String, Module)]) {
+        super.init()
+        for (name, m) in parts { child(name, m) }
+    }
+
+    public convenience init(list: [Module]) {
+        self.init(list.enumerated().map { (String($0.offset), $0.element) })
+    }
+}

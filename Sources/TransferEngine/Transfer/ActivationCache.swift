@@ -7,10 +7,12 @@ import Foundation
 /// first beyond `limitBytes`; an entry larger than that is not kept.
 final class ActivationCache {
     struct Entry {
-        /// One tensor per sample (pooled features: one tensor for the whole set).
-        var parts: [Tensor]
+        /// One part per sample (pooled features: one part, the whole set's rows).
+        var parts: [Activation.Part]
         var rowsPerSample: Int
-        var bytes: Int { parts.reduce(0) { $0 + $1.count * MemoryLayout<Float>.size } }
+        var bytes: Int {
+            parts.reduce(0) { $0 + $1.rows.count * MemoryLayout<Float>.size + ($1.ids?.count ?? 0) * MemoryLayout<Int>.size }
+        }
     }
 
     let limitBytes: Int

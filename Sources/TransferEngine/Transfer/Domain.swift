@@ -55,15 +55,17 @@ public struct LabelledSet<Sample> {
     }
 }
 
-/// What flows between backbone blocks: a batch of activations, possibly sequences with valid lengths.
+/// What flows between backbone blocks: a batch of activations, possibly sequences of different lengths.
 ///
-/// `value` is [B·rowsPerSample, ...]; sequences are [B, T, D] with `lengths` giving each sample's valid
-/// tokens (the rest is padding). The per-sample split/join lets the fine-tuning workflow cache the frozen
-/// part's output sample by sample and batch it again in any order.
+/// `value` is [B·rowsPerSample, ...]. Sequences are packed, sample after sample without padding: `value` is
+/// [Σ lengths, ...] with `lengths` giving each sample's rows. Below a text network's first block the rows are
+/// token ids, one per row in `ids` (`value` is then [Σ lengths, 0]). The per-sample split/join lets the
+/// fine-tuning workflow cache the frozen part's output sample by sample and batch it again in any order.
 public struct Activation {
     public var value: Variable
     public var lengths: [Int]?
     public var rowsPerSample: Int
+    public var ids: [Int]?
 
     public init(_ value: Variable, lengths: [Int]? = nil, rowsPerSample: Int = 1) {
         self.value = value
@@ -71,41 +73,36 @@ public struct Activation {
         self.rowsPerSample = rowsPerSample
     }
 
-    public var batchSize: Int { value.shape[0] / rowsPerSample }
-
-    /// [B, T] with 1 for valid positions, 0 for padding (nil when not a sequence).
-    public var validMask: Tensor? {
-        guard let lengths else { return nil }
-        let t = value.shape[1]
-        var m = Tensor(zeros: [lengths.count, t])
-        for (i, l) in lengths.enumerated() { for j in 0..<min(l, t) { m[flat: i * t + j] = 1 } }
-        return m
+    /// Packed token ids of sequences of `lengths`.
+    public init(ids: [Int], lengths: [Int]) {
+        self.init(Variable(Tensor(zeros: [ids.count, 0])), lengths: lengths)
+        self.ids = ids
     }
 
-    /// One tensor per sample (sequences trimmed to their length).
-    public func split() -> [Tensor] {
-        (0..<batchSize).map { i in
-            var rows = value.value.rows(i * rowsPerSample..<(i + 1) * rowsPerSample)
-            if let lengths {
-                rows = rows.reshaped(Array(rows.shape.dropFirst()))   // [T, D]
-                rows = rows.rows(0..<lengths[i])
-            }
-            return rows
+    public var batchSize: Int { lengths?.count ?? value.shape[0] / rowsPerSample }
+
+    /// One sample's rows of a batch (with its token ids when the rows are ids).
+    public struct Part {
+        public let rows: Tensor
+        public let ids: [Int]?
+    }
+
+    /// One part per sample.
+    public func split() -> [Part] {
+        var start = 0
+        return (0..<batchSize).map { i in
+            let range = start..<start + (lengths?[i] ?? rowsPerSample)
+            start = range.upperBound
+            return Part(rows: value.value.rows(range), ids: ids.map { Array($0[range]) })
         }
     }
 
-    /// Batches per-sample tensors from `split()` again (sequences padded with zeros to the longest).
-    public static func join(_ parts: [Tensor], sequences: Bool, rowsPerSample: Int) -> Activation {
-        guard sequences else {
-            return Activation(Variable(Tensor.concatenateRows(parts)), rowsPerSample: rowsPerSample)
-        }
-        let lengths = parts.map { $0.shape[0] }
-        let t = lengths.max() ?? 0
-        let d = parts.first.map { $0.count / max($0.shape[0], 1) } ?? 0
-        var out = Tensor(zeros: [parts.count, t] + Array(parts.first?.shape.dropFirst() ?? []))
-        let o = out.mutablePointer
-        for (i, p) in parts.enumerated() { (o + i * t * d).update(from: p.pointer, count: p.count) }
-        return Activation(Variable(out), lengths: lengths, rowsPerSample: 1)
+    /// Batches parts from `split()` again: their rows one after the other.
+    public static func join(_ parts: [Part], sequences: Bool, rowsPerSample: Int) -> Activation {
+        var a = Activation(Variable(Tensor.concatenateRows(parts.map(\.rows))),
+                           lengths: sequences ? parts.map { $0.rows.shape[0] } : nil, rowsPerSample: rowsPerSample)
+        if parts.first?.ids != nil { a.ids = parts.flatMap { $0.ids! } }
+        return a
     }
 }
 

@@ -64,7 +64,7 @@ extension TransferWorkflows {
         if split.validation.isEmpty || extra != nil { opts.patience = nil }
         if extra != nil { opts.restoresBestWeights = false }  // as in trainHead
         opts.epochs = opts.epochs(forCount: split.train.count)
-        let parts = ModelParts([("backbone", bb), ("head", head)] + (extra?.modules ?? []))
+        let parts = ModuleGroup([("backbone", bb), ("head", head)] + (extra?.modules ?? []))
         var groups = [ParameterGroup(module: head, namePrefix: "head."),
                       ParameterGroup(module: bb, prefixes: bb.topBlockPrefixes(k), namePrefix: "backbone.",
                                      lrMultiplier: options.backboneLRMultiplier)]

@@ -27,7 +27,7 @@ extension TransferWorkflows {
         if extra != nil { opts.restoresBestWeights = false }
         opts.epochs = opts.epochs(forCount: split.train.count)
         let extraLoss = extra?(head)
-        let parts = ModelParts([("head", head)] + (extraLoss?.modules ?? []))
+        let parts = ModuleGroup([("head", head)] + (extraLoss?.modules ?? []))
         let trainer = Trainer(name: name, module: parts, groups: [ParameterGroup(module: parts)], options: opts,
                               checkpointer: checkpoint ? checkpointer : nil)
         try fitClassifier(trainer, split: split, labels: labels, labelSmoothing: opts.labelSmoothing,

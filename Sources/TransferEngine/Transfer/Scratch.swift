@@ -19,7 +19,7 @@ extension TransferWorkflows {
         opts.minimumSteps = max(opts.minimumSteps, 300)
         if split.validation.isEmpty { opts.patience = nil }
         opts.epochs = opts.epochs(forCount: split.train.count)
-        let parts = ModelParts([("net", net), ("head", head)])
+        let parts = ModuleGroup([("net", net), ("head", head)])
         let trainer = Trainer(name: "scratch-\(labelsPerClass ?? 0)", module: parts,
                               groups: [ParameterGroup(module: parts)], options: opts, checkpointer: checkpointer)
         let start = Date()

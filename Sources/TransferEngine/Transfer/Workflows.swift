@@ -40,14 +40,6 @@ public struct WorkflowOptions {
     public init() {}
 }
 
-/// A module holding the parts of a model (for checkpoints and restore-best).
-final class ModelParts: Module {
-    init(_ parts: [(String, Module)]) {
-        super.init()
-        for (n, m) in parts { child(n, m) }
-    }
-}
-
 /// The three techniques (feature extraction, fine-tuning, domain adaptation) plus the from-scratch baseline,
 /// generic over a domain. Nothing here knows about images, audio or text.
 public final class TransferWorkflows<D: TransferDomain> {
@@ -98,9 +90,9 @@ public final class TransferWorkflows<D: TransferDomain> {
         let bb = try pretrainedBackbone()
         let key = FeatureCache.key(["features", D.name, backboneHash, domain.preprocessingKey]
                                    + samples.map(domain.cacheKey))
-        if let kept = activationCache[key]?.parts.first { return kept }
+        if let kept = activationCache[key]?.parts.first?.rows { return kept }
         if let cached = options.cache?.load(key)?["features"], cached.shape == [samples.count, bb.featureCount] {
-            activationCache[key] = .init(parts: [cached], rowsPerSample: 1)
+            activationCache[key] = .init(parts: [.init(rows: cached, ids: nil)], rowsPerSample: 1)
             return cached
         }
         let f = try pooled(samples, name: "features of \(name)", width: bb.featureCount) { bb.features($0) }
@@ -108,7 +100,7 @@ public final class TransferWorkflows<D: TransferDomain> {
             throw EngineError.invalidFile(domain.describe(samples[bad / bb.featureCount]), "its features are not finite numbers (NaN or infinity); not cached")
         }
         if !samples.isEmpty { try options.cache?.store(key, ["features": f]) }
-        activationCache[key] = .init(parts: [f], rowsPerSample: 1)
+        activationCache[key] = .init(parts: [.init(rows: f, ids: nil)], rowsPerSample: 1)
         return f
     }
 
