@@ -13,7 +13,7 @@ import TransferEngine
 ///   takes its no-packing "direct" kernel for such small products where the CPU has one (AVX-512 builds).
 /// - The layer with `bn0` (conv0, one input channel) is a direct loop with ReLU, bn0 (`BatchNorm.folded` to a
 ///   scale and shift: it follows the ReLU, so it cannot go into the weights) and the activation fused in.
-/// - Every other layer: an im2col of block copies (one contiguous channel vector per kernel tap), one sgemm with
+/// - Every other layer: an im2col of block copies (one contiguous run of the input per kernel row), one sgemm with
 ///   K = taps·C on weights packed by `Conv2d.packedWeight`, then, if the layer activates, one epilogue that adds
 ///   the bias and applies LeakyReLU(0.2) + max(x, -0.4). Where a max pool follows, the epilogue pools first and
 ///   activates the pooled value (the activation is monotone and the bias is the same within a pooling window, so
@@ -110,29 +110,20 @@ struct EmbeddingInference {
                gemm: UnsafeMutablePointer<Float>, into y: UnsafeMutablePointer<Float>) {
         let layer = layers[i], l = layer.spec
         if l.batchNorm { oneChannel(layer, x, n: n, h: h, w: w, into: y); return }
-        let c = layer.inputs, o = l.outputs, (kh, kw, pad) = (l.kernel.time, l.kernel.mel, l.melPadding)
+        let c = layer.inputs, o = l.outputs
         let (oh, ow) = EmbeddingInference.convolved(l, h: h, w: w)
-        let rows = n * oh * ow, k = kh * kw * c
-        let whole = oh == 1 && ow == 1 && pad == 0  // the kernel covers the map: x already is the im2col matrix
+        let rows = n * oh * ow, k = l.kernel.time * l.kernel.mel * c
+        // A kernel covering the whole unpadded map: x already is the im2col matrix.
+        let whole = oh == 1 && ow == 1 && l.melPadding == 0
         if !whole {
             for r in 0..<(n * oh) {
-                let img = r / oh, oy = r % oh
-                for ox in 0..<ow {
-                    var dst = cols + (r * ow + ox) * k
-                    for ky in 0..<kh {
-                        let row = x + (img * h + oy + ky) * w * c
-                        for kx in 0..<kw {
-                            let ix = ox + kx - pad
-                            if ix < 0 || ix >= w { dst.update(repeating: 0, count: c) } else { dst.update(from: row + ix * c, count: c) }
-                            dst += c
-                        }
-                    }
-                }
+                let image = x + (r / oh) * h * w * c
+                EmbeddingInference.tapRows(l, image, oy: r % oh, ow: ow, w: w, c: c, into: cols + r * ow * k)
             }
         }
         layer.weight.withUnsafeBufferPointer { wb in
-            InferenceKernels.sgemm(m: rows, n: o, k: k, a: whole ? x : UnsafePointer(cols), lda: k, b: wb.baseAddress!, ldb: o,
-                                   c: l.pool == nil ? y : gemm, ldc: o)
+            InferenceKernels.sgemm(m: rows, n: o, k: k, a: whole ? x : UnsafePointer(cols), lda: k, b: wb.baseAddress!,
+                                   ldb: o, c: l.pool == nil ? y : gemm, ldc: o)
         }
         guard l.activates else { return }
         layer.bias.withUnsafeBufferPointer { bb in
@@ -148,42 +139,80 @@ struct EmbeddingInference {
                     let dst = y + (r * pw2 + x0) * o
                     let first = gemm + ((img * oh + y0) * ow + x0 * pw) * o
                     dst.update(from: first, count: o)
-                    for dy in 0..<ph { for dx in 0..<pw where dy > 0 || dx > 0 { EmbeddingInference.maxInto(dst, first + (dy * ow + dx) * o, o) } }
+                    for dy in 0..<ph {
+                        for dx in 0..<pw where dy > 0 || dx > 0 { EmbeddingInference.maxInto(dst, first + (dy * ow + dx) * o, o) }
+                    }
                 }
             }
             EmbeddingInference.biasActivation(y, rows: n * ph2 * pw2, channels: o, bias: bias)
         }
     }
 
-    /// The one-input-channel layer (conv0) + ReLU + bn0 + activation, directly, 8 output channels at a time.
-    func oneChannel(_ layer: Layer, _ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, into y: UnsafeMutablePointer<Float>) {
-        let l = layer.spec, o = l.outputs, groups = o / 8, (kh, kw, pad) = (l.kernel.time, l.kernel.mel, l.melPadding)
+    /// The one-input-channel layer (conv0) + ReLU + bn0 + activation, directly: per output pixel, 24 channels
+    /// (three 8-wide accumulators) at a time over the taps.
+    func oneChannel(_ layer: Layer, _ x: UnsafePointer<Float>, n: Int, h: Int, w: Int,
+                    into y: UnsafeMutablePointer<Float>) {
+        let l = layer.spec, o = l.outputs, groups = o / 8, chunks = (groups + 2) / 3
+        let (kh, kw, pad) = (l.kernel.time, l.kernel.mel, l.melPadding)
         let (oh, ow) = EmbeddingInference.convolved(l, h: h, w: w)
         typealias V = SIMD8<Float>
-        func vectors(_ a: [Float]) -> [V] { stride(from: 0, to: a.count, by: 8).map { V(a[$0..<($0 + 8)]) } }
-        let wv = vectors(layer.weight), scale = vectors(bnScale), shift = vectors(bnShift)  // weights [tap][group]
+        // Weights [tap][group], scale and shift as 8-wide vectors, zero beyond the outputs up to whole chunks.
+        func vectors(_ a: [Float], rows: Int) -> [V] {
+            var v = [V](repeating: V(), count: rows * chunks * 3)
+            for r in 0..<rows { for g in 0..<groups { v[r * chunks * 3 + g] = V(a[(r * o + g * 8)..<(r * o + g * 8 + 8)]) } }
+            return v
+        }
+        let wv = vectors(layer.weight, rows: kh * kw)
+        let scale = vectors(bnScale, rows: 1), shift = vectors(bnShift, rows: 1)
         let zero = V(), slope = V(repeating: SpeechEmbedding.slope), floor = V(repeating: SpeechEmbedding.floor)
-        @inline(__always) func finish(_ a: V, _ s: V, _ t: V) -> V {
-            let r = a.replacing(with: zero, where: a .< zero) * s + t
+        @inline(__always) func finish(_ a: V, _ g: Int) -> V {
+            let r = a.replacing(with: zero, where: a .< zero) * scale[g] + shift[g]
             let leaky = r.replacing(with: r * slope, where: r .< zero)
             return leaky.replacing(with: floor, where: leaky .< floor)
         }
         wv.withUnsafeBufferPointer { wp in
             for r in 0..<(n * oh) {
-                let img = r / oh, oy = r % oh
+                let image = x + (r / oh) * h * w, oy = r % oh
                 for ox in 0..<ow {
-                    for g in 0..<groups {
-                        var a = V()
+                    let out = UnsafeMutableRawPointer(y + (r * ow + ox) * o)
+                    for chunk in 0..<chunks {
+                        let g = chunk * 3
+                        var a0 = V(), a1 = V(), a2 = V()
                         for ky in 0..<kh {
-                            let row = x + (img * h + oy + ky) * w
+                            let row = image + (oy + ky) * w
                             for kx in 0..<kw {
                                 let ix = ox + kx - pad
                                 if ix < 0 || ix >= w { continue }
-                                a += V(repeating: row[ix]) * wp[(ky * kw + kx) * groups + g]
+                                let xv = V(repeating: row[ix]), wt = wp.baseAddress! + (ky * kw + kx) * chunks * 3 + g
+                                a0 += xv * wt[0]; a1 += xv * wt[1]; a2 += xv * wt[2]
                             }
                         }
-                        UnsafeMutableRawPointer(y + (r * ow + ox) * o + g * 8).storeBytes(of: finish(a, scale[g], shift[g]), as: V.self)
+                        out.storeBytes(of: finish(a0, g), toByteOffset: g * 32, as: V.self)
+                        if g + 1 < groups { out.storeBytes(of: finish(a1, g + 1), toByteOffset: (g + 1) * 32, as: V.self) }
+                        if g + 2 < groups { out.storeBytes(of: finish(a2, g + 2), toByteOffset: (g + 2) * 32, as: V.self) }
                     }
+                }
+            }
+        }
+    }
+
+    /// Writes the im2col rows of output row `oy` of one image [h, w, c] to `dst`: `ow` rows of taps·c values in
+    /// (tap, channel) order, zeros where the mel padding is. The taps of one kernel row are one contiguous run.
+    static func tapRows(_ l: SpeechEmbedding.Layer, _ image: UnsafePointer<Float>, oy: Int, ow: Int, w: Int, c: Int,
+                        into dst: UnsafeMutablePointer<Float>) {
+        let (kh, kw, pad) = (l.kernel.time, l.kernel.mel, l.melPadding)
+        let run = kw * c, line = w * c
+        var d = dst
+        for ox in 0..<ow {
+            var src = image + (oy * w + ox - pad) * c
+            let lo = max(0, pad - ox), hi = max(lo, min(kw, w + pad - ox))  // taps [lo, hi) lie inside the map
+            if lo == 0 && hi == kw {
+                for _ in 0..<kh { d.update(from: src, count: run); d += run; src += line }
+            } else {
+                for _ in 0..<kh {
+                    d.update(repeating: 0, count: run)
+                    (d + lo * c).update(from: src + lo * c, count: (hi - lo) * c)
+                    d += run; src += line
                 }
             }
         }

@@ -27,7 +27,8 @@ public enum WindowPooling: String, CaseIterable, Sendable {
 /// Reshape to NCHW [B, 1, 76, 34] is the same memory). After the last block the W window embeddings of each clip
 /// are pooled (`WindowPooling`).
 ///
-/// Architecture (declared once in `layers`; checked against onnxruntime on the original `embedding_model.onnx`, see the golden test):
+/// Architecture (declared once, in `layers`; checked against onnxruntime on the original `embedding_model.onnx`,
+/// see the golden test):
 /// - conv0: pad the mel axis by 1 each side, 3x3 conv 1 -> 24 without bias (76x34 -> 74x32), ReLU, then a real
 ///   BatchNorm `bn0` (eps 1e-3, not folded), LeakyReLU(0.2), max(x, -0.4).
 /// - conv1...conv18: odd ones 1x3 padded by 1 in width (same), even ones 3x1 unpadded in height; BatchNorm is
@@ -112,7 +113,8 @@ public final class SpeechEmbedding: Module, Backbone {
         for l in SpeechEmbedding.layers {
             let p = l.melPadding
             convs.append(Conv2d(inputChannels: inputs, outputChannels: l.outputs, kernelSize: (l.kernel.time, l.kernel.mel),
-                                padding: p > 0 ? .explicit(top: 0, bottom: 0, left: p, right: p) : .valid, bias: l.bias, rng: &rng))
+                                padding: p > 0 ? .explicit(top: 0, bottom: 0, left: p, right: p) : .valid, bias: l.bias,
+                                rng: &rng))
             inputs = l.outputs
         }
         self.convs = convs
