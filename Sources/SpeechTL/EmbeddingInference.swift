@@ -7,17 +7,18 @@ import TransferEngine
 /// 0.3x onnxruntime's windows/s. Every convolution here is a 1-D kernel (1x3 along mel, 3x1 along time) with few
 /// channels (24-96); one big im2col + multi-threaded sgemm over the whole batch spent most of its time in
 /// OpenBLAS's packing (`sgemm_oncopy`) and in memory traffic, plus separate bias, activation and pooling passes.
-/// Here:
+/// Here, with every layer's shape, pooling and channels read from `SpeechEmbedding.layers`:
 /// - The batch is split over the threads, and each thread runs its windows one small step (`windowsPerStep`)
 ///   at a time through all layers with single-threaded sgemm calls: the working set stays in L2, and OpenBLAS
 ///   takes its no-packing "direct" kernel for such small products where the CPU has one (AVX-512 builds).
-/// - conv0 (one input channel) is a direct loop with ReLU, bn0 (folded to scale and shift) and the activation
-///   fused in.
-/// - conv1-18: a 1-D im2col of block copies (3 contiguous channel vectors per output pixel), one sgemm with
-///   K = 3C, then one epilogue that adds the bias and applies LeakyReLU(0.2) + max(x, -0.4). Where a max pool
-///   follows, the epilogue pools first and activates the pooled value (the activation is monotone and the bias
-///   is the same within a pooling window, so act(max(a, b) + bias) = max(act(a + bias), act(b + bias))).
-/// - conv19 is a plain GEMM: its 3x1 window is the whole remaining [3, 1, 96] map.
+/// - The layer with `bn0` (conv0, one input channel) is a direct loop with ReLU, bn0 (`BatchNorm.folded` to a
+///   scale and shift: it follows the ReLU, so it cannot go into the weights) and the activation fused in.
+/// - Every other layer: an im2col of block copies (one contiguous run of the input per kernel row), one sgemm with
+///   K = taps·C on weights packed by `Conv2d.packedWeight`, then, if the layer activates, one epilogue that adds
+///   the bias and applies LeakyReLU(0.2) + max(x, -0.4). Where a max pool follows, the epilogue pools first and
+///   activates the pooled value (the activation is monotone and the bias is the same within a pooling window, so
+///   act(max(a, b) + bias) = max(act(a + bias), act(b + bias))). A kernel covering the whole unpadded map
+///   (conv19's 3x1 on [3, 1, 96]) needs no im2col: the input already is the GEMM's left matrix.
 ///
 /// The tape path (`SpeechEmbedding.block`, engine ops) runs whenever a gradient or BatchNorm batch statistics are
 /// needed; `SpeechEmbeddingTests` checks that both paths agree and that this one matches onnxruntime.
@@ -25,53 +26,51 @@ struct EmbeddingInference {
     /// Windows per step of one thread.
     nonisolated(unsafe) static var windowsPerStep = 1
 
-    let weights: [[Float]]
-    let biases: [[Float]]
+    /// A layer as run here: its declaration, input channels, weights as the GEMM's right matrix [taps·C, O] and bias.
+    struct Layer {
+        let spec: SpeechEmbedding.Layer
+        let inputs: Int
+        let weight: [Float]
+        let bias: [Float]
+    }
+
+    let layers: [Layer]
     let bnScale: [Float], bnShift: [Float]
 
     init(model: SpeechEmbedding) {
-        weights = model.convs.map(EmbeddingInference.packed)
-        biases = model.convs.map { $0.bias?.value.scalars ?? [Float](repeating: 0, count: $0.outputChannels) }
-        let bn = model.bn0
-        let g = bn.weight.value.scalars, b = bn.bias.value.scalars
-        let m = bn.runningMean.value.scalars, v = bn.runningVariance.value.scalars
-        bnScale = (0..<g.count).map { g[$0] / (v[$0] + bn.eps).squareRoot() }
-        bnShift = (0..<g.count).map { b[$0] - m[$0] * g[$0] / (v[$0] + bn.eps).squareRoot() }
+        layers = zip(SpeechEmbedding.layers, model.convs).map { spec, conv in
+            precondition(spec.activates || (!spec.bias && spec.pool == nil),
+                         "EmbeddingInference: a layer without activation has neither bias nor pooling")
+            precondition(!spec.batchNorm || (conv.inputChannels == 1 && spec.activates && spec.outputs % 8 == 0),
+                         "EmbeddingInference: bn0 follows a one-channel convolution with a multiple of 8 outputs")
+            return Layer(spec: spec, inputs: conv.inputChannels, weight: conv.packedWeight(columns: conv.outputChannels),
+                         bias: conv.bias?.value.scalars ?? [Float](repeating: 0, count: conv.outputChannels))
+        }
+        (bnScale, bnShift) = model.bn0.folded
     }
 
-    /// A layer's weights packed as the GEMM's B matrix [taps·C, O], rows in (tap, channel) order.
-    static func packed(_ conv: Conv2d) -> [Float] {
-        let w = conv.weight.value.scalars  // [O, C, KH, KW]
-        let o = conv.outputChannels, c = conv.inputChannels, taps = conv.kernelSize.height * conv.kernelSize.width
-        var p = [Float](repeating: 0, count: taps * c * o)
-        for oc in 0..<o { for ic in 0..<c { for t in 0..<taps { p[(t * c + ic) * o + oc] = w[(oc * c + ic) * taps + t] } } }
-        return p
+    /// Output size of layer `l`'s convolution (before pooling) on an [h, w] map.
+    static func convolved(_ l: SpeechEmbedding.Layer, h: Int, w: Int) -> (h: Int, w: Int) {
+        (h - l.kernel.time + 1, w + 2 * l.melPadding - l.kernel.mel + 1)
     }
 
-    /// [H, W, C] after conv `i` (and its pooling) from [H, W, C] before it.
-    static func outputShape(layer i: Int, input s: [Int]) -> [Int] {
-        var (h, w) = (s[0], s[1])
-        if i == 0 || i == 19 || i % 2 == 0 { h -= 2 }
-        if let (ph, pw) = SpeechEmbedding.pools[i] { h /= ph; w /= pw }
-        return [h, w, SpeechEmbedding.channels[i]]
-    }
-
-    /// Runs convolutions `layers` (whole blocks) on NHWC activations `[N, H, W, C]`.
-    func run(_ input: Tensor, layers: Range<Int>) -> Tensor {
-        if layers.isEmpty { return input }
+    /// Runs layers `range` (whole blocks) on NHWC activations `[N, H, W, C]`.
+    func run(_ input: Tensor, layers range: Range<Int>) -> Tensor {
+        if range.isEmpty { return input }
         let n = input.shape[0]
         var shapes = [Array(input.shape.dropFirst())]
-        for i in layers { shapes.append(EmbeddingInference.outputShape(layer: i, input: shapes.last!)) }
-        let step = max(1, EmbeddingInference.windowsPerStep)
         // Per-step buffer sizes: activations (ping-pong), im2col and the GEMM output before pooling.
         var act = 0, cols = 0, gemm = 0
-        for (k, i) in layers.enumerated() {
-            let (h, w, c) = (shapes[k][0], shapes[k][1], shapes[k][2])
-            let oh = (i == 0 || i == 19 || i % 2 == 0) ? h - 2 : h
-            act = max(act, shapes[k + 1].reduce(1, *))
-            cols = max(cols, oh * w * 3 * c)
-            gemm = max(gemm, oh * w * SpeechEmbedding.channels[i])
+        for i in range {
+            let l = layers[i].spec, s = shapes.last!
+            let (oh, ow) = EmbeddingInference.convolved(l, h: s[0], w: s[1])
+            let pool = l.pool ?? (time: 1, mel: 1)
+            shapes.append([oh / pool.time, ow / pool.mel, l.outputs])
+            act = max(act, shapes.last!.reduce(1, *))
+            cols = max(cols, oh * ow * l.kernel.time * l.kernel.mel * s[2])
+            gemm = max(gemm, oh * ow * l.outputs)
         }
+        let step = max(1, EmbeddingInference.windowsPerStep)
         var out = Tensor(uninitializedShape: [n] + shapes.last!)
         let inPer = input.count / max(n, 1), outPer = out.count / max(n, 1)
         let threads = max(1, min(Parallel.threadCount, (n + step - 1) / step))
@@ -89,11 +88,11 @@ struct EmbeddingInference {
                         let m = min(step, end - start)
                         var x = UnsafePointer(source + start * inPer)
                         var y = ping
-                        for (k, i) in layers.enumerated() {
+                        for (k, i) in range.enumerated() {
                             let s = shapes[k]
-                            let last = k == layers.count - 1
+                            let last = k == range.count - 1
                             let dest = last ? target + start * outPer : y
-                            self.layer(i, x, n: m, h: s[0], w: s[1], c: s[2], cols: colBuffer, gemm: gemmBuffer, into: dest)
+                            self.layer(i, x, n: m, h: s[0], w: s[1], cols: colBuffer, gemm: gemmBuffer, into: dest)
                             x = UnsafePointer(dest)
                             y = y == ping ? pong : ping
                         }
@@ -106,92 +105,114 @@ struct EmbeddingInference {
         return out
     }
 
-    /// Conv `i` (with its activation and pooling) on `n` windows [n, h, w, c] at `x`, written to `y`.
-    func layer(_ i: Int, _ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, c: Int, cols: UnsafeMutablePointer<Float>,
+    /// Layer `i` (convolution, activation, pooling) on `n` windows [n, h, w, C] at `x`, written to `y`.
+    func layer(_ i: Int, _ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, cols: UnsafeMutablePointer<Float>,
                gemm: UnsafeMutablePointer<Float>, into y: UnsafeMutablePointer<Float>) {
-        if i == 0 { conv0(x, n: n, h: h, w: w, into: y); return }
-        let o = SpeechEmbedding.channels[i]
-        let timeKernel = i % 2 == 0 || i == 19  // 3x1 along time, unpadded; odd i < 19: 1x3 along mel, padded
-        let oh = timeKernel ? h - 2 : h
-        let rows = n * oh * w, k = 3 * c
-        let pool = SpeechEmbedding.pools[i]
-        weights[i].withUnsafeBufferPointer { wb in
-            let b = wb.baseAddress!
-            if i == 19 && oh == 1 && w == 1 {
-                // The 3x1 window covers the whole [3, 1, C] map: x already is the im2col matrix [n, 3C].
-                InferenceKernels.sgemm(m: n, n: o, k: k, a: x, lda: k, b: b, ldb: o, c: y, ldc: o)
-                return
-            }
+        let layer = layers[i], l = layer.spec
+        if l.batchNorm { oneChannel(layer, x, n: n, h: h, w: w, into: y); return }
+        let c = layer.inputs, o = l.outputs
+        let (oh, ow) = EmbeddingInference.convolved(l, h: h, w: w)
+        let rows = n * oh * ow, k = l.kernel.time * l.kernel.mel * c
+        // A kernel covering the whole unpadded map: x already is the im2col matrix.
+        let whole = oh == 1 && ow == 1 && l.melPadding == 0
+        if !whole {
             for r in 0..<(n * oh) {
-                let img = r / oh, oy = r % oh
-                for ox in 0..<w {
-                    let dst = cols + (r * w + ox) * k
-                    if timeKernel {
-                        for t in 0..<3 { (dst + t * c).update(from: x + ((img * h + oy + t) * w + ox) * c, count: c) }
-                    } else {
-                        for t in 0..<3 {
-                            let ix = ox + t - 1
-                            if ix < 0 || ix >= w { (dst + t * c).update(repeating: 0, count: c) }
-                            else { (dst + t * c).update(from: x + ((img * h + oy) * w + ix) * c, count: c) }
-                        }
-                    }
-                }
+                let image = x + (r / oh) * h * w * c
+                EmbeddingInference.tapRows(l, image, oy: r % oh, ow: ow, w: w, c: c, into: cols + r * ow * k)
             }
-            InferenceKernels.sgemm(m: rows, n: o, k: k, a: cols, lda: k, b: b, ldb: o, c: pool == nil ? y : gemm, ldc: o)
         }
-        if i == 19 { return }  // no bias, no activation
-        biases[i].withUnsafeBufferPointer { bb in
+        layer.weight.withUnsafeBufferPointer { wb in
+            InferenceKernels.sgemm(m: rows, n: o, k: k, a: whole ? x : UnsafePointer(cols), lda: k, b: wb.baseAddress!,
+                                   ldb: o, c: l.pool == nil ? y : gemm, ldc: o)
+        }
+        guard l.activates else { return }
+        layer.bias.withUnsafeBufferPointer { bb in
             let bias = bb.baseAddress!
-            guard let (ph, pw) = pool else {
+            guard let pool = l.pool else {
                 EmbeddingInference.biasActivation(y, rows: rows, channels: o, bias: bias)
                 return
             }
-            let ph2 = oh / ph, pw2 = w / pw
+            let (ph, pw) = (pool.time, pool.mel), ph2 = oh / ph, pw2 = ow / pw
             for r in 0..<(n * ph2) {
                 let img = r / ph2, y0 = (r % ph2) * ph
                 for x0 in 0..<pw2 {
                     let dst = y + (r * pw2 + x0) * o
-                    let first = gemm + ((img * oh + y0) * w + x0 * pw) * o
+                    let first = gemm + ((img * oh + y0) * ow + x0 * pw) * o
                     dst.update(from: first, count: o)
-                    for dy in 0..<ph { for dx in 0..<pw where dy > 0 || dx > 0 { EmbeddingInference.maxInto(dst, first + (dy * w + dx) * o, o) } }
+                    for dy in 0..<ph {
+                        for dx in 0..<pw where dy > 0 || dx > 0 { EmbeddingInference.maxInto(dst, first + (dy * ow + dx) * o, o) }
+                    }
                 }
             }
             EmbeddingInference.biasActivation(y, rows: n * ph2 * pw2, channels: o, bias: bias)
         }
     }
 
-    /// conv0 (3x3, 1 -> 24, mel axis padded by 1) + ReLU + bn0 + activation, directly.
-    func conv0(_ x: UnsafePointer<Float>, n: Int, h: Int, w: Int, into y: UnsafeMutablePointer<Float>) {
-        let oh = h - 2, o = 24
+    /// The one-input-channel layer (conv0) + ReLU + bn0 + activation, directly: per output pixel, 24 channels
+    /// (three 8-wide accumulators) at a time over the taps.
+    func oneChannel(_ layer: Layer, _ x: UnsafePointer<Float>, n: Int, h: Int, w: Int,
+                    into y: UnsafeMutablePointer<Float>) {
+        let l = layer.spec, o = l.outputs, groups = o / 8, chunks = (groups + 2) / 3
+        let (kh, kw, pad) = (l.kernel.time, l.kernel.mel, l.melPadding)
+        let (oh, ow) = EmbeddingInference.convolved(l, h: h, w: w)
         typealias V = SIMD8<Float>
-        func load(_ a: [Float], _ j: Int) -> V { V(a[j..<(j + 8)]) }
-        let w0 = weights[0]
-        let wv = (0..<9).map { t in (load(w0, t * o), load(w0, t * o + 8), load(w0, t * o + 16)) }
-        let s = (load(bnScale, 0), load(bnScale, 8), load(bnScale, 16)), t = (load(bnShift, 0), load(bnShift, 8), load(bnShift, 16))
+        // Weights [tap][group], scale and shift as 8-wide vectors, zero beyond the outputs up to whole chunks.
+        func vectors(_ a: [Float], rows: Int) -> [V] {
+            var v = [V](repeating: V(), count: rows * chunks * 3)
+            for r in 0..<rows { for g in 0..<groups { v[r * chunks * 3 + g] = V(a[(r * o + g * 8)..<(r * o + g * 8 + 8)]) } }
+            return v
+        }
+        let wv = vectors(layer.weight, rows: kh * kw)
+        let scale = vectors(bnScale, rows: 1), shift = vectors(bnShift, rows: 1)
         let zero = V(), slope = V(repeating: SpeechEmbedding.slope), floor = V(repeating: SpeechEmbedding.floor)
-        @inline(__always) func finish(_ a: V, _ s: V, _ t: V) -> V {
-            let r = a.replacing(with: zero, where: a .< zero) * s + t
-            let l = r.replacing(with: r * slope, where: r .< zero)
-            return l.replacing(with: floor, where: l .< floor)
+        @inline(__always) func finish(_ a: V, _ g: Int) -> V {
+            let r = a.replacing(with: zero, where: a .< zero) * scale[g] + shift[g]
+            let leaky = r.replacing(with: r * slope, where: r .< zero)
+            return leaky.replacing(with: floor, where: leaky .< floor)
         }
         wv.withUnsafeBufferPointer { wp in
             for r in 0..<(n * oh) {
-                let img = r / oh, oy = r % oh
-                for ox in 0..<w {
-                    var a0 = V(), a1 = V(), a2 = V()
-                    for ky in 0..<3 {
-                        let row = x + (img * h + oy + ky) * w
-                        for kx in 0..<3 {
-                            let ix = ox + kx - 1
-                            if ix < 0 || ix >= w { continue }
-                            let xv = V(repeating: row[ix]), wt = wp[ky * 3 + kx]
-                            a0 += xv * wt.0; a1 += xv * wt.1; a2 += xv * wt.2
+                let image = x + (r / oh) * h * w, oy = r % oh
+                for ox in 0..<ow {
+                    let out = UnsafeMutableRawPointer(y + (r * ow + ox) * o)
+                    for chunk in 0..<chunks {
+                        let g = chunk * 3
+                        var a0 = V(), a1 = V(), a2 = V()
+                        for ky in 0..<kh {
+                            let row = image + (oy + ky) * w
+                            for kx in 0..<kw {
+                                let ix = ox + kx - pad
+                                if ix < 0 || ix >= w { continue }
+                                let xv = V(repeating: row[ix]), wt = wp.baseAddress! + (ky * kw + kx) * chunks * 3 + g
+                                a0 += xv * wt[0]; a1 += xv * wt[1]; a2 += xv * wt[2]
+                            }
                         }
+                        out.storeBytes(of: finish(a0, g), toByteOffset: g * 32, as: V.self)
+                        if g + 1 < groups { out.storeBytes(of: finish(a1, g + 1), toByteOffset: (g + 1) * 32, as: V.self) }
+                        if g + 2 < groups { out.storeBytes(of: finish(a2, g + 2), toByteOffset: (g + 2) * 32, as: V.self) }
                     }
-                    let dst = UnsafeMutableRawPointer(y + (r * w + ox) * o)
-                    dst.storeBytes(of: finish(a0, s.0, t.0), as: V.self)
-                    dst.storeBytes(of: finish(a1, s.1, t.1), toByteOffset: 32, as: V.self)
-                    dst.storeBytes(of: finish(a2, s.2, t.2), toByteOffset: 64, as: V.self)
+                }
+            }
+        }
+    }
+
+    /// Writes the im2col rows of output row `oy` of one image [h, w, c] to `dst`: `ow` rows of taps·c values in
+    /// (tap, channel) order, zeros where the mel padding is. The taps of one kernel row are one contiguous run.
+    static func tapRows(_ l: SpeechEmbedding.Layer, _ image: UnsafePointer<Float>, oy: Int, ow: Int, w: Int, c: Int,
+                        into dst: UnsafeMutablePointer<Float>) {
+        let (kh, kw, pad) = (l.kernel.time, l.kernel.mel, l.melPadding)
+        let run = kw * c, line = w * c
+        var d = dst
+        for ox in 0..<ow {
+            var src = image + (oy * w + ox - pad) * c
+            let lo = max(0, pad - ox), hi = max(lo, min(kw, w + pad - ox))  // taps [lo, hi) lie inside the map
+            if lo == 0 && hi == kw {
+                for _ in 0..<kh { d.update(from: src, count: run); d += run; src += line }
+            } else {
+                for _ in 0..<kh {
+                    d.update(repeating: 0, count: run)
+                    (d + lo * c).update(from: src + lo * c, count: (hi - lo) * c)
+                    d += run; src += line
                 }
             }
         }

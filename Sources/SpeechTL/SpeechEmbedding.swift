@@ -27,7 +27,8 @@ public enum WindowPooling: String, CaseIterable, Sendable {
 /// Reshape to NCHW [B, 1, 76, 34] is the same memory). After the last block the W window embeddings of each clip
 /// are pooled (`WindowPooling`).
 ///
-/// Architecture (checked against onnxruntime on the original `embedding_model.onnx`, see the golden test):
+/// Architecture (declared once, in `layers`; checked against onnxruntime on the original `embedding_model.onnx`,
+/// see the golden test):
 /// - conv0: pad the mel axis by 1 each side, 3x3 conv 1 -> 24 without bias (76x34 -> 74x32), ReLU, then a real
 ///   BatchNorm `bn0` (eps 1e-3, not folded), LeakyReLU(0.2), max(x, -0.4).
 /// - conv1...conv18: odd ones 1x3 padded by 1 in width (same), even ones 3x1 unpadded in height; BatchNorm is
@@ -45,12 +46,45 @@ public final class SpeechEmbedding: Module, Backbone {
     public static let frames = 76
     public static let bands = 32
     public static let width = 96
-    /// Output channels of conv0 ... conv19.
-    public static let channels = [24, 24, 24, 48, 48, 48, 48, 72, 72, 72, 72, 96, 96, 96, 96, 96, 96, 96, 96, 96]
-    /// Max pooling (time, mel) after these convolutions.
-    public static let pools: [Int: (Int, Int)] = [2: (2, 2), 6: (1, 2), 10: (2, 2), 14: (1, 2), 18: (2, 2)]
     /// The activation's slope and floor.
     public static let slope: Float = 0.2, floor: Float = -0.4
+
+    /// One convolution and what follows it. Time is never padded.
+    public struct Layer: Sendable {
+        public let outputs: Int
+        public let kernel: (time: Int, mel: Int)
+        /// Zeros added on each side of the mel axis.
+        public let melPadding: Int
+        /// A bias (the BatchNorm folded in by the converter).
+        public let bias: Bool
+        /// ReLU, then `bn0`, before the activation.
+        public let batchNorm: Bool
+        /// LeakyReLU(`slope`), then max(x, `floor`).
+        public let activates: Bool
+        /// Max pooling (time, mel), kernel = stride, after the activation.
+        public let pool: (time: Int, mel: Int)?
+
+        /// 1x3 along mel, padded.
+        static func mel(_ outputs: Int) -> Layer {
+            Layer(outputs: outputs, kernel: (1, 3), melPadding: 1, bias: true, batchNorm: false, activates: true, pool: nil)
+        }
+
+        /// 3x1 along time, unpadded.
+        static func time(_ outputs: Int, pool: (time: Int, mel: Int)? = nil) -> Layer {
+            Layer(outputs: outputs, kernel: (3, 1), melPadding: 0, bias: true, batchNorm: false, activates: true, pool: pool)
+        }
+    }
+
+    /// conv0 ... conv19, the network's one declaration of its layers.
+    public static let layers: [Layer] = [
+        Layer(outputs: 24, kernel: (3, 3), melPadding: 1, bias: false, batchNorm: true, activates: true, pool: nil),
+        .mel(24), .time(24, pool: (2, 2)),
+        .mel(48), .time(48), .mel(48), .time(48, pool: (1, 2)),
+        .mel(72), .time(72), .mel(72), .time(72, pool: (2, 2)),
+        .mel(96), .time(96), .mel(96), .time(96, pool: (1, 2)),
+        .mel(96), .time(96), .mel(96), .time(96, pool: (2, 2)),
+        Layer(outputs: 96, kernel: (3, 1), melPadding: 0, bias: false, batchNorm: false, activates: false, pool: nil),
+    ]
 
     public let convs: [Conv2d]
     public let bn0: BatchNorm
@@ -76,22 +110,16 @@ public final class SpeechEmbedding: Module, Backbone {
     public init(pooling: WindowPooling = .mean, rng: inout RNG) {
         var convs: [Conv2d] = []
         var inputs = 1
-        for (i, out) in SpeechEmbedding.channels.enumerated() {
-            let kernel: (Int, Int), padding: Padding
-            switch i {
-            case 0: kernel = (3, 3); padding = .explicit(top: 0, bottom: 0, left: 1, right: 1)
-            case 19: kernel = (3, 1); padding = .valid
-            default:
-                kernel = i % 2 == 1 ? (1, 3) : (3, 1)
-                padding = i % 2 == 1 ? .explicit(top: 0, bottom: 0, left: 1, right: 1) : .valid
-            }
-            convs.append(Conv2d(inputChannels: inputs, outputChannels: out, kernelSize: kernel, padding: padding,
-                                bias: i != 0 && i != 19, rng: &rng))
-            inputs = out
+        for l in SpeechEmbedding.layers {
+            let p = l.melPadding
+            convs.append(Conv2d(inputChannels: inputs, outputChannels: l.outputs, kernelSize: (l.kernel.time, l.kernel.mel),
+                                padding: p > 0 ? .explicit(top: 0, bottom: 0, left: p, right: p) : .valid, bias: l.bias,
+                                rng: &rng))
+            inputs = l.outputs
         }
         self.convs = convs
         // Keras' BatchNormalization momentum 0.99 is PyTorch's 0.01.
-        bn0 = BatchNorm(channels: 24, eps: 1e-3, momentum: 0.01)
+        bn0 = BatchNorm(channels: SpeechEmbedding.layers[0].outputs, eps: 1e-3, momentum: 0.01)
         self.pooling = pooling
         super.init()
         for (i, c) in convs.enumerated() { child("conv\(i)", c) }
@@ -100,12 +128,13 @@ public final class SpeechEmbedding: Module, Backbone {
 
     // MARK: Running
 
-    /// Convolution `i` with its activation (and bn0 for conv0), then the pooling that follows it.
+    /// Convolution `i` and what follows it (`layers[i]`), on the tape.
     func layer(_ i: Int, _ x: Variable) -> Variable {
+        let l = SpeechEmbedding.layers[i]
         var y = convs[i](x)
-        if i == 0 { y = bn0(y.relu()) }
-        if i < 19 { y = y.leakyReluFloor(slope: SpeechEmbedding.slope, floor: SpeechEmbedding.floor) }
-        if let (ph, pw) = SpeechEmbedding.pools[i] { y = y.maxPool2d(kernels: (ph, pw), strides: (ph, pw)) }
+        if l.batchNorm { y = bn0(y.relu()) }
+        if l.activates { y = y.leakyReluFloor(slope: SpeechEmbedding.slope, floor: SpeechEmbedding.floor) }
+        if let p = l.pool { y = y.maxPool2d(kernels: (p.time, p.mel), strides: (p.time, p.mel)) }
         return y
     }
 

@@ -15,46 +15,30 @@ public final class MBConvBlock: Module {
     }
 
     public let configuration: Configuration
-    let expandConv: Conv2d?
-    let bn0: BatchNorm?
-    let depthwiseConv: Conv2d
-    let bn1: BatchNorm
-    let projectConv: Conv2d
-    let bn2: BatchNorm
+    /// Its layers, declared once (the tape, batch-statistics and inference paths are all built from them).
+    public let layers: ConvBNSequence
 
     public init(_ c: Configuration, batchNormEps eps: Float, momentum: Float, rng: inout RNG) {
         configuration = c
+        var steps: [ConvBNStep] = []
         if c.expansion != 1 {
-            expandConv = Conv2d(inputChannels: c.inputs, outputChannels: c.expanded, kernelSize: 1, bias: false, rng: &rng)
-            bn0 = BatchNorm(channels: c.expanded, eps: eps, momentum: momentum)
-        } else {
-            expandConv = nil
-            bn0 = nil
+            steps.append(ConvBNStep("_expand_conv", Conv2d(inputChannels: c.inputs, outputChannels: c.expanded, kernelSize: 1,
+                                                           bias: false, rng: &rng),
+                                    "_bn0", BatchNorm(channels: c.expanded, eps: eps, momentum: momentum), activation: .relu6))
         }
-        depthwiseConv = Conv2d(inputChannels: c.expanded, outputChannels: c.expanded, kernelSize: c.kernel,
-                               stride: c.stride, padding: .same, groups: c.expanded, bias: false, rng: &rng)
-        bn1 = BatchNorm(channels: c.expanded, eps: eps, momentum: momentum)
-        projectConv = Conv2d(inputChannels: c.expanded, outputChannels: c.outputs, kernelSize: 1, bias: false, rng: &rng)
-        bn2 = BatchNorm(channels: c.outputs, eps: eps, momentum: momentum)
+        steps.append(ConvBNStep("_depthwise_conv", Conv2d(inputChannels: c.expanded, outputChannels: c.expanded, kernelSize: c.kernel,
+                                                          stride: c.stride, padding: .same, groups: c.expanded, bias: false, rng: &rng),
+                                "_bn1", BatchNorm(channels: c.expanded, eps: eps, momentum: momentum), activation: .relu6))
+        steps.append(ConvBNStep("_project_conv", Conv2d(inputChannels: c.expanded, outputChannels: c.outputs, kernelSize: 1,
+                                                        bias: false, rng: &rng),
+                                "_bn2", BatchNorm(channels: c.outputs, eps: eps, momentum: momentum), activation: .none))
+        layers = ConvBNSequence(steps, residual: c.hasResidual)
         super.init()
-        if let expandConv, let bn0 {
-            child("_expand_conv", expandConv)
-            child("_bn0", bn0)
-        }
-        child("_depthwise_conv", depthwiseConv)
-        child("_bn1", bn1)
-        child("_project_conv", projectConv)
-        child("_bn2", bn2)
+        layers.register(in: self)
     }
 
     /// [N, H, W, inputs] -> [N, ceil(H / stride), ceil(W / stride), outputs], on the tape.
-    public func callAsFunction(_ x: Variable) -> Variable {
-        var h = x
-        if let expandConv, let bn0 { h = bn0(expandConv(h)).relu6() }
-        h = bn1(depthwiseConv(h)).relu6()
-        h = bn2(projectConv(h))
-        return configuration.hasResidual ? h + x : h
-    }
+    public func callAsFunction(_ x: Variable) -> Variable { layers(x) }
 }
 
 /// A list of modules named "0", "1", ... (PyTorch's ModuleList), so that `_blocks.7.<...>` is a path.
@@ -77,10 +61,11 @@ final class ModuleList<M: Module>: Module {
 /// ..., `_conv_head.weight`, `_bn1.*`, `_fc.*`), loaded 1:1 with `load(strict: true)`.
 ///
 /// Blocks for unfreezing (18): the stem (`_conv_stem`, `_bn0`), `_blocks.0` ... `_blocks.15`, and the head
-/// (`_conv_head`, `_bn1`). When a run needs no gradient through a block and its BatchNorms use running
-/// statistics, the block runs on the fused inference path (`FusedEfficientNet`: BatchNorm folded into the
-/// convolutions, bias + ReLU6 in the same pass, image by image so activations stay in cache); otherwise on the
-/// tape with the engine's ops. Both compute the same function.
+/// (`_conv_head`, `_bn1`). Each block's layers are one `ConvBNSequence`. When a run needs no gradient through a
+/// block and its BatchNorms use running statistics, the block runs on the fused inference path (`InferencePlan`:
+/// BatchNorm folded into the convolutions, bias + ReLU6 in the same pass, image by image so activations stay in
+/// cache); with batch statistics but no gradient (AdaBN), on the C kernels with the engine's BatchNorm;
+/// otherwise on the tape with the engine's ops. All compute the same function.
 public final class EfficientNetLite0: Module, Backbone {
     public typealias Input = Tensor
 
@@ -109,39 +94,33 @@ public final class EfficientNetLite0: Module, Backbone {
         return out
     }
 
-    let convStem: Conv2d
-    let bn0: BatchNorm
     let mbBlocks: [MBConvBlock]
-    let convHead: Conv2d
-    let bn1: BatchNorm
     let fc: Linear
+    /// The layers of the 18 blocks, bottom to top: the stem (one step), the MBConv blocks', the head (one step).
+    let blockLayers: [ConvBNSequence]
     /// Scratch buffers of the fused inference path, kept across calls.
     let scratch = ScratchPool()
-    /// Per-image outputs of the fused path (frozen blocks), reused when the same image meets the same weights.
-    let memo = ActivationMemo()
     /// Use the fused inference path where it applies (tests turn it off to compare both paths).
     public var fusedInference = true
-    /// Reuse the fused path's per-image outputs for inputs seen before with the same weights (`memo`). Benchmarks
-    /// that feed the same batch again and again turn it off, to time the computation.
-    public var memoizesActivations = true
 
     /// Randomly initialised (PyTorch's defaults); load pretrained weights with `load(_:)` or `pretrained(from:)`.
     public init(rng: inout RNG) {
         let eps = Self.batchNormEps, momentum = Self.batchNormMomentum
-        convStem = Conv2d(inputChannels: 3, outputChannels: Self.stemChannels, kernelSize: 3, stride: 2, padding: .same,
-                          bias: false, rng: &rng)
-        bn0 = BatchNorm(channels: Self.stemChannels, eps: eps, momentum: momentum)
+        let stem = ConvBNSequence([ConvBNStep(
+            "_conv_stem", Conv2d(inputChannels: 3, outputChannels: Self.stemChannels, kernelSize: 3, stride: 2, padding: .same,
+                                 bias: false, rng: &rng),
+            "_bn0", BatchNorm(channels: Self.stemChannels, eps: eps, momentum: momentum), activation: .relu6)])
         mbBlocks = Self.blockConfigurations.map { MBConvBlock($0, batchNormEps: eps, momentum: momentum, rng: &rng) }
-        let top = mbBlocks.last!.configuration.outputs
-        convHead = Conv2d(inputChannels: top, outputChannels: Self.headChannels, kernelSize: 1, bias: false, rng: &rng)
-        bn1 = BatchNorm(channels: Self.headChannels, eps: eps, momentum: momentum)
+        let head = ConvBNSequence([ConvBNStep(
+            "_conv_head", Conv2d(inputChannels: mbBlocks.last!.configuration.outputs, outputChannels: Self.headChannels,
+                                 kernelSize: 1, bias: false, rng: &rng),
+            "_bn1", BatchNorm(channels: Self.headChannels, eps: eps, momentum: momentum), activation: .relu6)])
         fc = Linear(inputs: Self.headChannels, outputs: Self.imageNetClasses, rng: &rng)
+        blockLayers = [stem] + mbBlocks.map(\.layers) + [head]
         super.init()
-        child("_conv_stem", convStem)
-        child("_bn0", bn0)
+        stem.register(in: self)
         child("_blocks", ModuleList(mbBlocks))
-        child("_conv_head", convHead)
-        child("_bn1", bn1)
+        head.register(in: self)
         child("_fc", fc)
     }
 
@@ -201,64 +180,29 @@ public final class EfficientNetLite0: Module, Backbone {
             var j = i
             while j < range.upperBound && canFuse(block: j, input: x) { j += 1 }
             if j > i {
-                x = Variable(FusedEfficientNet(self, blocks: i..<j, scratch: scratch).run(x.value, blocks: i..<j, memo: memoizesActivations ? memo : nil))
+                x = Variable(InferencePlan(blockLayers[i..<j]).run(x.value, scratch: scratch))
                 i = j
             } else if needsNoGradient(block: i, input: x) {
-                x = Variable(statisticsBlock(i, x.value))
+                x = Variable(blockLayers[i].batchStatistics(x.value))
                 i += 1
             } else {
-                x = block(i, x)
+                x = blockLayers[i](x)
                 i += 1
             }
         }
         return x
     }
 
-    /// Block `i` on the tape.
-    func block(_ i: Int, _ x: Variable) -> Variable {
-        if i == 0 { return bn0(convStem(x)).relu6() }
-        if i <= mbBlocks.count { return mbBlocks[i - 1](x) }
-        return bn1(convHead(x)).relu6()
-    }
-
-    func modules(ofBlock i: Int) -> Module {
-        i == 0 ? ModuleList([convStem as Module, bn0]) : i <= mbBlocks.count ? mbBlocks[i - 1] : ModuleList([convHead as Module, bn1])
-    }
-
     /// The fused path computes exactly the tape's function when nothing needs a gradient and every BatchNorm
     /// normalises with its running statistics.
     func canFuse(block i: Int, input x: Variable) -> Bool {
-        needsNoGradient(block: i, input: x)
-            && !modules(ofBlock: i).batchNormLayers().contains { $0.layer.usesBatchStatistics }
+        needsNoGradient(block: i, input: x) && !blockLayers[i].usesBatchStatistics
     }
 
     /// Nothing in block `i` records on the tape (inference, frozen blocks, AdaBN's statistics passes).
     func needsNoGradient(block i: Int, input x: Variable) -> Bool {
         guard fusedInference else { return false }
         if Autograd.isRecording && x.requiresGrad { return false }
-        return !(Autograd.isRecording && modules(ofBlock: i).parameters.contains(where: \.requiresGrad))
-    }
-
-    /// Block `i` with training-mode BatchNorm but no gradient (AdaBN re-estimating statistics): the convolutions
-    /// and activations run on the C kernels over the whole batch, each BatchNorm is the engine's (batch
-    /// statistics, running-statistics update), so the result is the tape's.
-    func statisticsBlock(_ i: Int, _ x: Tensor) -> Tensor {
-        Autograd.noGrad {
-            func convBN(_ conv: Conv2d, _ bn: BatchNorm, _ input: Tensor, relu6: Bool) -> Tensor {
-                let raw = FoldedConvolution(conv, activation: .none).applyBatch(input)
-                var y = bn(Variable(raw)).value
-                if relu6 { y.withUnsafeMutableBufferPointer { p in for k in p.indices { p[k] = min(max(p[k], 0), 6) } } }
-                return y
-            }
-            if i == 0 { return convBN(convStem, bn0, x, relu6: true) }
-            if i > mbBlocks.count { return convBN(convHead, bn1, x, relu6: true) }
-            let b = mbBlocks[i - 1]
-            var h = x
-            if let e = b.expandConv, let bn = b.bn0 { h = convBN(e, bn, h, relu6: true) }
-            h = convBN(b.depthwiseConv, b.bn1, h, relu6: true)
-            h = convBN(b.projectConv, b.bn2, h, relu6: false)
-            if b.configuration.hasResidual { h.addInPlace(x) }
-            return h
-        }
+        return !(Autograd.isRecording && blockLayers[i].parameters.contains(where: \.requiresGrad))
     }
 }

