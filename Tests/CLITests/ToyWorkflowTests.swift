@@ -149,7 +149,10 @@ extension ToyWorkflowTests {
     /// while later workflows fine-tune, adapt end to end and re-estimate BatchNorm-free statistics, and the
     /// pretrained backbone is never changed (when they shared one backbone, each reset it for the next).
     func testWorkflowsTrainTheirOwnBackboneCopies() throws {
+        // The toy model in-process (the apps' tests that follow inherit this process's environment: restore it).
+        let saved = ProcessInfo.processInfo.environment["TL_MODELS_DIR"]
         setenv("TL_MODELS_DIR", Self.root.appendingPathComponent("models").path, 1)
+        defer { if let saved { setenv("TL_MODELS_DIR", saved, 1) } else { unsetenv("TL_MODELS_DIR") } }
         let domain = try ToyDomain()
         let w = TransferWorkflows(domain: domain, options: WorkflowOptions())
         let train = try domain.labelled(at: data.appendingPathComponent("source-train.csv"))
