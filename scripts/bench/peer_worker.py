@@ -109,9 +109,24 @@ def run_w1():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# onnxruntime: the original ONNX files (W6, W7) and exports of the PyTorch peers' models (W2, W4)
+
+def ort_session(path):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = ARGS.threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # W2 / W3: EfficientNet-Lite0
 
 EFFNET_VARIANTS = ("torch-eager", "torch-channels_last", "torch-ts-frozen")
+ONNX_CHECK = 1e-4  # largest |onnxruntime - PyTorch| accepted on the workload's own input
 
 
 def effnet():
@@ -135,11 +150,49 @@ def image_batch(n):
     return (torch.randint(1, 256, (n, 3, 224, 224), generator=g).float() - 127) / 128
 
 
+def onnx_model(name, module, example, input_names, opset):
+    """Exports `module` once per bench-peers run into <tmp>/onnx/<name>.onnx (the four configurations' workers
+    share it), then opens it in onnxruntime and checks it against the PyTorch module on `example` (max |diff| <=
+    ONNX_CHECK, else the configuration reports an error). Returns (session, feed)."""
+    torch = torch_mod()
+    folder = os.path.join(ARGS.tmp or tempfile.gettempdir(), "onnx")
+    path = os.path.join(folder, name + ".onnx")
+    if not os.path.exists(path):
+        os.makedirs(folder, exist_ok=True)
+        part = "%s.%d.part" % (path, os.getpid())
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, example, part, opset_version=opset, input_names=list(input_names),
+                              output_names=["features"], do_constant_folding=True)
+        os.replace(part, path)
+    s = ort_session(path)
+    feed = {n: t.numpy() for n, t in zip(input_names, example)}
+    with torch.no_grad():
+        want = module(*example).numpy()
+    got = s.run(None, feed)[0]
+    diff = float(np.abs(got - want).max())
+    if not diff <= ONNX_CHECK:
+        raise RuntimeError("onnxruntime differs from PyTorch by %.2g (> %g) on %s" % (diff, ONNX_CHECK, path))
+    log("%s: exported with opset %d, max |onnxruntime - PyTorch| = %.1e" % (name, opset, diff))
+    return s, feed
+
+
+def ort_body(session, feed, shape, units):
+    def body():
+        y = session.run(None, feed)[0]
+        assert y.shape == shape
+        return units
+    return body
+
+
 def w2_setup(variant):
     torch = torch_mod()
     E, net = effnet()
     x = image_batch(32)
     model = E.Features(net).eval()
+    if variant == "onnxruntime":
+        s, feed = onnx_model("efficientnet-lite0-features", model, (x,), ("images",), 13)
+        return ort_body(s, feed, (32, 1280), 32.0)
     if variant == "torch-channels_last":
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -219,22 +272,33 @@ def mean_pool(hidden, mask):
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
+def Pooled(model):
+    """BertModel + mean pooling as one module (for TorchScript and the ONNX export)."""
+    torch = torch_mod()
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids, mask):
+            return mean_pool(self.m(input_ids=ids, attention_mask=mask)[0], mask)
+    return Pooled(model)
+
+
 def w4_setup(variant):
     torch = torch_mod()
     ids, mask = token_batch(64, 128, 5)
+    if variant == "onnxruntime":
+        s, feed = onnx_model("minilm-l6-mean-pooled", Pooled(bert(torchscript=True)).eval(), (ids, mask),
+                             ("input_ids", "attention_mask"), 14)
+        return ort_body(s, feed, (64, 384), 64.0)
     if variant == "transformers-eager":
         model = bert()
 
         def run():
             return mean_pool(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
     else:
-        class Pooled(torch.nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, ids, mask):
-                return mean_pool(self.m(input_ids=ids, attention_mask=mask)[0], mask)
         model = freeze_optimize(Pooled(bert(torchscript=True)), (ids, mask))
 
         def run():
@@ -276,18 +340,7 @@ def w5_setup(variant):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# W6 / W7: onnxruntime on the original openWakeWord ONNX files
-
-def ort_session(path):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = ARGS.threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-
+# W6 / W7: onnxruntime on the original openWakeWord ONNX files (no PyTorch peer)
 
 def w6_setup(variant):
     s = ort_session(models("speech-embedding", "melspectrogram.onnx"))
@@ -395,13 +448,13 @@ def workloads(group):
     if group == "W1":
         yield from run_w1()
     elif group == "W2":
-        for v in EFFNET_VARIANTS:
+        for v in EFFNET_VARIANTS + ("onnxruntime",):
             yield run_one("W2", v, "images/s", lambda v=v: w2_setup(v))
     elif group == "W3":
         for v in EFFNET_VARIANTS:
             yield run_one("W3", v, "images/s", lambda v=v: w3_setup(v))
     elif group == "W4":
-        for v in ("transformers-eager", "transformers-ts-frozen"):
+        for v in ("transformers-eager", "transformers-ts-frozen", "onnxruntime"):
             yield run_one("W4", v, "sequences/s", lambda v=v: w4_setup(v))
     elif group == "W5":
         yield run_one("W5", "transformers-eager", "sequences/s", lambda: w5_setup("eager"))
