@@ -37,12 +37,15 @@ static inline float act1(float v, int act) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Pointwise GEMM: row tiles of R rows x (NV vectors of L floats) columns held in registers across the whole k loop.
+// Three tile shapes per instruction set: a wide one (NV = WIDE) while at least WIDE vectors of columns remain (with
+// 32 registers, 6 x 4 zmm: each broadcast of x feeds 4 FMAs), the normal one (NV = 2) for what is left above one
+// vector, and a narrow one (2R rows x 1 vector) for a last block of at most L columns, so that outputs like 16, 40
+// or 112 channels do not compute a padding vector of zeros.
 
-#define DEFINE_POINTWISE(SUFFIX, TARGET, V, L, R, NV)                                                          \
-    TARGET static void pointwise_tile_##SUFFIX(const float *x, size_t ldx, size_t rows, size_t cin,            \
-                                               const float *w, size_t cout_pad, const float *bias,              \
-                                               const float *residual, size_t ldr, float *y, size_t ldy,         \
-                                               size_t o0, size_t ncols, int act) {                              \
+#define DEFINE_POINTWISE_TILE(NAME, TARGET, V, L, R, NV)                                                        \
+    TARGET static inline __attribute__((always_inline)) void NAME(                                           \
+        const float *x, size_t ldx, size_t rows, size_t cin, const float *w, size_t cout_pad, const float *bias, \
+        const float *residual, size_t ldr, float *y, size_t ldy, size_t o0, size_t ncols, int act) {           \
         /* rows <= R, ncols <= NV * L: one register tile starting at column o0. */                             \
         V acc[R][NV];                                                                                          \
         for (size_t r = 0; r < R; r++)                                                                         \
@@ -89,26 +92,43 @@ static inline float act1(float v, int act) {
                 }                                                                                              \
             }                                                                                                  \
         }                                                                                                      \
-    }                                                                                                          \
+    }
+
+// One column block [o0, o0 + WIDTH) of pointwise_<isa> (uses its arguments), row tiles of R rows.
+#define POINTWISE_COLUMN_BLOCK(TILE, R, WIDTH)                                                                 \
+    do {                                                                                                       \
+        size_t ncols = cout - o0 < (WIDTH) ? cout - o0 : (WIDTH);                                              \
+        for (size_t r0 = 0; r0 < rows; r0 += (R)) {                                                            \
+            size_t nr = rows - r0 < (R) ? rows - r0 : (R);                                                     \
+            TILE(x + r0 * ldx, ldx, nr, cin, w, cout_pad, bias, residual ? residual + r0 * ldr : 0, ldr,      \
+                 y + r0 * ldy, ldy, o0, ncols, act);                                                           \
+        }                                                                                                      \
+        o0 += (WIDTH);                                                                                         \
+    } while (0)
+
+#define DEFINE_POINTWISE(SUFFIX, TARGET, V, L, R, NV, WIDE)                                                    \
+    DEFINE_POINTWISE_TILE(pointwise_tile_##SUFFIX, TARGET, V, L, R, NV)                                       \
+    DEFINE_POINTWISE_TILE(pointwise_wide_##SUFFIX, TARGET, V, L, R, WIDE)                                     \
+    DEFINE_POINTWISE_TILE(pointwise_narrow_##SUFFIX, TARGET, V, L, 2 * (R), 1)                                \
     TARGET static void pointwise_##SUFFIX(const float *x, size_t ldx, size_t rows, size_t cin, const float *w, \
                                           size_t cout_pad, const float *bias, const float *residual,           \
                                           size_t ldr, float *y, size_t ldy, size_t cout, int act) {            \
-        /* Column blocks outside (a block of packed weights stays in L1), row tiles inside. */                 \
-        const size_t width = NV * L;                                                                           \
-        for (size_t o0 = 0; o0 < cout; o0 += width) {                                                          \
-            size_t ncols = cout - o0 < width ? cout - o0 : width;                                              \
-            for (size_t r0 = 0; r0 < rows; r0 += R) {                                                          \
-                size_t nr = rows - r0 < R ? rows - r0 : R;                                                     \
-                pointwise_tile_##SUFFIX(x + r0 * ldx, ldx, nr, cin, w, cout_pad, bias,                         \
-                                        residual ? residual + r0 * ldr : 0, ldr, y + r0 * ldy, ldy, o0, ncols, \
-                                        act);                                                                  \
-            }                                                                                                  \
+        /* Column blocks outside (a block of packed weights stays in L1), row tiles inside. Every block reads */ \
+        /* whole vectors below o0 + its width <= cout_pad (cout_pad is a multiple of 2 L >= 32 columns). */     \
+        size_t o0 = 0;                                                                                         \
+        while (o0 < cout) {                                                                                    \
+            if ((WIDE) > (NV) && cout - o0 >= (WIDE) * (L))                                                    \
+                POINTWISE_COLUMN_BLOCK(pointwise_wide_##SUFFIX, R, (WIDE) * (L));                              \
+            else if (cout - o0 > (L))                                                                          \
+                POINTWISE_COLUMN_BLOCK(pointwise_tile_##SUFFIX, R, (NV) * (L));                                \
+            else                                                                                               \
+                POINTWISE_COLUMN_BLOCK(pointwise_narrow_##SUFFIX, 2 * (R), (L));                               \
         }                                                                                                      \
     }
 
-DEFINE_POINTWISE(avx512, T_AVX512, v16, 16, 6, 2)
-DEFINE_POINTWISE(avx2, T_AVX2, v8, 8, 6, 2)
-DEFINE_POINTWISE(sse2, T_SSE2, v4, 4, 4, 2)
+DEFINE_POINTWISE(avx512, T_AVX512, v16, 16, 6, 2, 4)
+DEFINE_POINTWISE(avx2, T_AVX2, v8, 8, 6, 2, 2)
+DEFINE_POINTWISE(sse2, T_SSE2, v4, 4, 4, 2, 2)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Depthwise convolution. Interior pixels (whole window inside the image) go through a register-blocked routine
@@ -265,6 +285,57 @@ DEFINE_CONV_DIRECT(avx2, T_AVX2, v8, 8)
 DEFINE_CONV_DIRECT(sse2, T_SSE2, v4, 4)
 
 // ---------------------------------------------------------------------------------------------------------------
+// Exact GELU, y = u * Phi(u) with u = x (+ bias): erf(u / sqrt 2) by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7)
+// and exp(-u^2 / 2) by Cephes' polynomial after reduction by powers of two (the engine's scalar GELUKernel, whose
+// backward pass uses the same formulas). A last partial vector goes through a zero-padded copy.
+
+typedef int vi16 __attribute__((vector_size(64), aligned(4)));
+typedef int vi8 __attribute__((vector_size(32), aligned(4)));
+typedef int vi4 __attribute__((vector_size(16), aligned(4)));
+
+#define DEFINE_GELU(SUFFIX, TARGET, V, VI, L)                                                                  \
+    TARGET static inline __attribute__((always_inline)) V gelu_v_##SUFFIX(V u) {                               \
+        V z = (V)((VI)u & 0x7FFFFFFF) * 0.70710678118654752f;                                                  \
+        V t = 1.0f / (1.0f + z * 0.3275911f);                                                                  \
+        V poly = t * 1.061405429f - 1.453152027f;                                                              \
+        poly = poly * t + 1.421413741f;                                                                        \
+        poly = poly * t - 0.284496736f;                                                                        \
+        poly = poly * t + 0.254829592f;                                                                        \
+        poly = poly * t;                                                                                       \
+        V q = __builtin_elementwise_max(-(z * z), SPLAT(V, -80.0f));                                           \
+        V shifted = q * 1.44269504088896341f + 12582912.0f; /* n = round(q / ln 2) in the low mantissa bits */  \
+        V n = shifted - 12582912.0f;                                                                           \
+        V r = (q - n * 0.693359375f) + n * 2.12194440e-4f;                                                     \
+        V p = r * 1.9875691500e-4f + 1.3981999507e-3f;                                                         \
+        p = p * r + 8.3334519073e-3f;                                                                          \
+        p = p * r + 4.1665795894e-2f;                                                                          \
+        p = p * r + 1.6666665459e-1f;                                                                          \
+        p = p * r + 5.0000001201e-1f;                                                                          \
+        V e = (p * r * r + r + 1.0f) * (V)((((VI)shifted - 0x4B400000) + 127) << 23);                          \
+        V erf = (V)((VI)(1.0f - poly * e) | ((VI)u & (int)0x80000000)); /* sign of u */                        \
+        return u * (erf * 0.5f + 0.5f);                                                                        \
+    }                                                                                                          \
+    TARGET static void gelu_##SUFFIX(const float *x, const float *bias, float *y, size_t n) {                  \
+        size_t j = 0;                                                                                          \
+        for (; j + L <= n; j += L) {                                                                           \
+            V u = LOAD(V, x + j);                                                                              \
+            if (bias) u += LOAD(V, bias + j);                                                                  \
+            STORE(V, y + j, gelu_v_##SUFFIX(u));                                                               \
+        }                                                                                                      \
+        if (j < n) {                                                                                           \
+            float t[L] = {0};                                                                                  \
+            for (size_t i = j; i < n; i++) t[i - j] = x[i] + (bias ? bias[i] : 0);                             \
+            V v = gelu_v_##SUFFIX(LOAD(V, t));                                                                 \
+            memcpy(t, &v, sizeof t);                                                                           \
+            for (size_t i = j; i < n; i++) y[i] = t[i - j];                                                    \
+        }                                                                                                      \
+    }
+
+DEFINE_GELU(avx512, T_AVX512, v16, vi16, 16)
+DEFINE_GELU(avx2, T_AVX2, v8, vi8, 8)
+DEFINE_GELU(sse2, T_SSE2, v4, vi4, 4)
+
+// ---------------------------------------------------------------------------------------------------------------
 
 // ---------------------------------------------------------------------------------------------------------------
 // Dispatch
@@ -320,3 +391,5 @@ void ck_conv_direct(const float *x, size_t h, size_t w, size_t cin, const float 
     DISPATCH(conv_direct, x, h, w, cin, wt, cout_pad, bias, cout, kh, kw, stride, pad_top, pad_left, oh, ow, oy0,
              oy1, y, act)
 }
+
+void ck_gelu(const float *x, const float *bias, float *y, size_t n) { DISPATCH(gelu, x, bias, y, n) }

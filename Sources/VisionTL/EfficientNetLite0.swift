@@ -131,6 +131,17 @@ public final class EfficientNetLite0: Module, Backbone {
     // MARK: Backbone
 
     public var featureCount: Int { Self.headChannels }
+
+    /// Multiply-adds of the pooled features of one height x width image (stem, blocks and head convolutions; 0.384 G
+    /// at 224 x 224, i.e. 0.77 GFLOP): what tl-bench's efficiency counts.
+    public func featureMultiplyAdds(height: Int, width: Int) -> Int {
+        var (total, h, w) = (0, height, width)
+        for block in blockLayers {
+            let b = block.multiplyAdds(height: h, width: w)
+            (total, h, w) = (total + b.count, b.height, b.width)
+        }
+        return total
+    }
     public var activationsAreSequences: Bool { false }
 
     public var blocks: [[String]] {

@@ -208,6 +208,11 @@ final class BERTEncoderTests: XCTestCase {
         }
     }
 
+    func testMultiplyAddsOfMiniLMShape() {
+        // 6 layers x (128 tokens x (4 x 384² + 2 x 384 x 1536) + 2 x 128² x 384)
+        XCTAssertEqual(BERTConfiguration().multiplyAdds(length: 128), 1_434_451_968)
+    }
+
     func testConfigurationRejectsWhatTheEncoderDoesNotCompute() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("bert-config-\(getpid())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)

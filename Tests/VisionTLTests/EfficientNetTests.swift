@@ -107,6 +107,18 @@ final class EfficientNetTests: XCTestCase {
         }
     }
 
+    /// tl-bench's efficiency counts FLOPs from the declaration. The expected total was summed independently, by a
+    /// few lines of Python over the architecture table (stem 3x3/2 to 32; per stage expansion, kernel, stride,
+    /// outputs, repeats; head 1x1 to 1280) at 224 x 224, not through this code.
+    func testFeatureMultiplyAddsFromTheDeclaration() {
+        var rng = RNG(seed: 1)
+        let net = EfficientNetLite0(rng: &rng)
+        XCTAssertEqual(net.featureMultiplyAdds(height: 224, width: 224), 383_907_552)
+        // Stem alone on an odd size: SAME, stride 2 -> 4 x 3 outputs, 32 channels, 3 x 3 x 3 products each.
+        let stem = net.blockLayers[0].multiplyAdds(height: 7, width: 5)
+        XCTAssertEqual([stem.count, stem.height, stem.width], [4 * 3 * 32 * 27, 4, 3])
+    }
+
     func testBlocksNamesAndParameterCount() throws {
         var rng = RNG(seed: 1)
         let net = EfficientNetLite0(rng: &rng)

@@ -6,7 +6,11 @@ import TransferEngine
 /// runs them on transformers' BertModel: random word pieces between [CLS] and [SEP], every sequence full length.
 func textWorkloads() -> [Workload] {
     [
-        Workload(id: "W4", group: "W4", description: "MiniLM-L6 forward + mean pool, 64x128", unit: "sequences/s") {
+        Workload(id: "W4", group: "W4", description: "MiniLM-L6 forward + mean pool, 64x128", unit: "sequences/s",
+                 gigaflopPerUnit: {
+                     let config = try BERTConfiguration(contentsOf: miniLMFolder.appendingPathComponent("config.json"))
+                     return 2 * Double(config.multiplyAdds(length: 128)) / 1e9
+                 }) {
             let encoder = try miniLM()
             let batch = randomTokens(batch: 64, length: 128, seed: 5)
             return {
@@ -38,10 +42,11 @@ func textWorkloads() -> [Workload] {
     ]
 }
 
+private var miniLMFolder: URL { ModelStore.directory.appendingPathComponent("all-MiniLM-L6-v2") }
+
 /// The encoder with mean pooling only (no L2 normalisation), as the peer pools.
 private func miniLM() throws -> BERTEncoder {
-    let encoder = try BERTEncoder.load(folder: ModelStore.directory.appendingPathComponent("all-MiniLM-L6-v2"),
-                                       normalizesFeatures: false)
+    let encoder = try BERTEncoder.load(folder: miniLMFolder, normalizesFeatures: false)
     encoder.freeze()
     encoder.train(false)
     return encoder

@@ -7,7 +7,11 @@ import VisionTL
 /// runs them on PyTorch and Pillow.
 func visionWorkloads() -> [Workload] {
     [
-        Workload(id: "W2", group: "W2", description: "EfficientNet-Lite0 forward, 32x224x224", unit: "images/s") {
+        Workload(id: "W2", group: "W2", description: "EfficientNet-Lite0 forward, 32x224x224", unit: "images/s",
+                 gigaflopPerUnit: {
+                     var rng = RNG(seed: 0)
+                     return 2 * Double(EfficientNetLite0(rng: &rng).featureMultiplyAdds(height: 224, width: 224)) / 1e9
+                 }) {
             let net = try EfficientNetLite0.pretrained(from: try ModelStore.file(VisionDomain.modelPath))
             let x = randomImages(32)
             return {

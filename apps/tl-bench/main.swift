@@ -28,12 +28,25 @@ struct Bench: ParsableCommand {
         Runtime.setThreads(threads)
         let wanted = only.map { Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).uppercased() }) }
         var results: [BenchResult] = []
-        for w in workloads() where wanted == nil || wanted!.contains(w.group) {
+        let all = workloads()
+        for w in all where wanted == nil || wanted!.contains(w.group) {
             results.append(try measure(w))
             if !json { FileHandle.standardError.write("done \(w.id)\n".data(using: .utf8)!) }
         }
-        report(results)
+        // Efficiency: the FLOP rate of a network workload over raw sgemm's in the same run (the machine's
+        // attainable rate, whatever the host's load), so that progress shows on a noisy machine.
+        var sgemm: BenchResult?
+        if results.contains(where: { $0.gigaflopPerUnit != nil }) {
+            sgemm = try results.first { $0.id == Self.sgemmReference } ?? measure(all.first { $0.id == Self.sgemmReference }!)
+            for i in results.indices {
+                if let g = results[i].gigaflopPerUnit { results[i].efficiency = results[i].median * g / sgemm!.median }
+            }
+        }
+        report(results, sgemm: sgemm)
     }
+
+    /// The workload whose median is the efficiency's denominator.
+    static let sgemmReference = "W1-1024-raw"
 
     func measure(_ w: Workload) throws -> BenchResult {
         let body = try w.setup()
@@ -47,15 +60,22 @@ struct Bench: ParsableCommand {
         }
         rates.sort()
         return BenchResult(id: w.id, description: w.description, unit: w.unit,
-                           min: rates.first!, median: rates[rates.count / 2], max: rates.last!)
+                           min: rates.first!, median: rates[rates.count / 2], max: rates.last!,
+                           gigaflopPerUnit: try w.gigaflopPerUnit?())
     }
 
-    func report(_ results: [BenchResult]) {
+    func report(_ results: [BenchResult], sgemm: BenchResult?) {
         if json {
-            let obj: [String: Any] = [
+            var obj: [String: Any] = [
                 "kernel": BLASKernel.loadedCore, "threads": Runtime.threads,
-                "workloads": results.map { ["id": $0.id, "throughput": $0.median, "unit": $0.unit, "min": $0.min, "max": $0.max] },
+                "workloads": results.map { r -> [String: Any] in
+                    var entry: [String: Any] = ["id": r.id, "throughput": r.median, "unit": r.unit, "min": r.min, "max": r.max]
+                    if let g = r.gigaflopPerUnit { entry["gflop_per_unit"] = g }
+                    if let e = r.efficiency { entry["efficiency"] = e }
+                    return entry
+                },
             ]
+            if let sgemm { obj["sgemm_gflops"] = sgemm.median }
             let data = try! JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
             return
@@ -67,14 +87,28 @@ struct Bench: ParsableCommand {
                   + r.description.padding(toLength: 44, withPad: " ", startingAt: 0)
                   + String(format: "%10.1f  %-10@ %9.1f  %9.1f", r.median, r.unit as NSString, r.min, r.max))
         }
+        if let sgemm {
+            for r in results {
+                guard let g = r.gigaflopPerUnit, let e = r.efficiency else { continue }
+                print(String(format: "efficiency %@: %.2f = %.1f %@ x %.3f GFLOP / %.1f GFLOPS (raw sgemm 1024^3, this run)",
+                             r.id as NSString, e, r.median, r.unit as NSString, g, sgemm.median))
+            }
+        }
     }
 }
 
-struct BenchResult { var id, description, unit: String; var min, median, max: Double }
+struct BenchResult {
+    var id, description, unit: String
+    var min, median, max: Double
+    var gigaflopPerUnit: Double?
+    var efficiency: Double? = nil
+}
 
 /// A workload: `setup` prepares inputs once and returns the timed body, which returns the units of work done.
+/// A network's workload also counts its FLOPs per unit (2 x multiply-adds, from the architecture).
 struct Workload {
     var id: String, group: String, description: String, unit: String
+    var gigaflopPerUnit: (() throws -> Double)? = nil
     var setup: () throws -> () throws -> Double
 }
 

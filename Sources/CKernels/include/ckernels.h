@@ -43,6 +43,10 @@ void ck_conv_direct(const float *x, size_t h, size_t w, size_t cin, const float 
                     const float *bias, size_t cout, size_t kh, size_t kw, size_t stride, size_t pad_top,
                     size_t pad_left, size_t oh, size_t ow, size_t oy0, size_t oy1, float *y, int act);
 
+/// Exact GELU of n consecutive values: y[i] = u * Phi(u), u = x[i] + bias[i] (bias may be NULL; callers pass the
+/// bias row aligned with x). Phi through erf (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7). y may equal x.
+void ck_gelu(const float *x, const float *bias, float *y, size_t n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -43,6 +43,17 @@ public final class ConvBNSequence {
 
     public var parameters: [Variable] { steps.flatMap { $0.conv.parameters + $0.batchNorm.parameters } }
 
+    /// Multiply-adds of the steps' convolutions on one image, and the output's size (BatchNorm, activation and
+    /// residual are not counted).
+    public func multiplyAdds(height: Int, width: Int) -> (count: Int, height: Int, width: Int) {
+        var (total, h, w) = (0, height, width)
+        for s in steps {
+            let step = s.conv.multiplyAdds(height: h, width: w)
+            (total, h, w) = (total + step.count, step.height, step.width)
+        }
+        return (total, h, w)
+    }
+
     /// True when a forward pass would normalise with (and update) batch statistics.
     public var usesBatchStatistics: Bool { steps.contains { $0.batchNorm.usesBatchStatistics } }
 

@@ -46,6 +46,14 @@ public final class Conv2d: Module {
                   bias: bias, rng: &rng)
     }
 
+    /// Multiply-adds of one image [height, width, inputChannels] (each output value: inputChannels/groups x KH x KW
+    /// products) and the output's size: the FLOP count a benchmark divides by (FLOPs = 2 x multiply-adds).
+    public func multiplyAdds(height: Int, width: Int) -> (count: Int, height: Int, width: Int) {
+        let g = WindowGeometry(input: [1, height, width, inputChannels], kernel: kernelSize, strides: strides,
+                               dilations: dilations, padding: padding, op: "Conv2d")
+        return (g.oh * g.ow * outputChannels * inputChannels / groups * g.kh * g.kw, g.oh, g.ow)
+    }
+
     /// [N, H, W, inputChannels] -> [N, OH, OW, outputChannels].
     public func callAsFunction(_ x: Variable) -> Variable {
         x.conv2d(weight: weight, bias: bias, strides: (strides.height, strides.width), padding: padding,
