@@ -137,6 +137,8 @@ DEFINE_POINTWISE(sse2, T_SSE2, v4, 4, 4, 2, 2)
 // kernel shapes take the generic loop.
 
 #define DW_PB 8
+// Bytes of input window a chunk of channels may span (half the 48 KiB L1 of a recent core; 16-32 KiB measured alike).
+#define DW_WINDOW_BYTES 24576
 
 #define DEFINE_DW_INTERIOR(SUFFIX, TARGET, V, L, KW, S)                                                        \
     TARGET static inline __attribute__((always_inline)) void dw_interior_##SUFFIX##_##KW##_##S(               \
@@ -174,42 +176,53 @@ DEFINE_POINTWISE(sse2, T_SSE2, v4, 4, 4, 2, 2)
         if (ox_hi > ow) ox_hi = ow;                                                                            \
         if (ox_lo > ox_hi) ox_lo = ox_hi;                                                                      \
         int fast = (kw == 3 || kw == 5) && (stride == 1 || stride == 2);                                       \
+        size_t cvec = c - c % L; /* channels in whole vectors; the rest go through the scalar loop */          \
+        size_t chunk = DW_WINDOW_BYTES / (kh * ((DW_PB - 1) * stride + kw) * sizeof(float));                   \
+        chunk = chunk < L ? L : chunk - chunk % L;                                                             \
         for (size_t oy = oy0; oy < oy1; oy++) {                                                                \
             long iy0 = (long)(oy * stride) - (long)pad_top;                                                    \
             size_t ky0 = iy0 < 0 ? (size_t)(-iy0) : 0;                                                         \
             size_t ky1 = (long)h - iy0 < (long)kh ? (size_t)((long)h - iy0) : kh;                              \
             float *yrow = y + oy * ow * c;                                                                     \
-            size_t j = 0;                                                                                      \
-            for (; j + L <= c; j += L) {                                                                       \
-                V b = bias ? LOAD(V, bias + j) : SPLAT(V, 0.0f);                                               \
+            /* Channel vectors in chunks whose input window (kh rows x a pixel block's columns) fits in L1; */ \
+            /* within a chunk, pixels outside and its vectors inside, so the window is loaded from L2 once. */  \
+            for (size_t j0 = 0; j0 < cvec; j0 += chunk) {                                                     \
+                size_t j1 = j0 + chunk < cvec ? j0 + chunk : cvec;                                             \
                 size_t ox = 0;                                                                                 \
                 while (ox < ow) {                                                                              \
                     long ix0 = (long)(ox * stride) - (long)pad_left;                                           \
                     if (fast && ox >= ox_lo && ox + DW_PB <= ox_hi) {                                          \
-                        float *o = yrow + ox * c + j;                                                          \
-                        if (kw == 3 && stride == 1)                                                            \
-                            dw_interior_##SUFFIX##_3_1(x, w, c, wt, b, kh, ky0, ky1, iy0, ix0, j, o, act);     \
-                        else if (kw == 3)                                                                      \
-                            dw_interior_##SUFFIX##_3_2(x, w, c, wt, b, kh, ky0, ky1, iy0, ix0, j, o, act);     \
-                        else if (stride == 1)                                                                  \
-                            dw_interior_##SUFFIX##_5_1(x, w, c, wt, b, kh, ky0, ky1, iy0, ix0, j, o, act);     \
-                        else                                                                                   \
-                            dw_interior_##SUFFIX##_5_2(x, w, c, wt, b, kh, ky0, ky1, iy0, ix0, j, o, act);     \
+                        for (size_t j = j0; j < j1; j += L) {                                                  \
+                            V b = bias ? LOAD(V, bias + j) : SPLAT(V, 0.0f);                                   \
+                            float *o = yrow + ox * c + j;                                                      \
+                            if (kw == 3 && stride == 1)                                                        \
+                                dw_interior_##SUFFIX##_3_1(x, w, c, wt, b, kh, ky0, ky1, iy0, ix0, j, o, act); \
+                            else if (kw == 3)                                                                  \
+                                dw_interior_##SUFFIX##_3_2(x, w, c, wt, b, kh, ky0, ky1, iy0, ix0, j, o, act); \
+                            else if (stride == 1)                                                              \
+                                dw_interior_##SUFFIX##_5_1(x, w, c, wt, b, kh, ky0, ky1, iy0, ix0, j, o, act); \
+                            else                                                                               \
+                                dw_interior_##SUFFIX##_5_2(x, w, c, wt, b, kh, ky0, ky1, iy0, ix0, j, o, act); \
+                        }                                                                                      \
                         ox += DW_PB;                                                                           \
                         continue;                                                                              \
                     }                                                                                          \
                     size_t kx0 = ix0 < 0 ? (size_t)(-ix0) : 0;                                                 \
                     size_t kx1 = (long)w - ix0 < (long)kw ? (size_t)((long)w - ix0) : kw;                      \
-                    V acc = b;                                                                                 \
-                    for (size_t ky = ky0; ky < ky1; ky++) {                                                    \
-                        const float *xr = x + ((size_t)(iy0 + (long)ky) * w) * c + j;                          \
-                        for (size_t kx = kx0; kx < kx1; kx++)                                                  \
-                            acc += LOAD(V, xr + (size_t)(ix0 + (long)kx) * c) * LOAD(V, wt + (ky * kw + kx) * c + j); \
+                    for (size_t j = j0; j < j1; j += L) {                                                      \
+                        V acc = bias ? LOAD(V, bias + j) : SPLAT(V, 0.0f);                                     \
+                        for (size_t ky = ky0; ky < ky1; ky++) {                                                \
+                            const float *xr = x + ((size_t)(iy0 + (long)ky) * w) * c + j;                      \
+                            for (size_t kx = kx0; kx < kx1; kx++)                                              \
+                                acc += LOAD(V, xr + (size_t)(ix0 + (long)kx) * c) *                           \
+                                       LOAD(V, wt + (ky * kw + kx) * c + j);                                   \
+                        }                                                                                      \
+                        STORE(V, yrow + ox * c + j, ACTV(V, acc, act));                                        \
                     }                                                                                          \
-                    STORE(V, yrow + ox * c + j, ACTV(V, acc, act));                                            \
                     ox++;                                                                                      \
                 }                                                                                              \
             }                                                                                                  \
+            size_t j = cvec;                                                                                   \
             for (; j < c; j++) {                                                                               \
                 for (size_t ox = 0; ox < ow; ox++) {                                                           \
                     long ix0 = (long)(ox * stride) - (long)pad_left;                                           \
