@@ -142,6 +142,7 @@ public final class EfficientNetLite0: Module, Backbone {
         }
         return total
     }
+
     public var activationsAreSequences: Bool { false }
 
     public var blocks: [[String]] {
