@@ -16,6 +16,31 @@ ENV_CONFIGS = {
     "jemalloc": {"LD_PRELOAD": JEMALLOC, "MALLOC_CONF": JEMALLOC_CONF},
     "SkylakeX+jemalloc": {"OPENBLAS_CORETYPE": "SkylakeX", "LD_PRELOAD": JEMALLOC, "MALLOC_CONF": JEMALLOC_CONF},
 }
+# What each OPENBLAS_CORETYPE the configurations force needs from the CPU: OpenBLAS obeys the variable without
+# checking, so SkylakeX on a CPU without AVX-512 stops on its first illegal instruction.
+CORETYPE_FLAGS = {"SkylakeX": ("avx512f", "avx512vl", "avx512bw", "avx512dq")}
+
+
+def cpu_flags(path="/proc/cpuinfo"):
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def unsupported(env_name, flags):
+    """Why this machine cannot run the configuration (None: it can, or the CPU's flags are unknown)."""
+    core = ENV_CONFIGS[env_name].get("OPENBLAS_CORETYPE")
+    missing = [f for f in CORETYPE_FLAGS.get(core, ()) if flags is not None and f not in flags]
+    if not missing:
+        return None
+    return "skipped: OPENBLAS_CORETYPE=%s needs %s, which this CPU lacks" % (core, ", ".join(missing))
+
+
 # Variables every configuration starts without, so that "default" is what the libraries choose themselves.
 STRIPPED = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "LD_PRELOAD", "MALLOC_CONF", "OPENBLAS_VERBOSE",
             "GOTOBLAS_MAIN_FREE")
