@@ -30,10 +30,27 @@ struct ReleaseApp {
         try? FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
     }
 
-    var binary: URL {
+    var binary: URL { Self.binary(name) }
+
+    /// The release binary of the app `name`: `$TL_RELEASE_DIR/<name>` or `<package>/.build/release/<name>`.
+    static func binary(_ name: String) -> URL {
         let dir = ProcessInfo.processInfo.environment["TL_RELEASE_DIR"].map { URL(fileURLWithPath: $0) }
-            ?? Self.package.appendingPathComponent(".build/release")
+            ?? package.appendingPathComponent(".build/release")
         return dir.appendingPathComponent(name)
+    }
+
+    /// The release binary of the app `name`; a missing one fails the test.
+    static func builtBinary(_ name: String) throws -> URL {
+        guard FileManager.default.isExecutableFile(atPath: binary(name).path) else {
+            XCTFail("\(binary(name).path) is missing: run `swift build -c release` first (or set TL_RELEASE_DIR)")
+            throw XCTSkip("no release binary")
+        }
+        return binary(name)
+    }
+
+    /// Runs the release binary of the app `name` (the toy app's tests use it: no models to fetch).
+    static func run(_ name: String, _ args: [String], environment: [String: String] = [:], directory: URL? = nil) throws -> CLITests.Output {
+        try CLITests.run(at: builtBinary(name), args, environment: environment, directory: directory)
     }
 
     var modelsDirectory: String {
@@ -45,10 +62,7 @@ struct ReleaseApp {
 
     /// Runs the app; a missing binary fails the test, missing models skip it (with the command that fetches them).
     func run(_ args: [String]) throws -> CLITests.Output {
-        guard FileManager.default.isExecutableFile(atPath: binary.path) else {
-            XCTFail("\(binary.path) is missing: run `swift build -c release` first (or set TL_RELEASE_DIR)")
-            throw XCTSkip("no release binary")
-        }
+        let binary = try Self.builtBinary(name)
         guard FileManager.default.fileExists(atPath: modelsDirectory + "/" + model) else {
             throw XCTSkip("\(model) not found under \(modelsDirectory): fetch the pretrained models with scripts/fetch-models")
         }

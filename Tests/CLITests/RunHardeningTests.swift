@@ -4,8 +4,8 @@ import FoundationXML
 #endif
 import XCTest
 
-/// Run directories and printing under the conditions issue 15's review found (through the toy app, which is
-/// quick): resume from another folder, data changed under a killed run, a run.json pointing the cache
+/// Run directories and printing under the conditions issue 15's review found (through the toy app's release binary,
+/// which is quick): resume from another folder, data changed under a killed run, a run.json pointing the cache
 /// elsewhere, two processes on one run, --overwrite whose new run fails, temporary files of killed writes, and
 /// control characters in labels and file names.
 final class RunHardeningTests: XCTestCase {
@@ -24,7 +24,7 @@ final class RunHardeningTests: XCTestCase {
     func toy(_ args: [String], in directory: URL? = nil, killAfter: Int? = nil) throws -> CLITests.Output {
         var env = ["TL_MODELS_DIR": models, "TL_CACHE_DIR": work.appendingPathComponent("cache").path]
         if let killAfter { env["TL_TEST_KILL_AFTER_CHECKPOINTS"] = String(killAfter) }
-        return try CLITests.run("toy-tl", args, environment: env, directory: directory)
+        return try ReleaseApp.run("toy-tl", args, environment: env, directory: directory)
     }
 
     /// finetune with relative paths, started in `work`.
@@ -183,7 +183,7 @@ extension RunHardeningTests {
         XCTAssertNotEqual(try toy(["export", "--model", work.appendingPathComponent("run").path, "--out", dir]).status, 0, "an existing folder is refused")
         let input = data.appendingPathComponent("target-unlabelled.csv").path
         let fromRun = try toy(["predict", "--model", work.appendingPathComponent("run").path, input, "--json"])
-        let fromExport = try CLITests.run("toy-tl", ["predict", "--model", dir, input, "--json"],
+        let fromExport = try ReleaseApp.run("toy-tl", ["predict", "--model", dir, input, "--json"],
                                           environment: ["TL_MODELS_DIR": work.appendingPathComponent("nothing").path])
         XCTAssertEqual(fromExport.status, 0, fromExport.stderr)
         XCTAssertEqual(fromExport.stdout, fromRun.stdout)

@@ -4,7 +4,9 @@ import TransferEngine
 import XCTest
 
 /// The transfer workflows end to end through the toy app: what transfer must show, resume after a kill,
-/// the JSON schema, and clean failures on bad input.
+/// the JSON schema, and clean failures on bad input. They run the release binary, as the other apps' tests do
+/// (a tenth of the debug build's time); `testTheDebugBuildRunsEveryWorkflowAndAgreesWithTheRelease` runs the
+/// workflows once under the debug build's bounds checks and preconditions.
 final class ToyWorkflowTests: XCTestCase {
     static let root: URL = {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("toy-tl-tests-\(getpid())")
@@ -16,8 +18,37 @@ final class ToyWorkflowTests: XCTestCase {
     var data: URL { Self.root.appendingPathComponent("data") }
 
     func toy(_ args: [String]) throws -> CLITests.Output {
-        try CLITests.run("toy-tl", args, environment: ["TL_MODELS_DIR": Self.root.appendingPathComponent("models").path,
-                                                       "TL_CACHE_DIR": Self.root.appendingPathComponent("cache").path])
+        try ReleaseApp.run("toy-tl", args, environment: environment)
+    }
+
+    var environment: [String: String] {
+        ["TL_MODELS_DIR": Self.root.appendingPathComponent("models").path, "TL_CACHE_DIR": Self.root.appendingPathComponent("cache").path]
+    }
+
+    /// Every workflow through the debug build (bounds checks and preconditions on; the release build is
+    /// -Ounchecked), with a short training budget: each exits 0 and reports the accuracies the release build reports.
+    func testTheDebugBuildRunsEveryWorkflowAndAgreesWithTheRelease() throws {
+        let unlabelled = data.appendingPathComponent("target-unlabelled.csv").path
+        let targetTest = data.appendingPathComponent("target-test.csv").path
+        let commands = [
+            ["extract", "--train", trainCSV, "--test", testCSV, "--labels-per-class", "5"],
+            ["finetune", "--train", trainCSV, "--test", testCSV, "--unfreeze", "auto"],
+            ["adapt", "--source", trainCSV, "--target", unlabelled, "--target-test", targetTest, "--method", "all", "--level", "both",
+             "--target-labelled", data.appendingPathComponent("target-labelled.csv").path, "--target-labels-per-class", "3"],
+        ]
+        for command in commands {
+            let args = command + ["--epochs", "2", "--json", "--threads", "1"]
+            let debug = try CLITests.run("toy-tl", args, environment: environment)
+            XCTAssertEqual(debug.status, 0, "debug \(command[0]): \(debug.stderr)")
+            let release = try results(try toy(args))
+            let scores = { (rows: [[String: Any]]) in rows.map { "\($0["strategy"]!) \($0["level"] ?? "") \($0["accuracy"]!)" } }
+            XCTAssertEqual(scores(try results(debug)), scores(release), command[0])
+            XCTAssertFalse(release.isEmpty, command[0])
+        }
+        let diagnose = try CLITests.run("toy-tl", ["diagnose", "--source", trainCSV, "--target", unlabelled, "--json", "--threads", "1"],
+                                        environment: environment)
+        XCTAssertEqual(diagnose.status, 0, diagnose.stderr)
+        XCTAssertTrue(diagnose.stdout.contains("proxy_a_distance"), diagnose.stdout)
     }
 
     func results(_ out: CLITests.Output) throws -> [[String: Any]] {
@@ -98,7 +129,7 @@ extension ToyWorkflowTests {
         let expected = try results(whole)
 
         let killedPath = runs.appendingPathComponent("killed").path
-        let killed = try CLITests.run("toy-tl", args + ["--out", killedPath], environment: [
+        let killed = try ReleaseApp.run("toy-tl", args + ["--out", killedPath], environment: [
             "TL_MODELS_DIR": Self.root.appendingPathComponent("models").path, "TL_TEST_KILL_AFTER_CHECKPOINTS": "12"])
         XCTAssertEqual(killed.status, 9, "the run should have been killed: \(killed.stderr)")
         XCTAssertTrue(FileManager.default.fileExists(atPath: killedPath + ".partial/checkpoints"))
@@ -132,7 +163,7 @@ extension ToyWorkflowTests {
         let models = ["source-only-end-to-end", "dann-end-to-end", "shot-end-to-end"]
         for killAfter in ["3", "9", "17"] {
             let killedPath = runs.appendingPathComponent("killed-\(killAfter)").path
-            let killed = try CLITests.run("toy-tl", args + ["--out", killedPath], environment: [
+            let killed = try ReleaseApp.run("toy-tl", args + ["--out", killedPath], environment: [
                 "TL_MODELS_DIR": Self.root.appendingPathComponent("models").path, "TL_TEST_KILL_AFTER_CHECKPOINTS": killAfter])
             XCTAssertEqual(killed.status, 9, "killed after \(killAfter) checkpoints: \(killed.stderr)")
             let resumed = try toy(["adapt", "--resume", killedPath])
@@ -329,7 +360,7 @@ extension ToyWorkflowTests {
             let wholePath = runs.appendingPathComponent("\(c.name)-whole").path, killedPath = runs.appendingPathComponent("\(c.name)-killed").path
             let whole = try toy(args + ["--out", wholePath])
             XCTAssertEqual(whole.status, 0, whole.stderr)
-            let killed = try CLITests.run("toy-tl", args + ["--out", killedPath], environment: [
+            let killed = try ReleaseApp.run("toy-tl", args + ["--out", killedPath], environment: [
                 "TL_MODELS_DIR": Self.root.appendingPathComponent("models").path, "TL_TEST_KILL_AFTER_CHECKPOINTS": c.kill])
             XCTAssertEqual(killed.status, 9, "\(c.name) should have been killed: \(killed.stderr)")
             let resumed = try toy([c.args[0], "--resume", killedPath])
@@ -381,7 +412,7 @@ extension ToyWorkflowTests {
             XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".partial"))
         }
         // Missing pretrained model: the error says which command fetches it.
-        let noModels = try CLITests.run("toy-tl", ["extract", "--train", trainCSV, "--test", testCSV, "--no-cache", "--out", out],
+        let noModels = try ReleaseApp.run("toy-tl", ["extract", "--train", trainCSV, "--test", testCSV, "--no-cache", "--out", out],
                                         environment: ["TL_MODELS_DIR": bad.appendingPathComponent("no-models").path])
         XCTAssertNotEqual(noModels.status, 0)
         XCTAssertTrue(noModels.stderr.contains("scripts/fetch-models"), noModels.stderr)
