@@ -184,7 +184,7 @@ extension RunHardeningTests {
         let input = data.appendingPathComponent("target-unlabelled.csv").path
         let fromRun = try toy(["predict", "--model", work.appendingPathComponent("run").path, input, "--json"])
         let fromExport = try ReleaseApp.run("toy-tl", ["predict", "--model", dir, input, "--json"],
-                                          environment: ["TL_MODELS_DIR": work.appendingPathComponent("nothing").path])
+                                            environment: ["TL_MODELS_DIR": work.appendingPathComponent("nothing").path])
         XCTAssertEqual(fromExport.status, 0, fromExport.stderr)
         XCTAssertEqual(fromExport.stdout, fromRun.stdout)
         let card = try String(contentsOfFile: dir + "/README.md", encoding: .utf8)

@@ -413,7 +413,7 @@ extension ToyWorkflowTests {
         }
         // Missing pretrained model: the error says which command fetches it.
         let noModels = try ReleaseApp.run("toy-tl", ["extract", "--train", trainCSV, "--test", testCSV, "--no-cache", "--out", out],
-                                        environment: ["TL_MODELS_DIR": bad.appendingPathComponent("no-models").path])
+                                          environment: ["TL_MODELS_DIR": bad.appendingPathComponent("no-models").path])
         XCTAssertNotEqual(noModels.status, 0)
         XCTAssertTrue(noModels.stderr.contains("scripts/fetch-models"), noModels.stderr)
         XCTAssertEqual(noModels.stderr.split(separator: "\n").filter { !$0.isEmpty }.count, 1, noModels.stderr)

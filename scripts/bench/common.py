@@ -34,8 +34,10 @@ def cpu_flags(path="/proc/cpuinfo"):
 
 def unsupported(env_name, flags):
     """Why this machine cannot run the configuration (None: it can, or the CPU's flags are unknown)."""
+    if flags is None:
+        return None
     core = ENV_CONFIGS[env_name].get("OPENBLAS_CORETYPE")
-    missing = [f for f in CORETYPE_FLAGS.get(core, ()) if flags is not None and f not in flags]
+    missing = [f for f in CORETYPE_FLAGS.get(core, ()) if f not in flags]
     if not missing:
         return None
     return "skipped: OPENBLAS_CORETYPE=%s needs %s, which this CPU lacks" % (core, ", ".join(missing))
