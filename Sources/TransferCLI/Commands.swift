@@ -355,6 +355,7 @@ struct FinetuneCommand<D: CommandLineDomain>: TrainingCommand {
         training.apply(to: &options)
         fine.apply(to: &options)
         options.head = task.head
+        options.keepsFrozenActivations = true
     }
 
     func prepare(_ w: TransferWorkflows<D>, log: DataLog) throws -> () throws -> RunOutcome {
@@ -424,6 +425,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     func configure(_ options: inout WorkflowOptions, domain: D) throws {
         training.apply(to: &options)
         fine.apply(to: &options)
+        options.keepsFrozenActivations = level.levels.contains(.endToEnd)
     }
 
     func prepare(_ w: TransferWorkflows<D>, log: DataLog) throws -> () throws -> RunOutcome {
@@ -514,7 +516,10 @@ struct DemoCommand<D: CommandLineDomain>: TrainingCommand {
     @OptionGroup var common: CommonOptions
     @OptionGroup var domainOptions: D.Options
 
-    func configure(_ options: inout WorkflowOptions, domain: D) throws { training.apply(to: &options) }
+    func configure(_ options: inout WorkflowOptions, domain: D) throws {
+        training.apply(to: &options)
+        options.keepsFrozenActivations = true
+    }
 
     func prepare(_ w: TransferWorkflows<D>, log _: DataLog) throws -> () throws -> RunOutcome {
         let root = fixtures ?? ProcessInfo.processInfo.environment["TL_FIXTURES_DIR"] ?? "Fixtures"

@@ -201,6 +201,45 @@ extension ToyWorkflowTests {
         XCTAssertFalse(first.backbone === (try w.pretrainedBackbone()))
     }
 
+    /// `finetune` and end-to-end `adapt` keep the frozen blocks' activations from the pass that computes a set's
+    /// features (one pass through the frozen part per set, not two), and save the same models, byte for byte, as
+    /// runs whose features came from the disk cache (where the frozen part runs on its own).
+    func testTheFrozenPartRunsOncePerSetAndTheModelsDoNotDependOnTheCache() throws {
+        let unlabelled = data.appendingPathComponent("target-unlabelled.csv").path
+        let commands = [
+            ("finetune", ["finetune", "--train", trainCSV, "--test", testCSV]),
+            ("adapt", ["adapt", "--source", trainCSV, "--target", unlabelled, "--level", "both", "--method", "source-only,mcc"]),
+        ]
+        /// The sets named by progress lines that start with `prefix` ("features of train: 300 samples ...").
+        func sets(_ stderr: String, _ prefix: String) -> Set<String> {
+            Set(stderr.split(separator: "\n").filter { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count).prefix { $0 != ":" }) })
+        }
+        for (name, command) in commands {
+            let cache = Self.root.appendingPathComponent("cache-frozen-pass-\(name)").path
+            try? FileManager.default.removeItem(atPath: cache)
+            var models: [Data] = []
+            for pass in ["cold", "warm"] {
+                let out = Self.root.appendingPathComponent("frozen-pass-\(name)-\(pass)")
+                try? FileManager.default.removeItem(at: out)
+                let r = try ReleaseApp.run("toy-tl", command + ["--unfreeze", "1", "--epochs", "3", "--out", out.path, "--threads", "1"],
+                                           environment: environment.merging(["TL_CACHE_DIR": cache]) { $1 })
+                XCTAssertEqual(r.status, 0, r.stderr)
+                let featured = sets(r.stderr, "features of "), frozen = sets(r.stderr, "frozen blocks on ")
+                if pass == "cold" {
+                    XCTAssertFalse(featured.isEmpty, r.stderr)
+                    XCTAssertEqual(featured.intersection(frozen), [], "\(name), cold cache: the features' pass kept the frozen activations")
+                } else {
+                    XCTAssertEqual(featured, [], "\(name), warm cache: the features come from disk")
+                    XCTAssertFalse(frozen.isEmpty, "\(name), warm cache: the frozen part runs on its own")
+                }
+                let files = try FileManager.default.contentsOfDirectory(atPath: out.appendingPathComponent("models").path).sorted()
+                XCTAssertFalse(files.isEmpty)
+                models.append(try files.reduce(into: Data()) { $0 += try Data(contentsOf: out.appendingPathComponent("models/" + $1)) })
+            }
+            XCTAssertEqual(models[0], models[1], "\(name): the same models with a cold and a warm feature cache")
+        }
+    }
+
     func testRunDirectoryEvaluateAndPredict() throws {
         let run = Self.root.appendingPathComponent("runs-eval/extract").path
         try? FileManager.default.removeItem(atPath: run)

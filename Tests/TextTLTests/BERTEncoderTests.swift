@@ -136,6 +136,18 @@ final class BERTEncoderTests: XCTestCase {
         }
     }
 
+    /// The same batch split at any block gives exactly `features`, to the bit (the workflows keep the frozen part's
+    /// activations from the pass that computes the features, and the feature cache must not depend on which did).
+    func testFeaturesSplitAtAnyBlockAreBitIdentical() throws {
+        let (encoder, tokenizer) = try model()
+        let batch = tokenizer.batch(["short", "a somewhat longer sentence, with punctuation!", "mid length text here"])
+        let whole = Autograd.noGrad { encoder.features(batch) }.value
+        for k in 0...encoder.blocks.count {
+            let split = Autograd.noGrad { encoder.forward(encoder.forward(batch, through: k), from: k) }.value
+            XCTAssertEqual(split.scalars, whole.scalars, "split at block \(k)")
+        }
+    }
+
     func testTopTwoLayerGradientsMatchTransformers() throws {
         let (encoder, tokenizer) = try model()
         let g = Self.golden.gradients

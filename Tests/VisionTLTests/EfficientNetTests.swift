@@ -190,6 +190,20 @@ final class EfficientNetTests: XCTestCase {
         XCTAssertLessThanOrEqual(Self.relativeDifference(recorded.value.scalars, tape.scalars), 1e-4)
     }
 
+    /// Blocks 0..<k then k..<18 on the fused path give exactly `features`, to the bit: the workflows keep the frozen
+    /// part's activations from the pass that computes the features (`keepsFrozenActivations`), and the feature
+    /// cache must hold the same values whichever command filled it.
+    func testFeaturesSplitAtAnyBlockAreBitIdentical() throws {
+        var rng = RNG(seed: 11)
+        let net = Self.frozenRandomNetwork(&rng)
+        let x = rng.uniformTensor([2, 40, 33, 3], -1, 1)
+        let whole = Autograd.noGrad { net.features(x).value }
+        for k in [1, 9, 16, 17, 18] {
+            let split = Autograd.noGrad { net.forward(net.forward(x, through: k), from: k).value }
+            XCTAssertEqual(split.scalars, whole.scalars, "split at block \(k)")
+        }
+    }
+
     /// The C kernels on shapes EfficientNet never uses (channels not a multiple of the vector width, 1-pixel
     /// images, stride 2 on odd sizes) against the tape's reference convolution, via a one-block network.
     func testKernelsOnAwkwardShapes() throws {

@@ -36,6 +36,10 @@ public struct WorkflowOptions {
     public var cache: FeatureCache?
     /// Memory for backbone outputs kept between the workflows of one process (`ActivationCache`).
     public var activationCacheBytes = 1 << 30
+    /// When features are computed, keep the activations below the top `unfreeze` blocks too (the frozen part
+    /// that fine-tuning and end-to-end adaptation train on top of), so that part runs once per set, not twice.
+    /// For commands that fine-tune after extracting features; it changes no value (`features`).
+    public var keepsFrozenActivations = false
 
     public init() {}
 }
@@ -95,13 +99,34 @@ public final class TransferWorkflows<D: TransferDomain> {
             activationCache[key] = .init(parts: [.init(rows: cached, ids: nil)], rowsPerSample: 1)
             return cached
         }
-        let f = try pooled(samples, name: "features of \(name)", width: bb.featureCount) { bb.features($0) }
+        // The frozen part's activations on the way, when a fine-tuning workflow will train on top of them: the
+        // backbone's blocks are a chain, so blocks 0..<end then end..<count compute exactly `bb.features`.
+        let end = options.keepsFrozenActivations && options.unfreezeCandidates == nil
+            ? bb.blocks.count - min(max(options.unfreeze, 0), bb.blocks.count) : 0
+        var frozen: [Activation.Part]? = end > 0 ? [] : nil, frozenBytes = 0, rowsPerSample = 1
+        let f = try pooled(samples, name: "features of \(name)", width: bb.featureCount) { input in
+            guard frozen != nil else { return bb.features(input) }
+            let a = bb.forward(input, through: end)
+            rowsPerSample = a.rowsPerSample
+            frozen! += a.split()
+            frozenBytes += a.value.value.count * MemoryLayout<Float>.size
+            if frozenBytes > options.activationCacheBytes { frozen = nil }  // more than the cache keeps: not worth holding
+            return bb.forward(a, from: end)
+        }
         if let bad = f.withUnsafeBufferPointer({ $0.firstIndex { !$0.isFinite } }) {
             throw EngineError.invalidFile(domain.describe(samples[bad / bb.featureCount]), "its features are not finite numbers (NaN or infinity); not cached")
         }
         if !samples.isEmpty { try options.cache?.store(key, ["features": f]) }
+        if let frozen { activationCache[activationKey(samples, through: end, backbone: bb)] = .init(parts: frozen, rowsPerSample: rowsPerSample) }
         activationCache[key] = .init(parts: [.init(rows: f, ids: nil)], rowsPerSample: 1)
         return f
+    }
+
+    /// The key of the activations of `samples` below block `end` of `bb`: those blocks' weights and statistics,
+    /// the preprocessing and the samples.
+    func activationKey(_ samples: [D.Sample], through end: Int, backbone bb: any Backbone<D.Input>) -> String {
+        FeatureCache.key(["activations", D.name, bb.weightsHash(blocks: 0..<end), String(end), domain.preprocessingKey]
+                         + samples.map(domain.cacheKey))
     }
 
     /// Pooled outputs [N, width] of `forward` over batches of samples, without gradients ([0, width] for none).
@@ -116,8 +141,7 @@ public final class TransferWorkflows<D: TransferDomain> {
     /// or are evaluated on top of it.
     func activations(_ samples: [D.Sample], through end: Int, name: String,
                      backbone bb: any Backbone<D.Input>) throws -> ActivationCache.Entry {
-        let key = FeatureCache.key(["activations", D.name, bb.weightsHash(blocks: 0..<end), String(end),
-                                    domain.preprocessingKey] + samples.map(domain.cacheKey))
+        let key = activationKey(samples, through: end, backbone: bb)
         if let kept = activationCache[key] { return kept }
         var rows = 1
         let parts = try runBackbone(samples, name: "frozen blocks on \(name)") { input in
