@@ -375,7 +375,7 @@ extension TransferWorkflows {
         /// activations are kept, see `activations`); nil: every target sample, in inference batches with the blocks
         /// in evaluation mode (no BatchNorm statistics updated).
         func targetRepresentation(_ head: ClassifierHead, _ bb: any Backbone<D.Input>) throws -> ([Int]?, Bool, inout RNG) throws -> Variable {
-            let first = bb.blocks.count - min(depth, bb.blocks.count)
+            let first = bb.firstTrainableBlock(unfreezing: depth)
             let acts = try activations(target, through: first, name: "target", backbone: bb)
             func run(_ idx: [Int], _ training: Bool, _ rng: inout RNG) -> Variable {
                 let a = Activation.join(idx.map { acts.parts[$0] }, sequences: bb.activationsAreSequences,

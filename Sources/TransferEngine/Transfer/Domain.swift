@@ -149,6 +149,9 @@ extension Backbone {
         forward(forward(input, through: blocks.count), from: blocks.count)
     }
 
+    /// The first block trained when the top `k` are unfrozen (`blocks.count` for none): the frozen part is 0..<it.
+    public func firstTrainableBlock(unfreezing k: Int) -> Int { blocks.count - min(max(k, 0), blocks.count) }
+
     /// Parameter prefixes of the top `k` blocks.
     public func topBlockPrefixes(_ k: Int) -> [String] { blocks.suffix(max(0, min(k, blocks.count))).flatMap { $0 } }
 

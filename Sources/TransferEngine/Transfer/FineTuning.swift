@@ -54,7 +54,7 @@ extension TransferWorkflows {
                   classes: Int, name: String, rng: inout RNG,
                   extra: ExtraLoss? = nil) throws -> (model: FineTuned, history: [EpochLog], validation: [Int]) {
         let k = min(blocks, bb.blocks.count)
-        let first = bb.blocks.count - k
+        let first = bb.firstTrainableBlock(unfreezing: k)
         bb.setTrainableTop(options.gradualUnfreezing ? 1 : k)
         let split = Splits.trainValidation(labels: labels, classCount: classes,
                                            fraction: Splits.validationFraction(forCount: labels.count), rng: &rng)

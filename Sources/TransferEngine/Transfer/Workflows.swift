@@ -102,7 +102,7 @@ public final class TransferWorkflows<D: TransferDomain> {
         // The frozen part's activations on the way, when a fine-tuning workflow will train on top of them: the
         // backbone's blocks are a chain, so blocks 0..<end then end..<count compute exactly `bb.features`.
         let end = options.keepsFrozenActivations && options.unfreezeCandidates == nil
-            ? bb.blocks.count - min(max(options.unfreeze, 0), bb.blocks.count) : 0
+            ? bb.firstTrainableBlock(unfreezing: options.unfreeze) : 0
         var frozen: [Activation.Part]? = end > 0 ? [] : nil, frozenBytes = 0, rowsPerSample = 1
         let f = try pooled(samples, name: "features of \(name)", width: bb.featureCount) { input in
             guard frozen != nil else { return bb.features(input) }
