@@ -65,6 +65,34 @@ final class DataLog {
         return s
     }
 
+    /// A labelled set given as a dataset or as a features folder: its labels (row indices as samples) and a way
+    /// to get its features (from the folder, or through the backbone).
+    func labelledFeatures<D: TransferDomain>(_ w: TransferWorkflows<D>, _ path: String?, option: String, role: String) throws
+        -> (set: LabelledSet<Int>, features: () throws -> Tensor) {
+        let url = try requirePath(path, option)
+        if FeatureShards.isFeatureFolder(url) {
+            let s = try stored(w, path!, role: role)
+            return (s.set, { s.features })
+        }
+        let set = try labelled(w, path, option: option, role: role)
+        return (LabelledSet(samples: Array(set.samples.indices), labels: set.labels, classNames: set.classNames, source: set.source),
+                { try w.features(set.samples, name: datasetName(path!)) })
+    }
+
+    /// An unlabelled set given as a dataset or as a features folder (any features folder: labels are ignored).
+    func unlabelledFeatures<D: TransferDomain>(_ w: TransferWorkflows<D>, _ path: String?, option: String, role: String) throws
+        -> (count: Int, features: () throws -> Tensor) {
+        let url = try requirePath(path, option)
+        if FeatureShards.isFeatureFolder(url) {
+            let s = try FeatureShards.load(URL(fileURLWithPath: path!, isDirectory: true), expecting: try w.featureIdentity())
+            entries[role] = Entry(path: path!, samples: s.names.count, classes: nil, fingerprint: s.fingerprint)
+            lines.append("\(role) \(datasetName(path!)) (features folder): \(s.names.count) unlabelled samples")
+            return (s.names.count, { s.features })
+        }
+        let samples = try unlabelled(w, path, option: option, role: role)
+        return (samples.count, { try w.features(samples, name: datasetName(path!)) })
+    }
+
     private func fingerprint<D: TransferDomain>(_ w: TransferWorkflows<D>, _ samples: [D.Sample], labels: [String]) -> String {
         var h = FNV64()
         for s in samples { h.add(w.domain.cacheKey(s)) }
@@ -250,19 +278,9 @@ struct TaskOptions: ParsableArguments {
     /// `extract` with a features folder for `--train` and/or `--test` (a dataset given with one runs through the
     /// backbone as usual). No from-scratch baseline: it needs the samples themselves.
     func featureWork<D: TransferDomain>(_ w: TransferWorkflows<D>, log: DataLog, training: TrainingFlags) throws -> () throws -> RunOutcome {
-        func resolve(_ path: String?, option: String, role: String) throws -> (set: LabelledSet<Int>, features: () throws -> Tensor) {
-            let url = try requirePath(path, option)
-            if FeatureShards.isFeatureFolder(url) {
-                let s = try log.stored(w, path!, role: role)
-                return (s.set, { s.features })
-            }
-            let set = try log.labelled(w, path, option: option, role: role)
-            return (LabelledSet(samples: Array(set.samples.indices), labels: set.labels, classNames: set.classNames, source: set.source),
-                    { try w.features(set.samples, name: datasetName(path!)) })
-        }
-        let train = try resolve(self.train, option: "--train", role: "train")
+        let train = try log.labelledFeatures(w, self.train, option: "--train", role: "train")
         try train.set.validateForTraining()
-        let test = try self.test.map { try resolve($0, option: "--test", role: "test") }
+        let test = try self.test.map { try log.labelledFeatures(w, $0, option: "--test", role: "test") }
         let testSet = try test?.set.relabelled(to: train.set.classNames)
         w.options.classWeights = try training.weights(classNames: train.set.classNames, labels: train.set.labels)
         let evalName = self.test.map(datasetName) ?? "validation", k = labelsPerClass, baseline = !noBaseline
@@ -382,11 +400,11 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
                              """)
     }
 
-    @Option(help: "Labelled source data: a folder per class, or a table with a label column.")
+    @Option(help: "Labelled source data: a folder per class, a table with a label column, or a features folder (see features; feature level only).")
     var source: String?
-    @Option(help: "Unlabelled target data: a folder of files, or a table without labels.")
+    @Option(help: "Unlabelled target data: a folder of files, a table without labels, or a features folder (features --unlabelled).")
     var target: String?
-    @Option(help: "Labelled target data, for reporting only (optional): it never chooses the default model.")
+    @Option(help: "Labelled target data, for reporting only (optional): it never chooses the default model. A features folder too.")
     var targetTest: String?
     @Option(help: "A few labelled target examples (optional): adds the rows target-only, supervised and semi (feature level), and semi becomes the default model. Must not share samples with --target-test; may share them with --target.")
     var targetLabelled: String?
@@ -429,6 +447,9 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     }
 
     func prepare(_ w: TransferWorkflows<D>, log: DataLog) throws -> () throws -> RunOutcome {
+        if [source, target, targetTest].contains(where: { $0.map { FeatureShards.isFeatureFolder(URL(fileURLWithPath: $0)) } ?? false }) {
+            return try featureWork(w, log: log)
+        }
         let sourceSet = try log.labelled(w, source, option: "--source", role: "source")
         try sourceSet.validateForTraining()
         let targetSamples = try log.unlabelled(w, target, option: "--target", role: "target")
@@ -438,34 +459,74 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         // Before anything is printed or created (`adapt` checks again, for callers of the engine).
         if let labelled { try w.checkNoOverlap(labelled: labelled, test: test) }
         w.options.classWeights = try training.weights(classNames: sourceSet.classNames, labels: sourceSet.labels)
-        let methods = method.methods, levels = level.levels
+        let methods = method.methods, levels = level.levels, settings = settings
         return {
             log.show()
-            var settings = AdaptationOptions()
-            settings.dannWeight = dannWeight
-            settings.coralWeight = coralWeight
-            settings.pseudoThreshold = pseudoThreshold
-            settings.pseudoRounds = pseudoRounds
-            var results = try w.adapt(source: sourceSet, target: targetSamples, targetTest: test, methods: methods,
+            let results = try w.adapt(source: sourceSet, target: targetSamples, targetTest: test, methods: methods,
                                       levels: levels, oracle: test != nil, targetLabelled: labelled,
                                       targetLabelsPerClass: targetLabelsPerClass, settings: settings,
                                       evalName: test.map { _ in datasetName(targetTest!) } ?? "none")
             let before = try w.unadaptedFeatures(source: sourceSet.samples, target: targetSamples)
-            var pick = AdaptationSelection.choose(results)
-            if let pick, results.filter({ $0.model != nil && $0.labelFree != nil }).count > 1 {
-                results.append(AdaptationSelection.autoRow(pick.identifier, of: results))
+            return Self.outcome(results, tested: test != nil, before: before, source: sourceSet) { chosen in
+                test.flatMap { w.topLossRequest(chosen, on: $0, name: datasetName(targetTest!)) }
             }
-            if let semi = results.first(where: { $0.strategy == .semi }) {
-                // Chosen by what it uses, not by a score: it is the only model trained on the source labels, the
-                // target labels and the unlabelled target together.
-                pick = (semi.identifier, "semi-supervised: trained on the source labels, the labelled target examples and the unlabelled target")
-            }
-            let chosen = pick.flatMap { p in results.first { $0.identifier == p.identifier } }
-            return RunOutcome(results: results,
-                              notes: test == nil ? ["no --target-test: target accuracy not measured"] : [],
-                              before: before, defaultModel: pick,
-                              sourceLabels: (sourceSet.labels, sourceSet.classNames),
-                              topLosses: test.flatMap { t in chosen.flatMap { w.topLossRequest($0, on: t, name: datasetName(targetTest!)) } })
+        }
+    }
+
+    var settings: AdaptationOptions {
+        var s = AdaptationOptions()
+        s.dannWeight = dannWeight
+        s.coralWeight = coralWeight
+        s.pseudoThreshold = pseudoThreshold
+        s.pseudoRounds = pseudoRounds
+        return s
+    }
+
+    /// The run's default model, chosen without target labels (`AdaptationSelection`), its auto row, and the rest
+    /// of what the run saves.
+    static func outcome(_ adapted: [StrategyResult], tested: Bool, before: (source: Tensor, target: Tensor),
+                        source: LabelledSet<some Any>, topLosses: (StrategyResult) -> TopLossRequest?) -> RunOutcome {
+        var results = adapted
+        var pick = AdaptationSelection.choose(results)
+        if let pick, results.filter({ $0.model != nil && $0.labelFree != nil }).count > 1 {
+            results.append(AdaptationSelection.autoRow(pick.identifier, of: results))
+        }
+        if let semi = results.first(where: { $0.strategy == .semi }) {
+            // Chosen by what it uses, not by a score: it is the only model trained on the source labels, the
+            // target labels and the unlabelled target together.
+            pick = (semi.identifier, "semi-supervised: trained on the source labels, the labelled target examples and the unlabelled target")
+        }
+        let chosen = pick.flatMap { p in results.first { $0.identifier == p.identifier } }
+        return RunOutcome(results: results, notes: tested ? [] : ["no --target-test: target accuracy not measured"],
+                          before: before, defaultModel: pick, sourceLabels: (source.labels, source.classNames),
+                          topLosses: chosen.flatMap(topLosses))
+    }
+
+    /// `adapt` with a features folder (made by `features`) for `--source`, `--target` and/or `--target-test` (a
+    /// dataset given with one runs through the backbone as usual): feature-level adaptation, from the features
+    /// alone. End-to-end adaptation and --target-labelled need the samples themselves and are refused.
+    func featureWork(_ w: TransferWorkflows<D>, log: DataLog) throws -> () throws -> RunOutcome {
+        guard !level.levels.contains(.endToEnd) else {
+            throw ValidationError("--level \(level.rawValue): end-to-end adaptation trains the backbone on the samples themselves, and a features folder holds only their features; use --level features, or give the datasets")
+        }
+        guard targetLabelled == nil else {
+            throw ValidationError("--target-labelled with a features folder: semi-supervised adaptation checks the labelled examples against the samples; give --source, --target and --target-test as datasets")
+        }
+        let source = try log.labelledFeatures(w, self.source, option: "--source", role: "source")
+        try source.set.validateForTraining()
+        let target = try log.unlabelledFeatures(w, self.target, option: "--target", role: "target")
+        guard target.count > 0 else { throw EngineError.invalidFile(self.target!, "no samples in the target set") }
+        let test = try targetTest.map { try log.labelledFeatures(w, $0, option: "--target-test", role: "target test") }
+        let testSet = try test?.set.relabelled(to: source.set.classNames)
+        w.options.classWeights = try training.weights(classNames: source.set.classNames, labels: source.set.labels)
+        let methods = method.methods, settings = settings
+        return {
+            log.show()
+            let fS = try source.features(), fT = try target.features(), fTest = try test?.features()
+            let results = try w.adapt(source: source.set, features: fS, target: fT, targetTest: testSet, testFeatures: fTest,
+                                      methods: methods, oracle: testSet != nil, settings: settings,
+                                      evalName: targetTest.map(datasetName) ?? "none")
+            return Self.outcome(results, tested: testSet != nil, before: w.unadapted(source: fS, target: fT), source: source.set) { _ in nil }
         }
     }
 }

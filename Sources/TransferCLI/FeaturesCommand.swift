@@ -15,7 +15,8 @@ struct FeaturesCommand<D: CommandLineDomain>: ParsableCommand {
             chunk of batches (memory does not grow with the dataset) and a shard's manifest \
             (shard-K-of-N.json) is written last: a shard that is done is not computed again. With N larger than the \
             number of samples, the extra shards hold no samples (they still write their manifest). `extract --train \
-            DIR` and `evaluate --data DIR` take the folder once every shard is done.
+            DIR`, `evaluate --data DIR` and feature-level `adapt --source/--target/--target-test DIR` take the \
+            folder once every shard is done.
             """)
     }
 

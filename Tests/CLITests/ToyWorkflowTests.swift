@@ -96,6 +96,56 @@ final class ToyWorkflowTests: XCTestCase {
         XCTAssertEqual(sharded, direct)
     }
 
+    /// `adapt` on features folders (the target's made with --unlabelled), or on a mix of folders and datasets,
+    /// trains what it trains on the datasets: every row's accuracy and label-free scores, the default model and
+    /// the saved model's predictions. (One shard each: the toy backbone's features computed in other batches can
+    /// differ in the last bits, which the label-free scores of trained heads show at 1e-6.)
+    /// End-to-end adaptation and --target-labelled need the samples and are refused in one line.
+    func testAdaptationFromFeatureFoldersIsAdaptationFromTheData() throws {
+        let root = Self.root.appendingPathComponent("adapt-features-\(UUID().uuidString)")
+        func folder(_ name: String) -> String { root.appendingPathComponent(name).path }
+        let target = data.appendingPathComponent("target-unlabelled.csv").path, targetTest = data.appendingPathComponent("target-test.csv").path
+        for (set, out, extra) in [(trainCSV, "source", [String]()), (target, "target", ["--unlabelled"]), (targetTest, "test", [])] {
+            let made = try toy(["features", "--data", set, "--out", folder(out), "--threads", "1"] + extra)
+            XCTAssertEqual(made.status, 0, made.stderr)
+        }
+        func adapt(_ source: String, _ target: String, _ test: String, run: String) throws -> [String: Any] {
+            let out = try toy(["adapt", "--source", source, "--target", target, "--target-test", test, "--out", folder(run),
+                               "--json", "--threads", "1"])
+            XCTAssertEqual(out.status, 0, out.stderr)
+            return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any])
+        }
+        let fromData = try adapt(trainCSV, target, targetTest, run: "run-data")
+        let fromFolders = try adapt(folder("source"), folder("target"), folder("test"), run: "run-folders")
+        let mixed = try adapt(trainCSV, folder("target"), targetTest, run: "run-mixed")
+        let rows = try XCTUnwrap(fromData["results"] as? [[String: Any]])
+        XCTAssertGreaterThanOrEqual(rows.count, 10, "every method, the auto row and the oracle: \(rows)")
+        XCTAssertGreaterThan(accuracy(rows, "dann", level: "features"), accuracy(rows, "source-only", level: "features") + 0.02)
+        for other in [fromFolders, mixed] {
+            let otherRows = try XCTUnwrap(other["results"] as? [[String: Any]])
+            XCTAssertEqual(otherRows.count, rows.count)
+            for (a, b) in zip(rows, otherRows) {
+                XCTAssertEqual(a["strategy"] as? String, b["strategy"] as? String)
+                XCTAssertEqual(a["accuracy"] as? Double, b["accuracy"] as? Double, "\(a["strategy"] ?? "")")
+                XCTAssertEqual(a["label_free"] as? NSDictionary, b["label_free"] as? NSDictionary, "\(a["strategy"] ?? "")")
+            }
+            XCTAssertEqual(fromData["default_model"] as? NSDictionary, other["default_model"] as? NSDictionary)
+        }
+        // The run made from folders is a run like any other: evaluate scores the target test set with its default model.
+        let scored = try results(try toy(["evaluate", "--model", folder("run-folders"), "--data", targetTest, "--json", "--threads", "1"]))
+        let viaData = try results(try toy(["evaluate", "--model", folder("run-data"), "--data", targetTest, "--json", "--threads", "1"]))
+        XCTAssertEqual(scored.first?["accuracy"] as? Double, viaData.first?["accuracy"] as? Double)
+
+        for (extra, message) in [(["--level", "end-to-end"], "end-to-end adaptation trains the backbone on the samples"),
+                                 (["--level", "both"], "end-to-end adaptation trains the backbone on the samples"),
+                                 (["--target-labelled", data.appendingPathComponent("target-labelled.csv").path], "--target-labelled with a features folder")] {
+            let out = try toy(["adapt", "--source", folder("source"), "--target", target, "--threads", "1"] + extra)
+            XCTAssertNotEqual(out.status, 0)
+            XCTAssertTrue(out.stderr.contains(message), out.stderr)
+            XCTAssertFalse(out.stderr.contains("Fatal error"), out.stderr)
+        }
+    }
+
     func testEveryAdaptationMethodBeatsSourceOnly() throws {
         let out = try toy(["adapt", "--source", data.appendingPathComponent("source-train.csv").path,
                            "--target", data.appendingPathComponent("target-unlabelled.csv").path,

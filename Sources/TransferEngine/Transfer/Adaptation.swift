@@ -89,6 +89,29 @@ extension TransferWorkflows {
         return results
     }
 
+    /// Feature-level adaptation on features computed beforehand (features folders made by `features`, one set
+    /// per domain): the same methods, label-free scores and oracle as `adapt` at the features level, from the
+    /// features alone. `source` and `targetTest` hold the labels of the rows of `fS` and `fTest`; `S` is whatever
+    /// identifies a row (the samples themselves need not be at hand).
+    public func adapt<S>(source: LabelledSet<S>, features fS: Tensor, target fT: Tensor, targetTest: LabelledSet<S>?,
+                         testFeatures fTest: Tensor?, methods: [AdaptationMethod], oracle: Bool,
+                         settings: AdaptationOptions = AdaptationOptions(), evalName: String) throws -> [StrategyResult] {
+        guard fT.rank == 2, fT.shape[0] > 0 else { throw EngineError.invalidArgument("the target set has no samples") }
+        let width = fT.shape[1]
+        guard fS.shape == [source.count, width], (targetTest == nil) == (fTest == nil),
+              fTest.map({ $0.shape == [targetTest!.count, width] }) ?? true else {
+            throw EngineError.invalidArgument("adapt: features of shapes \(fS.shape), \(fT.shape), \(fTest?.shape ?? []) do not match \(source.count) source and \(targetTest?.count ?? 0) test labels of one backbone")
+        }
+        let test = try targetTest?.relabelled(to: source.classNames)
+        var results = try adaptFeatures(source: source, fS: fS, fT: fT, test: test, fTest: fTest, methods: methods,
+                                        settings: settings, evalName: evalName)
+        try scoreWithoutLabels(&results, source: source, fS: fS, target: nil, fT: fT)
+        if oracle, let test, let fTest {
+            results.append(try self.oracle(test: test, fTest: fTest, settings: settings, evalName: evalName))
+        }
+        return results
+    }
+
     func result(_ strategy: Strategy, _ level: AdaptationLevel?, _ report: ClassificationReport?, _ start: Date,
                 _ history: [EpochLog], _ evalName: String, model: SavedModel? = nil) -> StrategyResult {
         StrategyResult(strategy: strategy, level: level, eval: evalName, labelsPerClass: nil, report: report,
@@ -100,7 +123,7 @@ extension TransferWorkflows {
     /// saved model applies to raw target features as they come. Keeps the source/target representations for the
     /// alignment plot.
     func headResult(_ method: Strategy, _ head: ClassifierHead, _ data: FeatureDomains, aligned: Bool,
-                    _ test: LabelledSet<D.Sample>?, _ start: Date, _ history: [EpochLog], _ evalName: String,
+                    _ test: LabelledSet<some Any>?, _ start: Date, _ history: [EpochLog], _ evalName: String,
                     classNames: [String]) throws -> StrategyResult {
         let (fT, fTest) = aligned ? (data.targetAligned, data.testAligned) : (data.target, data.test)
         var model = SavedModel(kind: .head, head: head, classNames: classNames)
@@ -123,7 +146,11 @@ extension TransferWorkflows {
     /// Both domains' features standardised with the source's statistics, as a source-trained head sees them
     /// without adaptation (the "before" picture of the alignment plot).
     public func unadaptedFeatures(source: [D.Sample], target: [D.Sample]) throws -> (source: Tensor, target: Tensor) {
-        let fS = try features(source, name: "source"), fT = try features(target, name: "target")
+        unadapted(source: try features(source, name: "source"), target: try features(target, name: "target"))
+    }
+
+    /// `unadaptedFeatures` of features at hand.
+    public func unadapted(source fS: Tensor, target fT: Tensor) -> (source: Tensor, target: Tensor) {
         let (mean, scale) = ClassifierHead.statistics(fS)
         return ((fS - mean) / scale, (fT - mean) / scale)
     }
@@ -158,7 +185,7 @@ extension TransferWorkflows {
     /// statistics (domain-specific normalisation, as AdaBN / DSBN do for BatchNorm): AdaBN is exactly that on the
     /// source-only head; DANN and CORAL align the bottleneck on top of it; pseudo-labelling self-trains from the
     /// AdaBN head. On MNIST -> optdigits this took feature-level DANN from 12 % to 65 %.
-    func adaptFeatures(source: LabelledSet<D.Sample>, fS: Tensor, fT: Tensor, test: LabelledSet<D.Sample>?, fTest: Tensor?,
+    func adaptFeatures<S>(source: LabelledSet<S>, fS: Tensor, fT: Tensor, test: LabelledSet<S>?, fTest: Tensor?,
                        methods: [AdaptationMethod], settings: AdaptationOptions, evalName: String) throws -> [StrategyResult] {
         let classes = source.classNames.count
         let data = FeatureDomains(source: fS, target: fT, test: fTest)
@@ -510,7 +537,7 @@ extension TransferWorkflows {
 
     // MARK: Oracle
 
-    func oracle(test: LabelledSet<D.Sample>, fTest: Tensor, settings: AdaptationOptions, evalName: String) throws -> StrategyResult {
+    func oracle(test: LabelledSet<some Any>, fTest: Tensor, settings: AdaptationOptions, evalName: String) throws -> StrategyResult {
         let start = Date()
         var rng = RNG(seed: options.seed)
         let k = max(2, min(settings.oracleFolds, test.classCounts.min() ?? 2))

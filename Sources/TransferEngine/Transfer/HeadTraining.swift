@@ -74,7 +74,7 @@ extension TransferWorkflows {
         }
     }
 
-    func evaluate(_ head: ClassifierHead, _ features: Tensor, _ set: LabelledSet<D.Sample>) -> ClassificationReport {
+    func evaluate(_ head: ClassifierHead, _ features: Tensor, _ set: LabelledSet<some Any>) -> ClassificationReport {
         ClassificationReport(predictions: probabilities(head, features).argmaxRows(), labels: set.labels,
                              classNames: set.classNames)
     }

@@ -89,14 +89,17 @@ public enum AdaptationSelection {
 
 extension TransferWorkflows {
     /// Fills `labelFree` of every adaptation result that saved a model, from its predictions on the unlabelled target.
-    func scoreWithoutLabels(_ results: inout [StrategyResult], source: LabelledSet<D.Sample>, fS: Tensor,
-                            target: [D.Sample], fT: Tensor) throws {
+    func scoreWithoutLabels(_ results: inout [StrategyResult], source: LabelledSet<some Any>, fS: Tensor,
+                            target: [D.Sample]?, fT: Tensor) throws {
         let classes = source.classNames.count
         var targetPredictions: [String: [Int]] = [:]
         var ensemble: Tensor?
         for i in results.indices {
             guard let model = results[i].model else { continue }
-            let p = try probabilities(model, samples: target, name: "target through \(results[i].identifier)")
+            // A head classifies the target's features as they are; other models need the samples themselves.
+            let name = "target through \(results[i].identifier)"
+            let p = try model.kind == .head || target == nil ? probabilities(model, features: fT, name: name)
+                                                              : probabilities(model, samples: target!, name: name)
             ensemble = ensemble.map { $0 + p } ?? p
             let predicted = p.argmaxRows()
             targetPredictions[results[i].identifier] = predicted
@@ -121,7 +124,7 @@ extension TransferWorkflows {
     }
 
     /// Reverse validation: accuracy on the source of a linear head trained on target features labelled by `pseudoLabels`.
-    func reverseValidation(pseudoLabels: [Int], fT: Tensor, source: LabelledSet<D.Sample>, fS: Tensor) throws -> Double {
+    func reverseValidation(pseudoLabels: [Int], fT: Tensor, source: LabelledSet<some Any>, fS: Tensor) throws -> Double {
         var rng = RNG(seed: options.seed &+ 0x7e5e)
         // The head standardises with the target's statistics; source features are moved into the target's
         // coordinates so that each domain is standardised with its own.
