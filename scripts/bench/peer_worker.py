@@ -369,6 +369,39 @@ def w7_setup(variant):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# W9: a training step of speech-tl's from-scratch baseline (Sources/SpeechTL/ScratchCNN.swift): three 3x3 conv
+# (same padding) + BatchNorm (batch statistics) + ReLU blocks of 16, 32, 64 channels, 2x2 max pooling after the
+# first two, global average pooling, a 10-class linear head; AdamW; batch 32 of 97x32 log-mel clips.
+
+def w9_setup(variant):
+    torch = torch_mod()
+    nn = torch.nn
+    torch.manual_seed(9)
+    layers, inputs = [], 1
+    for i, c in enumerate((16, 32, 64)):
+        layers += [nn.Conv2d(inputs, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()]
+        if i < 2:
+            layers.append(nn.MaxPool2d(2))
+        inputs = c
+    net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).train()
+    x = torch.from_numpy(np.random.default_rng(9).uniform(0.1, 4.0, (32, 1, 97, 32)).astype(np.float32))
+    labels = torch.randint(0, 10, (32,), generator=torch.Generator().manual_seed(9))
+    if variant == "torch-channels_last":
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def body():
+        loss = loss_fn(net(x), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return 32.0
+    return body
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # W8: PNG decode with Pillow (open + convert('RGB') + np.asarray), files written deterministically
 
 def make_pngs(folder):
@@ -465,6 +498,9 @@ def workloads(group):
     elif group == "W8":
         for size in ("28", "224"):
             yield run_one("W8-" + size, "Pillow", "images/s", lambda size=size: w8_setup(size))
+    elif group == "W9":
+        for v in ("torch-eager", "torch-channels_last"):
+            yield run_one("W9", v, "clips/s", lambda v=v: w9_setup(v))
 
 
 def openblas_kernel():
@@ -489,7 +525,7 @@ def versions():
 def main():
     global ARGS
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="W1,W2,W3,W4,W5,W6,W7,W8")
+    ap.add_argument("--only", default="W1,W2,W3,W4,W5,W6,W7,W8,W9")
     ap.add_argument("--repetitions", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", default=os.path.join(HERE, "..", "..", "Models"))
