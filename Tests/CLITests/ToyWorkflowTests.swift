@@ -102,13 +102,13 @@ final class ToyWorkflowTests: XCTestCase {
     /// differ in the last bits, which the label-free scores of trained heads show at 1e-6.)
     /// End-to-end adaptation and --target-labelled need the samples and are refused in one line.
     func testAdaptationFromFeatureFoldersIsAdaptationFromTheData() throws {
-        let root = Self.root.appendingPathComponent("adapt-features-\(UUID().uuidString)")
+        let root = try featureFolders()
         func folder(_ name: String) -> String { root.appendingPathComponent(name).path }
         let target = data.appendingPathComponent("target-unlabelled.csv").path, targetTest = data.appendingPathComponent("target-test.csv").path
-        for (set, out, extra) in [(trainCSV, "source", [String]()), (target, "target", ["--unlabelled"]), (targetTest, "test", [])] {
-            let made = try toy(["features", "--data", set, "--out", folder(out), "--threads", "1"] + extra)
-            XCTAssertEqual(made.status, 0, made.stderr)
-        }
+        // Required options only: no --target-test, no --out.
+        let minimal = try toy(["adapt", "--source", folder("source"), "--target", folder("target"), "--threads", "1"])
+        XCTAssertEqual(minimal.status, 0, minimal.stderr)
+        XCTAssertTrue(minimal.stdout.contains("default model:"), minimal.stdout)
         func adapt(_ source: String, _ target: String, _ test: String, run: String) throws -> [String: Any] {
             let out = try toy(["adapt", "--source", source, "--target", target, "--target-test", test, "--out", folder(run),
                                "--json", "--threads", "1"])
@@ -144,6 +144,17 @@ final class ToyWorkflowTests: XCTestCase {
             XCTAssertTrue(out.stderr.contains(message), out.stderr)
             XCTAssertFalse(out.stderr.contains("Fatal error"), out.stderr)
         }
+    }
+
+    /// Features folders of the source (labelled), the unlabelled target and the target test set, in a new folder.
+    func featureFolders() throws -> URL {
+        let root = Self.root.appendingPathComponent("feature-folders-\(UUID().uuidString)")
+        for (set, out, extra) in [(trainCSV, "source", [String]()), (data.appendingPathComponent("target-unlabelled.csv").path, "target", ["--unlabelled"]),
+                                  (data.appendingPathComponent("target-test.csv").path, "test", [])] {
+            let made = try toy(["features", "--data", set, "--out", root.appendingPathComponent(out).path, "--threads", "1"] + extra)
+            XCTAssertEqual(made.status, 0, made.stderr)
+        }
+        return root
     }
 
     func testEveryAdaptationMethodBeatsSourceOnly() throws {
@@ -431,14 +442,17 @@ extension ToyWorkflowTests {
         XCTAssertNotNil((e2e["unfreeze"] as? [String: Any])?["chosen"] as? Int, "\(e2e)")
     }
 
-    /// `finetune --unfreeze auto` and `adapt --target-labelled` killed midway resume to the bytes of uninterrupted
-    /// runs (the depth search's and the self-training's trainings each checkpoint under their own names); their runs
-    /// then serve `evaluate` and `predict` in the minimal form.
+    /// `finetune --unfreeze auto`, `adapt --target-labelled` and `adapt` from features folders killed midway resume
+    /// to the bytes of uninterrupted runs (the depth search's and the self-training's trainings each checkpoint under
+    /// their own names); their runs then serve `evaluate` and `predict` in the minimal form.
     func testDepthSearchAndFewLabelRunsResumeToTheSameBytes() throws {
         let runs = Self.root.appendingPathComponent("runs-resume-new")
         try? FileManager.default.removeItem(at: runs)
         let unlabelled = data.appendingPathComponent("target-unlabelled.csv").path
+        let folders = try featureFolders()
         let cases: [(name: String, args: [String], model: String, kill: String)] = [
+            ("adapt-folders", ["adapt", "--source", folders.appendingPathComponent("source").path,
+                               "--target", folders.appendingPathComponent("target").path, "--method", "source-only,dann"], "dann-features", "3"),
             ("finetune", ["finetune", "--train", trainCSV, "--unfreeze", "auto", "--no-baseline"], "finetune", "9"),
             ("adapt", ["adapt", "--source", trainCSV, "--target", unlabelled, "--method", "source-only",
                        "--target-labelled", data.appendingPathComponent("target-labelled.csv").path,
@@ -462,7 +476,7 @@ extension ToyWorkflowTests {
             XCTAssertEqual(a["default_model"] as? NSDictionary, b["default_model"] as? NSDictionary, c.name)
             let search = { (o: [String: Any]) in (o["results"] as? [[String: Any]])?.compactMap { $0["unfreeze"] as? NSDictionary } }
             XCTAssertEqual(search(a), search(b), c.name)
-            for follow in [["evaluate", "--model", killedPath, "--data", c.name == "adapt" ? data.appendingPathComponent("target-test.csv").path : testCSV],
+            for follow in [["evaluate", "--model", killedPath, "--data", c.name.hasPrefix("adapt") ? data.appendingPathComponent("target-test.csv").path : testCSV],
                            ["predict", "--model", killedPath, unlabelled]] {
                 let out = try toy(follow)
                 XCTAssertEqual(out.status, 0, "\(follow.joined(separator: " ")): \(out.stderr)")
