@@ -153,6 +153,25 @@ final class ConvPoolTests: XCTestCase {
         XCTAssertLessThanOrEqual(whole.3.maxAbsDifference(chunked.3), 1e-4)
     }
 
+    /// Chunks of images depend on the shapes only, not on the threads that take them: one thread and two give
+    /// the same bits (the weight gradient is summed chunk by chunk in chunk order).
+    func testConvolutionIsBitIdenticalOnOneThreadAndTwo() {
+        let x = randomInput([7, 9, 8, 5], &rng), w = randomInput([6, 5, 3, 3], &rng), b = randomInput([6], &rng)
+        func run(threads: Int) -> [[Float]] {
+            Runtime.setThreads(threads)
+            for v in [x, w, b] { v.grad = nil }
+            let y = x.conv2d(weight: w, bias: b, padding: .symmetric(1))
+            (y * y).sum().backward()
+            return [y.value.scalars, x.grad!.scalars, w.grad!.scalars, b.grad!.scalars]
+        }
+        let saved = (ConvolutionPlan.workspaceBytes, Runtime.threads)
+        ConvolutionPlan.workspaceBytes = 2 * 9 * 8 * 45 * 4   // two images per chunk: four chunks
+        defer { ConvolutionPlan.workspaceBytes = saved.0; Runtime.setThreads(saved.1) }
+        XCTAssertEqual(ConvolutionPlan(input: x.shape, weight: w.shape, strides: (1, 1), padding: .symmetric(1),
+                                       dilations: (1, 1), groups: 1).chunks, 4)
+        XCTAssertEqual(run(threads: 1), run(threads: 2))
+    }
+
     // MARK: Gradient checks
 
     func testConvolutionGradients() {
@@ -211,6 +230,39 @@ final class ConvPoolTests: XCTestCase {
         XCTAssertEqual(y.value.scalars, [4, 8])
         y.sum().backward()
         XCTAssertEqual(x.grad?.scalars, [0, 1, 1, 0, 0, 0, 0, 0])
+    }
+
+    /// Channel blocks of 16 (the vectorised path) and the scalar tail against a naive loop, on values drawn from
+    /// a few integers so that windows often hold ties: the same maxima, and each gradient at the first maximum
+    /// in the window's row-major order.
+    func testMaxPoolChannelBlocksMatchNaivePoolingWithTies() {
+        let (n, h, w, c) = (2, 7, 6, 37)
+        let x = Variable(Tensor(shape: [n, h, w, c], scalars: (0..<(n * h * w * c)).map { _ in Float(rng.int(below: 5)) }),
+                         requiresGrad: true)
+        for (k, s, pad) in [(2, 2, 0), (3, 2, 1), (3, 1, 1)] {
+            x.grad = nil
+            let y = x.maxPool2d(kernel: k, stride: s, padding: .symmetric(pad))
+            let (oh, ow) = (y.shape[1], y.shape[2])
+            let weights = (0..<y.value.count).map { Float($0 % 7) + 1 }
+            (y * Variable(Tensor(shape: y.shape, scalars: weights))).sum().backward()
+            var dx = [Float](repeating: 0, count: n * h * w * c)
+            var maxima = [Float](repeating: 0, count: y.value.count)
+            let xs = x.value.scalars
+            for b in 0..<n { for oy in 0..<oh { for ox in 0..<ow { for ch in 0..<c {
+                var best = -Float.infinity, at = -1
+                for iy in (oy * s - pad)..<(oy * s - pad + k) where iy >= 0 && iy < h {
+                    for ix in (ox * s - pad)..<(ox * s - pad + k) where ix >= 0 && ix < w {
+                        let i = ((b * h + iy) * w + ix) * c + ch
+                        if xs[i] > best { best = xs[i]; at = i }
+                    }
+                }
+                let o = ((b * oh + oy) * ow + ox) * c + ch
+                maxima[o] = best
+                dx[at] += weights[o]
+            } } } }
+            XCTAssertEqual(y.value.scalars, maxima, "kernel \(k) stride \(s) pad \(pad)")
+            XCTAssertEqual(x.grad?.scalars, dx, "kernel \(k) stride \(s) pad \(pad)")
+        }
     }
 
     // MARK: Layer and recording

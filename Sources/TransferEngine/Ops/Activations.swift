@@ -12,7 +12,9 @@ extension Variable {
         return Autograd.result(y, [x], record: Autograd.needsGrad(x)) { g in
             var dx = Tensor(uninitializedShape: x.shape)
             let o = dx.mutablePointer, pg = g.pointer, px = x.value.pointer, py = y.pointer
-            for i in 0..<dx.count { o[i] = pg[i] * derivative(px[i], py[i]) }
+            Parallel.forEach(dx.count, minimumChunk: 1 << 16) { r in
+                for i in r { o[i] = pg[i] * derivative(px[i], py[i]) }
+            }
             x.accumulate(dx)
         }
     }

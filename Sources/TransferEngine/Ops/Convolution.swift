@@ -119,11 +119,14 @@ struct ConvolutionPlan {
     let isPointwise: Bool
     /// One filter per channel: a direct kernel vectorised over channels beats a GEMM with inner size KH*KW.
     let isDepthwise: Bool
-    /// Images per im2col chunk, so the workspace stays under `workspaceBytes` for any batch size.
+    /// Images per im2col chunk: the batch in the fewest equal chunks whose patch matrix stays under
+    /// `workspaceBytes`, so it is still in cache when the GEMM reads it. Chunks depend on the shapes only (not on
+    /// the thread count), so the weight gradient's per-chunk sums add up in the same order on any machine.
     let imagesPerChunk: Int
+    var chunks: Int { (g.n + imagesPerChunk - 1) / imagesPerChunk }
 
     /// Variable so tests can force several chunks on small inputs.
-    static var workspaceBytes = 64 << 20
+    static var workspaceBytes = 1 << 20
 
     init(input: [Int], weight: [Int], strides: (Int, Int), padding: Padding, dilations: (Int, Int), groups: Int) {
         precondition(weight.count == 4, "conv2d: weight of shape \(weight) is not [out, in/groups, kh, kw]")
@@ -142,7 +145,9 @@ struct ConvolutionPlan {
             && g.top == 0 && g.bottom == 0 && g.left == 0 && g.right == 0
         isDepthwise = groups > 1 && cg == 1 && og == 1
         let perImage = max(1, g.oh * g.ow * kg * MemoryLayout<Float>.stride)
-        imagesPerChunk = max(1, min(g.n, ConvolutionPlan.workspaceBytes / perImage))
+        let most = max(1, min(g.n, ConvolutionPlan.workspaceBytes / perImage))
+        let fewest = max(1, (g.n + most - 1) / most)
+        imagesPerChunk = max(1, (g.n + fewest - 1) / fewest)
     }
 
     var outputShape: [Int] { [g.n, g.oh, g.ow, outputs] }
@@ -170,93 +175,93 @@ struct ConvolutionPlan {
         } else {
             // Reordered per call (weights are small next to activations) so patch rows and filters share layout.
             let wr = weight.permuted([0, 2, 3, 1])
-            var cols = Tensor(uninitializedShape: [imagesPerChunk * pixels * kg])
-            let pw = wr.pointer, pc = cols.mutablePointer
-            withExtendedLifetime((wr, cols)) {
-                var n0 = 0
-                while n0 < g.n {
-                    let n1 = min(g.n, n0 + imagesPerChunk)
-                    for gi in 0..<groups {
-                        im2col(px, images: n0..<n1, channelOffset: gi * cg, into: pc)
-                        BLAS.sgemm(transB: true, m: (n1 - n0) * pixels, n: og, k: kg, a: pc, lda: kg,
-                                   b: pw + gi * og * kg, ldb: kg, beta: beta,
-                                   c: py + n0 * pixels * outputs + gi * og, ldc: outputs)
+            let pw = wr.pointer
+            // Chunks spread over the threads, each chunk's patches and product on one thread, in its cache.
+            withExtendedLifetime(wr) {
+                BLAS.perThread(chunks) { range in
+                    var cols = Tensor(uninitializedShape: [imagesPerChunk * pixels * kg])
+                    let pc = cols.mutablePointer
+                    for chunk in range {
+                        let n0 = chunk * imagesPerChunk, n1 = min(g.n, n0 + imagesPerChunk)
+                        for gi in 0..<groups {
+                            im2col(px, images: n0..<n1, channelOffset: gi * cg, into: pc)
+                            BLAS.sgemm(transB: true, m: (n1 - n0) * pixels, n: og, k: kg, a: pc, lda: kg,
+                                       b: pw + gi * og * kg, ldb: kg, beta: beta,
+                                       c: py + n0 * pixels * outputs + gi * og, ldc: outputs)
+                        }
                     }
-                    n0 = n1
+                    withExtendedLifetime(cols) {}
                 }
             }
         }
         return y
     }
 
-    /// Writes the patches of images `images` for channels [channelOffset, channelOffset + cg) as rows of `kg`.
+    /// Writes the patches of images `images` for channels [channelOffset, channelOffset + cg) as rows of `kg`
+    /// (on the calling thread: callers spread chunks of images over the threads).
     func im2col(_ px: UnsafePointer<Float>, images: Range<Int>, channelOffset c0: Int, into pc: UnsafeMutablePointer<Float>) {
         let (h, w, c, kh, kw, sh, sw, dh, dw) = (g.h, g.w, g.c, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw)
         let (top, left, oh, ow, cg, kg) = (g.top, g.left, g.oh, g.ow, cg, kg)
         // With all channels and no dilation, the kw taps of one kernel row are one contiguous run of the input.
         let runs = cg == c && dw == 1
-        Parallel.forEach(images.count * oh, minimumChunk: max(1, 32768 / max(1, ow * kg))) { rows in
-            for r in rows {
-                let n = images.lowerBound + r / oh, iy0 = (r % oh) * sh - top
-                var dst = pc + r * ow * kg
-                for ox in 0..<ow {
-                    let ix0 = ox * sw - left
-                    let inside = runs && ix0 >= 0 && ix0 + kw <= w
-                    for ky in 0..<kh {
-                        let iy = iy0 + ky * dh
-                        if iy < 0 || iy >= h {
-                            dst.update(repeating: 0, count: kw * cg)
-                            dst += kw * cg
-                            continue
+        for r in 0..<(images.count * oh) {
+            let n = images.lowerBound + r / oh, iy0 = (r % oh) * sh - top
+            var dst = pc + r * ow * kg
+            for ox in 0..<ow {
+                let ix0 = ox * sw - left
+                let inside = runs && ix0 >= 0 && ix0 + kw <= w
+                for ky in 0..<kh {
+                    let iy = iy0 + ky * dh
+                    if iy < 0 || iy >= h {
+                        dst.update(repeating: 0, count: kw * cg)
+                        dst += kw * cg
+                        continue
+                    }
+                    let xrow = px + (n * h + iy) * w * c + c0
+                    if inside {
+                        let src = xrow + ix0 * c
+                        for j in 0..<(kw * c) { dst[j] = src[j] }
+                        dst += kw * c
+                        continue
+                    }
+                    for kx in 0..<kw {
+                        let ix = ix0 + kx * dw
+                        if ix < 0 || ix >= w {
+                            for j in 0..<cg { dst[j] = 0 }
+                        } else {
+                            let src = xrow + ix * c
+                            for j in 0..<cg { dst[j] = src[j] }
                         }
-                        let xrow = px + (n * h + iy) * w * c + c0
-                        if inside {
-                            let src = xrow + ix0 * c
-                            for j in 0..<(kw * c) { dst[j] = src[j] }
-                            dst += kw * c
-                            continue
-                        }
-                        for kx in 0..<kw {
-                            let ix = ix0 + kx * dw
-                            if ix < 0 || ix >= w {
-                                for j in 0..<cg { dst[j] = 0 }
-                            } else {
-                                let src = xrow + ix * c
-                                for j in 0..<cg { dst[j] = src[j] }
-                            }
-                            dst += cg
-                        }
+                        dst += cg
                     }
                 }
             }
         }
     }
 
-    /// Adjoint of `im2col`: every input pixel of `images` gathers the patch entries that copied it (a gather per
-    /// input row, so threads never write the same pixel) and adds them to channels [channelOffset, +cg) of `pdx`.
+    /// Adjoint of `im2col`: every input pixel of `images` gathers the patch entries that copied it and adds them
+    /// to channels [channelOffset, +cg) of `pdx` (on the calling thread, like `im2col`).
     func col2im(_ pd: UnsafePointer<Float>, images: Range<Int>, channelOffset c0: Int, into pdx: UnsafeMutablePointer<Float>) {
         let (h, w, c, kh, kw, sh, sw, dh, dw) = (g.h, g.w, g.c, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw)
         let (top, left, oh, ow, cg, kg) = (g.top, g.left, g.oh, g.ow, cg, kg)
-        Parallel.forEach(images.count * h, minimumChunk: max(1, 32768 / max(1, w * kg))) { rows in
-            for r in rows {
-                let local = r / h, iy = r % h, n = images.lowerBound + local
-                for ix in 0..<w {
-                    let dst = pdx + ((n * h + iy) * w + ix) * c + c0
-                    for ky in 0..<kh {
-                        let t = iy + top - ky * dh
-                        if t < 0 { break }
-                        if t % sh != 0 { continue }
-                        let oy = t / sh
-                        if oy >= oh { continue }
-                        for kx in 0..<kw {
-                            let u = ix + left - kx * dw
-                            if u < 0 { break }
-                            if u % sw != 0 { continue }
-                            let ox = u / sw
-                            if ox >= ow { continue }
-                            let src = pd + ((local * oh + oy) * ow + ox) * kg + (ky * kw + kx) * cg
-                            for j in 0..<cg { dst[j] += src[j] }
-                        }
+        for r in 0..<(images.count * h) {
+            let local = r / h, iy = r % h, n = images.lowerBound + local
+            for ix in 0..<w {
+                let dst = pdx + ((n * h + iy) * w + ix) * c + c0
+                for ky in 0..<kh {
+                    let t = iy + top - ky * dh
+                    if t < 0 { break }
+                    if t % sh != 0 { continue }
+                    let oy = t / sh
+                    if oy >= oh { continue }
+                    for kx in 0..<kw {
+                        let u = ix + left - kx * dw
+                        if u < 0 { break }
+                        if u % sw != 0 { continue }
+                        let ox = u / sw
+                        if ox >= ow { continue }
+                        let src = pd + ((local * oh + oy) * ow + ox) * kg + (ky * kw + kx) * cg
+                        for j in 0..<cg { dst[j] += src[j] }
                     }
                 }
             }
@@ -289,32 +294,43 @@ struct ConvolutionPlan {
             return (dx, dw)
         }
         let wr = weight.permuted([0, 2, 3, 1])
-        var dwr: Tensor? = needWeight ? Tensor(zeros: [outputs, g.kh, g.kw, cg]) : nil
-        var cols = Tensor(uninitializedShape: [needWeight ? imagesPerChunk * pixels * kg : 0])
-        var dcols = Tensor(uninitializedShape: [needInput ? imagesPerChunk * pixels * kg : 0])
-        let pdx = dx?.mutablePointer, pdw = dwr?.mutablePointer
-        let pc = cols.mutablePointer, pd = dcols.mutablePointer, pw = wr.pointer
-        withExtendedLifetime((wr, cols, dcols)) {
-            var n0 = 0
-            while n0 < g.n {
-                let n1 = min(g.n, n0 + imagesPerChunk), rows = (n1 - n0) * pixels
-                let gChunk = pg + n0 * pixels * outputs
-                for gi in 0..<groups {
-                    if let pdw {
-                        im2col(px, images: n0..<n1, channelOffset: gi * cg, into: pc)
-                        BLAS.sgemm(transA: true, m: og, n: kg, k: rows, a: gChunk + gi * og, lda: outputs, b: pc, ldb: kg,
-                                   beta: 1, c: pdw + gi * og * kg, ldc: kg)
-                    }
-                    if let pdx {
-                        BLAS.sgemm(m: rows, n: kg, k: og, a: gChunk + gi * og, lda: outputs, b: pw + gi * og * kg,
-                                   ldb: kg, c: pd, ldc: kg)
-                        col2im(pd, images: n0..<n1, channelOffset: gi * cg, into: pdx)
+        // Each chunk's weight gradient goes to its own slot, summed in chunk order afterwards; the chunks write
+        // disjoint images of dx.
+        let slot = outputs * kg, chunks = chunks
+        var partial = Tensor(uninitializedShape: [needWeight ? chunks * slot : 0])
+        let pdx = dx?.mutablePointer, pp = partial.mutablePointer, pw = wr.pointer
+        withExtendedLifetime(wr) {
+            BLAS.perThread(chunks) { range in
+                var cols = Tensor(uninitializedShape: [needWeight ? imagesPerChunk * pixels * kg : 0])
+                var dcols = Tensor(uninitializedShape: [needInput ? imagesPerChunk * pixels * kg : 0])
+                let pc = cols.mutablePointer, pd = dcols.mutablePointer
+                for chunk in range {
+                    let n0 = chunk * imagesPerChunk, n1 = min(g.n, n0 + imagesPerChunk), rows = (n1 - n0) * pixels
+                    let gChunk = pg + n0 * pixels * outputs
+                    for gi in 0..<groups {
+                        if needWeight {
+                            im2col(px, images: n0..<n1, channelOffset: gi * cg, into: pc)
+                            BLAS.sgemm(transA: true, m: og, n: kg, k: rows, a: gChunk + gi * og, lda: outputs, b: pc, ldb: kg,
+                                       c: pp + chunk * slot + gi * og * kg, ldc: kg)
+                        }
+                        if let pdx {
+                            BLAS.sgemm(m: rows, n: kg, k: og, a: gChunk + gi * og, lda: outputs, b: pw + gi * og * kg,
+                                       ldb: kg, c: pd, ldc: kg)
+                            col2im(pd, images: n0..<n1, channelOffset: gi * cg, into: pdx)
+                        }
                     }
                 }
-                n0 = n1
+                withExtendedLifetime((cols, dcols)) {}
             }
         }
-        return (dx, dwr?.permuted([0, 3, 1, 2]))
+        guard needWeight else { return (dx, nil) }
+        var dwr = Tensor(zeros: [outputs, g.kh, g.kw, cg])
+        let pdw = dwr.mutablePointer
+        for chunk in 0..<chunks {
+            let src = pp + chunk * slot
+            for j in 0..<slot { pdw[j] += src[j] }
+        }
+        return (dx, dwr.permuted([0, 3, 1, 2]))
     }
 
     /// Gradient of the bias: the sum of `gy` over every output pixel, [O].

@@ -52,32 +52,48 @@ extension Variable {
     static func maxPoolForward(_ g: WindowGeometry, _ px: UnsafePointer<Float>, _ py: UnsafeMutablePointer<Float>,
                                _ pa: UnsafeMutablePointer<Int32>?) {
         let (h, w, c, kh, kw, sh, sw, top, left, oh, ow) = (g.h, g.w, g.c, g.kh, g.kw, g.sh, g.sw, g.top, g.left, g.oh, g.ow)
+        let blocked = c - c % Lanes.width
+        let lane = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
         Parallel.forEach(g.n * oh, minimumChunk: max(1, 32768 / max(1, ow * c * kh * kw))) { rows in
             for r in rows {
                 let n = r / oh, iy0 = (r % oh) * sh - top
+                let image = px + n * h * w * c
                 let (ky0, ky1) = WindowGeometry.taps(start: iy0, dilation: 1, kernel: kh, limit: h)
                 for ox in 0..<ow {
                     let ix0 = ox * sw - left
                     let (kx0, kx1) = WindowGeometry.taps(start: ix0, dilation: 1, kernel: kw, limit: w)
-                    let out = py + (r * ow + ox) * c
-                    var first = true
-                    for iy in (iy0 + ky0)..<(iy0 + ky1) {
-                        for ix in (ix0 + kx0)..<(ix0 + kx1) {
-                            let offset = (iy * w + ix) * c, xp = px + n * h * w * c + offset
-                            if let pa {
-                                let arg = pa + (r * ow + ox) * c
-                                if first {
-                                    for j in 0..<c { out[j] = xp[j]; arg[j] = Int32(offset + j) }
-                                } else {
-                                    for j in 0..<c where xp[j] > out[j] { out[j] = xp[j]; arg[j] = Int32(offset + j) }
-                                }
-                            } else if first {
-                                for j in 0..<c { out[j] = xp[j] }
-                            } else {
-                                for j in 0..<c { out[j] = Swift.max(out[j], xp[j]) }
+                    let out = py + (r * ow + ox) * c, arg = pa.map { $0 + (r * ow + ox) * c }
+                    let first = ((iy0 + ky0) * w + ix0 + kx0) * c
+                    // Blocks of 16 channels keep the running maximum (and its index) in registers over the window,
+                    // replaced where a later tap is strictly greater: the first maximum wins, NaN never replaces.
+                    var j = 0
+                    while j < blocked {
+                        var best = Lanes.load(image + first + j)
+                        var at = SIMD16<Int32>(repeating: Int32(first + j)) &+ lane
+                        for iy in (iy0 + ky0)..<(iy0 + ky1) {
+                            for ix in (ix0 + kx0)..<(ix0 + kx1) {
+                                let offset = (iy * w + ix) * c + j
+                                let v = Lanes.load(image + offset)
+                                let greater = v .> best
+                                best.replace(with: v, where: greater)
+                                if arg != nil { at.replace(with: SIMD16<Int32>(repeating: Int32(offset)) &+ lane, where: greater) }
                             }
-                            first = false
                         }
+                        Lanes.store(best, out + j)
+                        if let arg { UnsafeMutableRawPointer(arg + j).storeBytes(of: at, as: SIMD16<Int32>.self) }
+                        j += Lanes.width
+                    }
+                    while j < c {
+                        var best = image[first + j], at = first + j
+                        for iy in (iy0 + ky0)..<(iy0 + ky1) {
+                            for ix in (ix0 + kx0)..<(ix0 + kx1) {
+                                let offset = (iy * w + ix) * c + j
+                                if image[offset] > best { best = image[offset]; at = offset }
+                            }
+                        }
+                        out[j] = best
+                        arg?[j] = Int32(at)
+                        j += 1
                     }
                 }
             }

@@ -1,4 +1,5 @@
 import CBLAS
+import Foundation
 
 /// Thin wrapper over `cblas_sgemm` (row-major). Every matrix product and convolution in the engine ends here.
 enum BLAS {
@@ -16,5 +17,15 @@ enum BLAS {
         }
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
+    /// Runs `body` over `0..<count` in one contiguous range per thread (`Parallel.forEach`), with OpenBLAS
+    /// single-threaded meanwhile: many small products, each on the thread that needs it, instead of each product
+    /// split over OpenBLAS's own threads (which would oversubscribe the cores and spin between calls).
+    static func perThread(_ count: Int, _ body: (Range<Int>) -> Void) {
+        guard count > 1 && Parallel.threadCount > 1 else { return body(0..<count) }
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(Int32(Parallel.threadCount)) }
+        Parallel.forEach(count, body)
     }
 }
