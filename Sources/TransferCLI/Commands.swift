@@ -253,10 +253,11 @@ struct TaskOptions: ParsableArguments {
         let evalName = self.test.map(datasetName) ?? "validation", k = labelsPerClass, baseline = !noBaseline
         return {
             log.show()
-            var results: [StrategyResult] = []
-            if baseline { results.append(try w.scratch(train: train, test: test, labelsPerClass: k, evalName: evalName)) }
+            // The technique first: it reads the test set before it trains (a file there that cannot be read is
+            // reported before any training), the baseline scores it only once trained. The table keeps the
+            // baseline first.
             let main = try strategy(train, test, k, evalName)
-            results.append(main)
+            let results = (baseline ? [try w.scratch(train: train, test: test, labelsPerClass: k, evalName: evalName)] : []) + [main]
             return RunOutcome(results: results, notes: Self.notes(main, tested: test != nil),
                               defaultModel: (main.identifier, "the \(main.name) model this command trained"),
                               topLosses: test.flatMap { w.topLossRequest(main, on: $0, name: evalName) })

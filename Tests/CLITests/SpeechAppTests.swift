@@ -132,7 +132,6 @@ final class SpeechAppTests: XCTestCase, ReleaseAppTests {
         let cases: [([String], String)] = [
             (["predict", "--model", run, "--json", nanFile.path], nanFile.path + ": holds samples that are not finite"),
             (["predict", "--model", run, absurd.path], absurd.path + ": declares a sample rate of 2147483647 Hz"),
-            (["extract", "--train", train, "--test", absurdSet.path], "absurd-rate.wav: declares a sample rate"),
             (["predict", "--model", run, "--pooling", "mean-max", Self.app.firstFile("source/test/yes")], "pooling mean-max"),
             (["extract", "--train", train, "--lr", "inf"], "--lr must be a positive finite number"),
             (["adapt", "--source", train, "--target", train, "--dann-weight", "nan"], "--dann-weight must be a finite number"),
@@ -143,6 +142,14 @@ final class SpeechAppTests: XCTestCase, ReleaseAppTests {
             XCTAssertLessThan(r.status, 128, "no signal: \(r.stderr)")
             XCTAssertTrue(r.stderr.contains(message), "expected '\(message)' in: \(r.stderr)")
             XCTAssertFalse(r.stderr.contains("SGEMM") || r.stdout.contains("SGEMM"), r.stderr)
+        }
+        // A bad file in the set a command scores stops it before any training (the baseline, fine-tuning).
+        for command in ["extract", "finetune"] {
+            let r = try speech([command, "--train", train, "--test", absurdSet.path])
+            XCTAssertNotEqual(r.status, 0)
+            XCTAssertLessThan(r.status, 128, "no signal: \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("absurd-rate.wav: declares a sample rate"), r.stderr)
+            XCTAssertFalse(r.stderr.contains("training "), "\(command) trained before reading its test set: \(r.stderr)")
         }
         let weights = Self.app.work.appendingPathComponent("weights.txt")
         try "down inf\ngo 1\nleft 1\n".write(to: weights, atomically: true, encoding: .utf8)

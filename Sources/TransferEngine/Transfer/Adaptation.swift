@@ -67,6 +67,7 @@ extension TransferWorkflows {
         let fS = try features(source.samples, name: "source")
         let fT = try features(target, name: "target")
         let fTest = try test.map { try features($0.samples, name: evalName) }
+        let fL = try labelled.map { try features($0.samples, name: "labelled target") }   // every set read before training
         if levels.contains(.features) {
             results += try adaptFeatures(source: source, fS: fS, fT: fT, test: test, fTest: fTest,
                                          methods: methods, settings: settings, evalName: evalName)
@@ -76,9 +77,8 @@ extension TransferWorkflows {
                                          methods: endToEndMethods ?? methods, settings: settings, evalName: evalName)
         }
         try scoreWithoutLabels(&results, source: source, fS: fS, target: target, fT: fT)
-        if let labelled {
+        if let labelled, let fL {
             // After the label-free scores: these rows use target labels, so they are not candidates of the label-free rule.
-            let fL = try features(labelled.samples, name: "labelled target")
             results += try adaptWithTargetLabels(source: source, fS: fS, fT: fT, labelled: labelled, fL: fL, test: test,
                                                  fTest: fTest, labelsPerClass: targetLabelsPerClass, settings: settings,
                                                  evalName: evalName)

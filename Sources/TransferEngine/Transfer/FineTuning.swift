@@ -24,6 +24,8 @@ extension TransferWorkflows {
         let set = trainingSet(train, labelsPerClass: labelsPerClass)
         let classes = set.classNames.count
         var rng = RNG(seed: options.seed)
+        // The test set is scored only once the model is trained: a file there that cannot be read is reported now.
+        if let test { try checkReadable(test.samples, name: evalName) }
         let start = Date()
         // 1. Linear probe on cached features (the extraction head).
         let fTrain = try features(set.samples, name: "train")

@@ -154,6 +154,12 @@ public final class TransferWorkflows<D: TransferDomain> {
         return entry
     }
 
+    /// Loads every sample as `batch` does, keeping nothing: a file that cannot be read is reported before the
+    /// training that would otherwise reach it only at the end.
+    public func checkReadable(_ samples: [D.Sample], name: String) throws {
+        _ = try runBackbone(samples, name: "reading \(name)") { _ in [Never]() }
+    }
+
     /// Runs `body` over batches of samples without gradients, with progress, collecting its outputs.
     func runBackbone<T>(_ samples: [D.Sample], name: String, scratch: Bool = false,
                         _ body: (D.Input) throws -> [T]) throws -> [T] {
