@@ -1,11 +1,13 @@
 import Foundation
+import Synchronization
 import XCTest
 
 /// One app's RELEASE binary, run on the fixtures as a user would (the end-to-end tests need release speed; build
 /// it first with `swift build -c release`, as scripts/test does). The binary is `<package>/.build/release/<name>`,
 /// or `$TL_RELEASE_DIR/<name>` (e.g. a `--scratch-path` build:
 /// `TL_RELEASE_DIR=$PWD/.build-x/release swift test --filter VisionAppTests`). Models come from `$TL_MODELS_DIR`
-/// or `<package>/Models`; features are cached in a temporary folder shared by this app's tests.
+/// or `<package>/Models`; features are cached in a temporary folder shared by this app's tests in this process
+/// (`cache`: made empty by the first of them, so every test run starts cold; a set's features are computed once).
 struct ReleaseApp {
     static let package = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
@@ -28,9 +30,18 @@ struct ReleaseApp {
         work = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-tests-\(getpid())")
         try? FileManager.default.removeItem(at: work)
         try? FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        Self.emptiedCaches.withLock { emptied in
+            if emptied.insert(name).inserted { try? FileManager.default.removeItem(at: cache) }
+        }
     }
 
+    /// Apps whose `cache` this process has made empty.
+    private static let emptiedCaches = Mutex<Set<String>>([])
+
     var binary: URL { Self.binary(name) }
+
+    /// The feature cache of this app's tests in this process (`TL_CACHE_DIR`).
+    var cache: URL { FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-tests-\(getpid())-cache") }
 
     /// The release binary of the app `name`: `$TL_RELEASE_DIR/<name>` or `<package>/.build/release/<name>`.
     static func binary(_ name: String) -> URL {
@@ -68,7 +79,7 @@ struct ReleaseApp {
         }
         let start = Date()
         let out = try CLITests.run(at: binary, args + arguments, environment: [
-            "TL_MODELS_DIR": modelsDirectory, "TL_CACHE_DIR": work.appendingPathComponent("cache").path,
+            "TL_MODELS_DIR": modelsDirectory, "TL_CACHE_DIR": cache.path,
         ])
         print("\(name) \(args.prefix(1).joined()) took \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
         return out

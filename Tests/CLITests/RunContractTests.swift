@@ -88,7 +88,8 @@ final class RunDirectoryTests: XCTestCase {
         let app = ReleaseApp("speech-tl", model: "speech-embedding/embedding.safetensors", fixtures: "speech", arguments: ["--threads", "2"])
         let train = try app.folderSlice("source/train", classes: 3, perClass: 20)
         let run = app.work.appendingPathComponent("overwrite-run").path
-        let args = ["finetune", "--train", train, "--no-baseline", "--out", run]
+        // Five epochs: what is tested is the run folder, not what training reaches.
+        let args = ["finetune", "--train", train, "--no-baseline", "--epochs", "5", "--out", run]
         XCTAssertEqual(try app.run(args).status, 0)
         let again = try app.run(args)
         XCTAssertNotEqual(again.status, 0)
@@ -98,9 +99,9 @@ final class RunDirectoryTests: XCTestCase {
         // stranded; the same command then starts afresh.
         let killed = app.work.appendingPathComponent("killed-run").path
         let moved = try app.folderSlice("source/test", classes: 3, perClass: 20)
-        let killedArgs = ["finetune", "--train", moved, "--no-baseline", "--out", killed]
+        let killedArgs = ["finetune", "--train", moved, "--no-baseline", "--epochs", "5", "--out", killed]
         let died = try CLITests.run(at: app.binary, killedArgs + app.arguments, environment: [
-            "TL_MODELS_DIR": app.modelsDirectory, "TL_CACHE_DIR": app.work.appendingPathComponent("cache").path,
+            "TL_MODELS_DIR": app.modelsDirectory, "TL_CACHE_DIR": app.cache.path,
             "TL_TEST_KILL_AFTER_CHECKPOINTS": "2"])
         XCTAssertNotEqual(died.status, 0)
         XCTAssertTrue(FileManager.default.fileExists(atPath: killed + ".partial"))
