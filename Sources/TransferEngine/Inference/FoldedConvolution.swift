@@ -1,4 +1,3 @@
-import CBLAS
 import CKernels
 import Foundation
 
@@ -181,8 +180,8 @@ public enum InferenceKernels {
     /// thread's products run on its own core; OpenBLAS's own threads would oversubscribe them), then restores
     /// BLAS's thread count.
     public static func eachThread(_ threads: Int, _ body: (Int) -> Void) {
-        openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(Int32(Parallel.threadCount)) }
-        if threads == 1 { body(0) } else if threads > 1 { DispatchQueue.concurrentPerform(iterations: threads, execute: body) }
+        BLAS.singleThreaded {
+            if threads == 1 { body(0) } else if threads > 1 { DispatchQueue.concurrentPerform(iterations: threads, execute: body) }
+        }
     }
 }

@@ -1,5 +1,4 @@
 import CBLAS
-import Foundation
 
 /// Thin wrapper over `cblas_sgemm` (row-major). Every matrix product and convolution in the engine ends here.
 enum BLAS {
@@ -24,8 +23,13 @@ enum BLAS {
     /// split over OpenBLAS's own threads (which would oversubscribe the cores and spin between calls).
     static func perThread(_ count: Int, _ body: (Range<Int>) -> Void) {
         guard count > 1 && Parallel.threadCount > 1 else { return body(0..<count) }
+        singleThreaded { Parallel.forEach(count, body) }
+    }
+
+    /// Runs `body` with OpenBLAS single-threaded, then restores the engine's thread count.
+    static func singleThreaded(_ body: () -> Void) {
         openblas_set_num_threads(1)
         defer { openblas_set_num_threads(Int32(Parallel.threadCount)) }
-        Parallel.forEach(count, body)
+        body()
     }
 }

@@ -121,7 +121,7 @@ public struct Tensor: @unchecked Sendable {
         require(rank >= 1 && range.lowerBound >= 0 && range.upperBound <= shape[0],
                      "rows: \(range) out of bounds for shape \(shape)")
         let inner = shape[0] == 0 ? 0 : count / shape[0]
-        var out = Tensor(uninitializedShape: [range.count] + shape.dropFirst())
+        let out = Tensor(uninitializedShape: [range.count] + shape.dropFirst())
         out.storage.pointer.update(from: storage.pointer + range.lowerBound * inner, count: range.count * inner)
         return out
     }
@@ -129,7 +129,7 @@ public struct Tensor: @unchecked Sendable {
     /// Gathers rows (first axis) by index.
     public func gatherRows(_ indices: [Int]) -> Tensor {
         let inner = shape[0] == 0 ? 0 : count / shape[0]
-        var out = Tensor(uninitializedShape: [indices.count] + shape.dropFirst())
+        let out = Tensor(uninitializedShape: [indices.count] + shape.dropFirst())
         for (j, i) in indices.enumerated() {
             require(i >= 0 && i < shape[0], "gatherRows: index \(i) out of range for shape \(shape)")
             (out.storage.pointer + j * inner).update(from: storage.pointer + i * inner, count: inner)
@@ -150,7 +150,7 @@ public struct Tensor: @unchecked Sendable {
                     "concatenateRows: shapes \(p.shape) and \([0] + tail) clash beyond the first axis")
             rows += p.shape[0]
         }
-        var out = Tensor(uninitializedShape: [rows] + tail)
+        let out = Tensor(uninitializedShape: [rows] + tail)
         var offset = 0
         for p in parts {
             (out.storage.pointer + offset).update(from: p.storage.pointer, count: p.count)

@@ -105,7 +105,7 @@ extension TransferWorkflows {
         bb.train(false)
         let frozen = try activations(samples, through: first, name: name, backbone: bb)
         var out: [Tensor] = []
-        try Autograd.noGrad {
+        Autograd.noGrad {
             let progress = ProgressReporter(label: "\(name) through the fine-tuned model", total: samples.count, unit: "samples")
             for start in stride(from: 0, to: samples.count, by: options.inferenceBatchSize) {
                 let rows = start..<min(samples.count, start + options.inferenceBatchSize)
