@@ -150,6 +150,7 @@ final class SpeechAppTests: XCTestCase, ReleaseAppTests {
             XCTAssertLessThan(r.status, 128, "no signal: \(r.stderr)")
             XCTAssertTrue(r.stderr.contains("absurd-rate.wav: declares a sample rate"), r.stderr)
             XCTAssertFalse(r.stderr.contains("training "), "\(command) trained before reading its test set: \(r.stderr)")
+            XCTAssertFalse(r.stderr.contains("SGEMM") || r.stdout.contains("SGEMM"), r.stderr)
         }
         let weights = Self.app.work.appendingPathComponent("weights.txt")
         try "down inf\ngo 1\nleft 1\n".write(to: weights, atomically: true, encoding: .utf8)
