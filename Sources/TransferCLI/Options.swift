@@ -46,7 +46,7 @@ struct CommonOptions: ParsableArguments {
 
 /// Training hyper-parameters a user may override.
 struct TrainingFlags: ParsableArguments {
-    @Option(help: "Training epochs (default: 60 for heads on features, 15 for fine-tuning, 30 from scratch, raised on small sets to at least 300, 150 and 300 optimizer steps; early stopping on a validation split may end sooner).")
+    @Option(help: "Training epochs of every training in the run, the from-scratch baseline's too (default: 60 for heads on features, 15 for fine-tuning, 30 from scratch, raised on small sets to at least 300, 150 and 300 optimizer steps; early stopping on a validation split may end sooner).")
     var epochs: Int?
 
     @Option(help: "Mini-batch size for training (default: 32).")
@@ -67,7 +67,7 @@ struct TrainingFlags: ParsableArguments {
     func apply(to o: inout WorkflowOptions) {
         if let epochs {
             o.headTraining.epochs = epochs; o.fineTuning.epochs = epochs
-            o.headTraining.minimumSteps = 0; o.fineTuning.minimumSteps = 0
+            o.headTraining.minimumSteps = 0; o.fineTuning.minimumSteps = 0; o.scratchMinimum = nil
         }
         if let batchSize { o.headTraining.batchSize = batchSize; o.fineTuning.batchSize = batchSize }
         if let lr { o.headTraining.learningRate = lr; o.fineTuning.learningRate = lr }

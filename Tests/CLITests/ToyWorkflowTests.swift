@@ -182,6 +182,26 @@ extension ToyWorkflowTests {
     var trainCSV: String { data.appendingPathComponent("source-train.csv").path }
     var testCSV: String { data.appendingPathComponent("source-test.csv").path }
 
+    /// `--epochs` is the budget of every training in the run, the from-scratch baseline's too (it used to train at
+    /// least 30 epochs and 300 steps whatever `--epochs` said). Without it the baseline keeps its longer schedule.
+    func testEpochsSetTheFromScratchBaselinesBudgetToo() throws {
+        let runs = Self.root.appendingPathComponent("runs-epochs")
+        try? FileManager.default.removeItem(at: runs)
+        func epochs(_ extra: [String], _ name: String) throws -> [String: Int] {
+            let out = runs.appendingPathComponent(name)
+            let r = try toy(["extract", "--train", trainCSV, "--labels-per-class", "20", "--threads", "1", "--quiet", "--out", out.path] + extra)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let folder = out.appendingPathComponent("history")
+            return try FileManager.default.contentsOfDirectory(atPath: folder.path).reduce(into: [:]) { counts, file in
+                let rows = try String(contentsOf: folder.appendingPathComponent(file), encoding: .utf8).split(separator: "\n")
+                counts[file] = rows.count - 1
+            }
+        }
+        XCTAssertEqual(try epochs(["--epochs", "2"], "two"), ["extract-20.csv": 2, "scratch-20.csv": 2])
+        let defaults = try epochs([], "defaults")
+        XCTAssertGreaterThan(defaults["scratch-20.csv"] ?? 0, 5, "without --epochs the baseline trains its own schedule: \(defaults)")
+    }
+
     func testKilledRunResumesToTheSameResult() throws {
         let runs = Self.root.appendingPathComponent("runs-resume")
         try? FileManager.default.removeItem(at: runs)

@@ -15,8 +15,10 @@ extension TransferWorkflows {
         let split = Splits.trainValidation(labels: set.labels, classCount: classes,
                                            fraction: Splits.validationFraction(forCount: set.count), rng: &rng)
         var opts = options.fineTuning
-        opts.epochs = max(opts.epochs, 30)
-        opts.minimumSteps = max(opts.minimumSteps, 300)
+        if let floor = options.scratchMinimum {
+            opts.epochs = max(opts.epochs, floor.epochs)
+            opts.minimumSteps = max(opts.minimumSteps, floor.steps)
+        }
         if split.validation.isEmpty { opts.patience = nil }
         opts.epochs = opts.epochs(forCount: split.train.count)
         let parts = ModuleGroup([("net", net), ("head", head)])

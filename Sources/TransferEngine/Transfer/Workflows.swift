@@ -13,13 +13,17 @@ public struct WorkflowOptions {
         o.minimumSteps = 300
         return o
     }()
-    /// Fine-tuning (and end-to-end adaptation, and the from-scratch baseline).
+    /// Fine-tuning (and end-to-end adaptation, and the from-scratch baseline, within `scratchMinimum`).
     public var fineTuning: TrainOptions = {
         var o = TrainOptions()
         o.epochs = 15; o.batchSize = 32; o.learningRate = 1e-3; o.weightDecay = 1e-4; o.patience = 5
         o.minimumSteps = 150
         return o
     }()
+    /// The from-scratch baseline trains with `fineTuning`'s options for at least this many epochs and optimizer
+    /// steps (a small network from random weights needs a longer schedule than fine-tuning); nil: exactly
+    /// `fineTuning`'s budget (the command line's `--epochs` asks for that).
+    public var scratchMinimum: (epochs: Int, steps: Int)? = (30, 300)
     /// Top blocks to unfreeze when fine-tuning (Int.max: all).
     public var unfreeze = 2
     /// When set, `unfreeze` is chosen among these depths by accuracy on the validation split of the labelled
