@@ -3,6 +3,7 @@ import Foundation
 import FoundationXML
 #endif
 import XCTest
+import TransferEngine
 
 /// Run directories and printing under the conditions issue 15's review found (through the toy app's release binary,
 /// which is quick): resume from another folder, data changed under a killed run, a run.json pointing the cache
@@ -75,6 +76,24 @@ final class RunHardeningTests: XCTestCase {
         let resumed = try toy(["finetune", "--resume", run])
         XCTAssertNotEqual(resumed.status, 0)
         XCTAssertTrue(resumed.stderr.contains("source-train.csv: the train data changed since the run started"), resumed.stderr)
+        XCTAssertEqual(resumed.stderr.split(separator: "\n").count, 1, resumed.stderr)
+    }
+
+    /// A checkpoint made for another schedule than the one this program plans for the same training (a run started
+    /// by another version of the program) is refused with one line, not continued into a model neither would make.
+    func testResumeRefusesACheckpointMadeForAnotherSchedule() throws {
+        let run = try killed("run")
+        let folder = URL(fileURLWithPath: run + ".partial/checkpoints")
+        let files = try FileManager.default.contentsOfDirectory(at: folder, includingPropertiesForKeys: nil)
+        let file = try XCTUnwrap(files.first { $0.pathExtension == "safetensors" }, "\(files)")
+        let saved = try SafeTensors.read(file)
+        var info = saved.metadata
+        XCTAssertNotNil(info["total_steps"], "a checkpoint records the schedule it was made for")
+        info["total_steps"] = String(Int(info["total_steps"] ?? "0")! + 1)
+        try SafeTensors.write(try saved.tensors(), metadata: info, to: file)
+        let resumed = try toy(["finetune", "--resume", run])
+        XCTAssertEqual(resumed.status, 1, resumed.stderr)
+        XCTAssertTrue(resumed.stderr.contains("optimizer steps"), resumed.stderr)
         XCTAssertEqual(resumed.stderr.split(separator: "\n").count, 1, resumed.stderr)
     }
 

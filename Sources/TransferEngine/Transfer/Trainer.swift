@@ -142,7 +142,7 @@ public final class Trainer {
         var best: (loss: Double, state: [String: Tensor])?
         var badEpochs = 0
         if let saved = try checkpointer?.load(name) {
-            (startEpoch, best, badEpochs) = try restore(saved, rng: &rng)
+            (startEpoch, best, badEpochs) = try restore(saved, totalSteps: totalSteps, rng: &rng)
             if startEpoch >= options.epochs || (options.patience != nil && badEpochs >= options.patience!) {
                 if options.restoresBestWeights, let best { try module.load(best.state, source: "checkpoint \(name)") }
                 module.train(false)
@@ -194,7 +194,7 @@ public final class Trainer {
             onEpoch?(log)
             progress.advance(detail: log.summary)
             let stop = options.patience.map { badEpochs >= $0 } ?? false
-            try saveCheckpoint(epoch: epoch + 1, best: best, badEpochs: badEpochs, rng: rng)
+            try saveCheckpoint(epoch: epoch + 1, totalSteps: totalSteps, best: best, badEpochs: badEpochs, rng: rng)
             try checkpointer?.record(history: history, of: name)
             if stop { break }
         }
@@ -202,7 +202,8 @@ public final class Trainer {
         module.train(false)
     }
 
-    private func saveCheckpoint(epoch: Int, best: (loss: Double, state: [String: Tensor])?, badEpochs: Int, rng: RNG) throws {
+    private func saveCheckpoint(epoch: Int, totalSteps: Int, best: (loss: Double, state: [String: Tensor])?, badEpochs: Int,
+                                rng: RNG) throws {
         guard let checkpointer else { return }
         var tensors: [String: Tensor] = [:]
         for (k, v) in module.stateDict() { tensors["model." + k] = v }
@@ -210,16 +211,22 @@ public final class Trainer {
         if let best { for (k, v) in best.state { tensors["best." + k] = v } }
         let historyJSON = String(decoding: try JSONEncoder().encode(history), as: UTF8.self)
         try checkpointer.save(name, tensors: tensors, info: [
-            "epoch": String(epoch), "bad_epochs": String(badEpochs),
+            "epoch": String(epoch), "total_steps": String(totalSteps), "bad_epochs": String(badEpochs),
             "best_loss": best.map { String($0.loss) } ?? "",
             "rng": rng.stateWords.map(String.init).joined(separator: ","),
             "history": historyJSON,
         ])
     }
 
-    private func restore(_ saved: (tensors: [String: Tensor], info: [String: String]), rng: inout RNG) throws
+    /// The state a checkpoint saved, refused when it was made for another schedule (`totalSteps`: epochs x batches;
+    /// the run's settings replay, so only another version of the program plans differently).
+    private func restore(_ saved: (tensors: [String: Tensor], info: [String: String]), totalSteps: Int, rng: inout RNG) throws
         -> (Int, (loss: Double, state: [String: Tensor])?, Int) {
         let source = "checkpoint \(name)"
+        if let planned = saved.info["total_steps"], planned != String(totalSteps) {
+            throw EngineError.invalidFile(source, "it was made for \(planned) optimizer steps, but this version of the program "
+                                          + "plans \(totalSteps) for the same training")
+        }
         func part(_ prefix: String) -> [String: Tensor] {
             Dictionary(uniqueKeysWithValues: saved.tensors.filter { $0.key.hasPrefix(prefix) }
                 .map { (String($0.key.dropFirst(prefix.count)), $0.value) })
