@@ -20,6 +20,31 @@ func requirePath(_ value: String?, _ option: String) throws -> URL {
     return URL(fileURLWithPath: value)
 }
 
+/// Checks, before any work, that a file a command will write (`option`, e.g. --csv) can be written and is none of
+/// its inputs (see `checkNotInput`).
+func checkOutputFile(_ path: String, option: String, inputs: [String]) throws {
+    let target = URL(fileURLWithPath: path).resolvingSymlinksInPath().standardizedFileURL
+    if DatasetFolders.isDirectory(target) { throw EngineError.invalidFile(path, "is a folder (given as \(option), a file to write)") }
+    let parent = target.deletingLastPathComponent()
+    guard DatasetFolders.isDirectory(parent) else {
+        throw EngineError.invalidFile(path, "cannot be written: its folder \(parent.path) does not exist (given as \(option))")
+    }
+    try checkNotInput(path, option: option, inputs: inputs)
+}
+
+/// Refuses an output path (`option`) that is one of `inputs` (files or folders given on the command line: data,
+/// a run) or inside one of those folders, where writing would overwrite or add to them.
+func checkNotInput(_ path: String, option: String, inputs: [String]) throws {
+    let target = URL(fileURLWithPath: path).resolvingSymlinksInPath().standardizedFileURL
+    for input in inputs {
+        let url = URL(fileURLWithPath: input).resolvingSymlinksInPath().standardizedFileURL
+        let inside = DatasetFolders.isDirectory(url) && target.path.hasPrefix(url.path.hasSuffix("/") ? url.path : url.path + "/")
+        if url.path == target.path || inside {
+            throw EngineError.invalidFile(path, "is \(inside ? "inside " : "")the input \(input); \(option) would overwrite or add to it (give it another path)")
+        }
+    }
+}
+
 /// The datasets a command read, with their sizes and per-class counts: shown on stderr once all are read and
 /// checked (`show`, so a bad input still gives one line) and saved in run.json (`data`).
 final class DataLog {
@@ -151,9 +176,11 @@ extension TrainingCommand {
                 }
                 try replay.execute(run: dir, record: record)
             } catch {
-                // An error (not a kill) would only repeat on the next --resume: say why, and leave nothing stranded.
-                dir.discard()
-                throw EngineError.invalidArgument("\(error) (the unfinished run \(dir.partial.path) cannot continue and was removed; run the command again)")
+                // Often the cause is outside the run (a data folder moved away, the models or the cache elsewhere):
+                // the checkpoints are kept for a --resume once it is fixed; --overwrite starts the run again.
+                dir.release()
+                throw EngineError.invalidArgument("\(error) (the unfinished run \(dir.partial.path) cannot continue now and is kept: "
+                                                  + "--resume it again once this is fixed, or start again with --overwrite)")
             }
         } else {
             try execute(run: nil, record: nil)
@@ -202,7 +229,8 @@ extension TrainingCommand {
             Output.print(app: D.appName, command: name, results: outcome.results, defaultModel: outcome.defaultModel,
                          json: common.json, notes: notes)
         } catch {
-            run?.discard()   // an error would only repeat on --resume (a resumed run says so in run())
+            // A new run's error would only repeat on --resume; a resumed run keeps its checkpoints (see run()).
+            if existing == nil { run?.discard() }
             throw error
         }
     }
@@ -655,6 +683,12 @@ struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
         if let out, FileManager.default.fileExists(atPath: out), !DatasetFolders.isDirectory(URL(fileURLWithPath: out)) {
             throw EngineError.invalidFile(out, "exists and is not a folder (given as --out)")
         }
+        if let out {
+            if FileManager.default.fileExists(atPath: URL(fileURLWithPath: out).appendingPathComponent("run.json").path) {
+                throw EngineError.invalidFile(out, "is a run's folder, whose metrics.json --out would replace; give the error analysis a folder of its own")
+            }
+            try checkNotInput(out, option: "--out", inputs: [data])
+        }
         let saved = try SavedRun(model, app: D.appName)
         let m = try saved.model(strategy)
         let w = try makeWorkflows(D.self, try saved.options(domainOptions, model: m), common)
@@ -735,6 +769,7 @@ struct PredictCommand<D: CommandLineDomain>: ParsableCommand {
 
     func run() throws {
         common.apply()
+        if let csv { try checkOutputFile(csv, option: "--csv", inputs: files) }
         let saved = try SavedRun(model, app: D.appName)
         let m = try saved.model(strategy)
         let w = try makeWorkflows(D.self, try saved.options(domainOptions, model: m), common)

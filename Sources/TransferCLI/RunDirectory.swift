@@ -70,6 +70,8 @@ final class RunDirectory: TrainingCheckpointer {
         try fm.createDirectory(at: dir.partial.deletingLastPathComponent(), withIntermediateDirectories: true)
         guard mkdir(dir.partial.path, 0o777) == 0 else {
             if errno == EEXIST {
+                try dir.acquireLock()   // says so when another process is working on it
+                dir.releaseLock()
                 throw EngineError.invalidFile(dir.partial.path, "an unfinished run is there; continue it with --resume \(path), or start again with --overwrite")
             }
             throw EngineError.invalidFile(dir.partial.path, "cannot be created (\(String(cString: strerror(errno))))")
@@ -184,6 +186,9 @@ final class RunDirectory: TrainingCheckpointer {
         try? FileManager.default.removeItem(at: partial)
         releaseLock()
     }
+
+    /// Leaves the unfinished run as it is, for a later --resume or --overwrite.
+    func release() { releaseLock() }
 
     // MARK: TrainingCheckpointer
 

@@ -95,8 +95,9 @@ final class RunDirectoryTests: XCTestCase {
         XCTAssertNotEqual(again.status, 0)
         XCTAssertTrue(again.stderr.contains("--overwrite"), again.stderr)
         XCTAssertEqual(try app.run(args + ["--overwrite"]).status, 0)
-        // A run killed mid-way, whose data then went away: --resume says why it cannot continue and leaves nothing
-        // stranded; the same command then starts afresh.
+        // A run killed mid-way, whose data then went away: --resume says why it cannot continue and keeps the
+        // checkpoints; the same command is refused (it would lose them) until --overwrite; with the data back,
+        // --resume finishes the run.
         let killed = app.work.appendingPathComponent("killed-run").path
         let moved = try app.folderSlice("source/test", classes: 3, perClass: 20)
         let killedArgs = ["finetune", "--train", moved, "--no-baseline", "--epochs", "5", "--out", killed]
@@ -108,9 +109,15 @@ final class RunDirectoryTests: XCTestCase {
         try FileManager.default.removeItem(atPath: moved)
         let resumed = try app.run(["finetune", "--resume", killed])
         XCTAssertNotEqual(resumed.status, 0)
-        XCTAssertTrue(resumed.stderr.contains("cannot continue"), resumed.stderr)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: killed + ".partial"), "no unfinished run left that cannot be resumed")
+        XCTAssertTrue(resumed.stderr.contains("cannot continue now and is kept"), resumed.stderr)
+        XCTAssertEqual(resumed.stderr.split(separator: "\n").count, 1, resumed.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: killed + ".partial"), "the checkpoints are kept for a later --resume")
         _ = try app.folderSlice("source/test", classes: 3, perClass: 20)
-        XCTAssertEqual(try app.run(killedArgs).status, 0)
+        let refused = try app.run(killedArgs)
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("an unfinished run is there; continue it with --resume"), refused.stderr)
+        let finished = try app.run(["finetune", "--resume", killed])
+        XCTAssertEqual(finished.status, 0, finished.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: killed + "/models/finetune.safetensors"))
     }
 }

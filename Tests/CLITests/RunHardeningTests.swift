@@ -97,6 +97,57 @@ final class RunHardeningTests: XCTestCase {
         XCTAssertEqual(resumed.stderr.split(separator: "\n").count, 1, resumed.stderr)
     }
 
+    /// A --resume that fails for a cause outside the run (here the pretrained models are not where it looks) keeps
+    /// the checkpoints: once the cause is fixed, --resume ends with the uninterrupted run's model.
+    func testAFailedResumeKeepsTheRunForALaterOne() throws {
+        XCTAssertEqual(try finetune("whole").status, 0)
+        let run = try killed("run")
+        let failed = try ReleaseApp.run("toy-tl", ["finetune", "--resume", run], environment: [
+            "TL_MODELS_DIR": work.appendingPathComponent("no-models").path, "TL_CACHE_DIR": work.appendingPathComponent("cache").path])
+        XCTAssertEqual(failed.status, 1, failed.stderr)
+        XCTAssertTrue(failed.stderr.contains("model file not found") && failed.stderr.contains("is kept"), failed.stderr)
+        XCTAssertEqual(failed.stderr.split(separator: "\n").count, 1, failed.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: run + ".partial/checkpoints"))
+        let resumed = try toy(["finetune", "--resume", run])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertEqual(try model(run), try model(work.appendingPathComponent("whole").path))
+    }
+
+    /// The feature cache is a convenience: one that cannot be written (a file where its folder should be) gives one
+    /// note for the folder, and the command goes on.
+    func testAnUnwritableFeatureCacheIsANoteNotAnError() throws {
+        let file = work.appendingPathComponent("not-a-folder")
+        try Data().write(to: file)
+        let r = try toy(["extract", "--train", "source-train.csv", "--test", "source-test.csv", "--threads", "1", "--cache", file.path],
+                        in: work)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.stderr.split(separator: "\n").filter { $0.hasPrefix("feature cache") },
+                       ["feature cache \(file.path): cannot be written (File exists); features are not cached (--cache DIR names another folder, --no-cache skips it)"],
+                       r.stderr)
+    }
+
+    /// An output that would overwrite an input is refused before any work, and nothing is written: `predict --csv`
+    /// naming one of its inputs, `evaluate --out` naming the run's own folder (its metrics.json) or a folder inside
+    /// the data; a `--csv` whose folder does not exist is refused before the predictions, not after.
+    func testOutputsThatWouldOverwriteInputsAreRefused() throws {
+        XCTAssertEqual(try finetune("run").status, 0)
+        let table = work.appendingPathComponent("source-test.csv"), metrics = work.appendingPathComponent("run/metrics.json")
+        let before = (try Data(contentsOf: table), try Data(contentsOf: metrics))
+        for (args, message) in [(["predict", "--model", "run", "source-test.csv", "--csv", "source-test.csv"], "is the input source-test.csv"),
+                                (["predict", "--model", "run", "source-test.csv", "--csv", "gone/p.csv"], "does not exist"),
+                                (["evaluate", "--model", "run", "--data", "source-test.csv", "--out", "run"], "is a run's folder"),
+                                (["evaluate", "--model", "run", "--data", work.path, "--out", "analysis"], "is inside the input")] {
+            let r = try toy(args + ["--threads", "1"], in: work)
+            XCTAssertEqual(r.status, 1, "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): \(r.stderr)")
+            XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+            XCTAssertEqual(r.stdout, "", "\(args): nothing predicted or scored before the refusal")
+        }
+        XCTAssertEqual(try Data(contentsOf: table), before.0)
+        XCTAssertEqual(try Data(contentsOf: metrics), before.1)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: work.appendingPathComponent("analysis").path))
+    }
+
     func testACacheFolderInRunJsonIsNotUsedOnResume() throws {
         let run = try killed("run")
         let json = URL(fileURLWithPath: run + ".partial/run.json")

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Backbone outputs cached on disk, keyed by weights hash + samples + preprocessing, so a second run or a
 /// second head skips the backbone. One safetensors file per key; written atomically.
@@ -39,11 +40,27 @@ public struct FeatureCache {
         return tensors
     }
 
-    public func store(_ key: String, _ tensors: [String: Tensor]) throws {
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        removeAbandonedTemporaryFiles()
-        try SafeTensors.write(tensors, metadata: ["checksum": Self.checksum(tensors)], to: url(key))
+    /// Stores `tensors` under `key`. A cache that cannot be written (a file where its folder should be, no
+    /// permission, a full disk) is no reason to fail a command whose features are in hand: one note per folder says
+    /// why, and the command goes on without storing.
+    public func store(_ key: String, _ tensors: [String: Tensor]) {
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            removeAbandonedTemporaryFiles()
+            try SafeTensors.write(tensors, metadata: ["checksum": Self.checksum(tensors)], to: url(key))
+        } catch {
+            let posix = ((error as NSError).userInfo[NSUnderlyingErrorKey] as? Error).map { $0 as NSError } ?? (error as NSError)
+            let reason = posix.domain == NSPOSIXErrorDomain ? String(cString: strerror(Int32(posix.code))) : "\(error)"
+            Self.noted.withLock { noted in
+                guard noted.insert(directory.path).inserted else { return }
+                ProgressReporter.note("feature cache \(directory.path): cannot be written (\(reason)); features are not "
+                                      + "cached (--cache DIR names another folder, --no-cache skips it)")
+            }
+        }
     }
+
+    /// The cache folders already reported as unwritable in this process.
+    private static let noted = Mutex<Set<String>>([])
 
     static func checksum(_ tensors: [String: Tensor]) -> String {
         var h = FNV64()

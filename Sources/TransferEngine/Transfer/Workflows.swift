@@ -120,7 +120,7 @@ public final class TransferWorkflows<D: TransferDomain> {
         if let bad = f.withUnsafeBufferPointer({ $0.firstIndex { !$0.isFinite } }) {
             throw EngineError.invalidFile(domain.describe(samples[bad / bb.featureCount]), "its features are not finite numbers (NaN or infinity); not cached")
         }
-        if !samples.isEmpty { try options.cache?.store(key, ["features": f]) }
+        if !samples.isEmpty { options.cache?.store(key, ["features": f]) }
         if let frozen { activationCache[activationKey(samples, through: end, backbone: bb)] = .init(parts: frozen, rowsPerSample: rowsPerSample) }
         activationCache[key] = .init(parts: [.init(rows: f, ids: nil)], rowsPerSample: 1)
         return f
