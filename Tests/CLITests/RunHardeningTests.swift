@@ -174,6 +174,10 @@ final class RunHardeningTests: XCTestCase {
                                    "--labels-per-class", "20", "--threads", "1", "--quiet", "--out", "run", "--overwrite"], in: work)
         XCTAssertNotEqual(overwritten.status, 0)
         XCTAssertTrue(overwritten.stderr.contains("another process is working on this run"), overwritten.stderr)
+        // The same command without --overwrite: not the advice to --resume or --overwrite (both refused just now).
+        let same = try finetune("run")
+        XCTAssertNotEqual(same.status, 0)
+        XCTAssertTrue(same.stderr.contains("another process is working on this run"), same.stderr)
         XCTAssertTrue(FileManager.default.fileExists(atPath: run + ".partial/checkpoints"), "the run in use was left alone")
         close(fd)
         XCTAssertEqual(try toy(["finetune", "--resume", run]).status, 0)
