@@ -154,10 +154,21 @@ public struct TextDomain: TransferDomain {
         "text-v1 wordpiece max-length \(maxLength) mean-pool\(normalize ? " l2" : "") \(encoderFolder.lastPathComponent)"
     }
 
+    /// The source and the text's start on one line: line breaks and tabs become single spaces, and more than 60
+    /// scalars are cut to 57 and "...". Only the start is read, scalar by scalar (comparing `Character`s would
+    /// normalise the whole of a grapheme cluster, in time quadratic in its length: 'a' with 400,000 marks).
     public func describe(_ sample: TextExample) -> String {
-        let oneLine = sample.text.split(whereSeparator: { $0.isNewline || $0 == "\t" }).joined(separator: " ")
-        let short = oneLine.count > 60 ? String(oneLine.prefix(57)) + "..." : oneLine
-        return "\(sample.source) \"\(short)\""
+        var shown: [Unicode.Scalar] = [], space = false
+        for s in sample.text.unicodeScalars {
+            if (0x09...0x0D).contains(s.value) || [0x85, 0x2028, 0x2029].contains(s.value) { space = !shown.isEmpty; continue }
+            if space { shown.append(" "); space = false }
+            shown.append(s)
+            if shown.count > 60 { break }
+        }
+        if shown.count > 60 { shown = Array(shown.prefix(57)) + Array("...".unicodeScalars) }
+        var line = String.UnicodeScalarView()
+        line.append(contentsOf: shown)
+        return "\(sample.source) \"\(String(line))\""
     }
 
     // MARK: Workflows

@@ -155,6 +155,44 @@ final class WordPieceTests: XCTestCase {
         }
     }
 
+    /// Normalisation decomposes (NFD) a long text in pieces, for time linear in its length; the result equals one NFD
+    /// of the whole text (then marks dropped and lower-cased), whatever sits at the cuts: precomposed and decomposed
+    /// letters, runs of marks in non-canonical order, Tibetan vowel signs that are starters decomposing into
+    /// non-starters, Hangul, long runs without any ASCII.
+    func testNormalisationInPiecesEqualsOneDecompositionOfTheWholeText() {
+        let parts = ["é", "e\u{301}", "\u{316}\u{301}", "\u{301}\u{316}\u{35C}", "Ñ", "Å", "\u{F73}", "\u{F71}\u{F72}", "\u{F40}",
+                     "한", "\u{1100}", "ǅ", "İ", "ﬁ", "\u{344}", "\u{1D165}", "\u{1D16D}", "ё", "x", "Ω"]
+        // Random mixes, and a pattern that needs reordering across every position (shifted by 0-11 scalars).
+        var texts: [String] = (0..<10).map { trial in
+            var rng = RNG(seed: UInt64(trial))
+            return (0..<3000).map { _ in parts[rng.int(below: parts.count)] }.joined()
+        }
+        // (Dropped marks hide their order; the musical symbols are spacing marks, kept: U+1D16D ccc 226, U+1D165 216.)
+        texts += (0..<12).map { String(repeating: "é", count: $0) + String(repeating: "a\u{301}\u{1D16D}\u{1D165}\u{F73}ñ\u{35C}", count: 400) }
+        for (trial, text) in texts.enumerated() {
+            var got: [Unicode.Scalar] = []
+            BERTCharacters.normalize(text[...], into: &got)
+            var expected: [Unicode.Scalar] = []
+            for s in text.decomposedStringWithCanonicalMapping.unicodeScalars where !BERTCharacters.isNonspacingMark(s) {
+                expected += s.value < 0x80 ? [Unicode.Scalar(UInt8(s.value)).properties.lowercaseMapping.unicodeScalars.first!]
+                                           : Array(s.properties.lowercaseMapping.unicodeScalars)
+            }
+            XCTAssertEqual(got, expected, "trial \(trial)")
+        }
+    }
+
+    /// How a text is named in messages: its start on one line, line breaks and tabs as single spaces, cut after 57
+    /// scalars when longer than 60; read from the start only, so a 100,000-mark grapheme cluster is no slower.
+    func testDescribeShowsTheStartOfTheTextOnOneLine() throws {
+        let domain = try TextDomain()
+        func describe(_ text: String) -> String { domain.describe(TextExample(text: text, source: "t.tsv:2")) }
+        XCTAssertEqual(describe("\n good\r\n\tfilm \u{2028}"), "t.tsv:2 \" good film \"")
+        XCTAssertEqual(describe(String(repeating: "é", count: 60)), "t.tsv:2 \"" + String(repeating: "é", count: 60) + "\"")
+        XCTAssertEqual(describe(String(repeating: "é", count: 61)), "t.tsv:2 \"" + String(repeating: "é", count: 57) + "...\"")
+        XCTAssertEqual(describe("a" + String(repeating: "\u{301}\u{316}", count: 50_000)),
+                       "t.tsv:2 \"a" + String(repeating: "\u{301}\u{316}", count: 28) + "...\"")
+    }
+
     func testSpecialTokensInTextCanBeTurnedOff() throws {
         var t = try tokenizer()
         XCTAssertEqual(t.encode("[CLS] x"), [101, 101, t.id(of: "x")!, 102])
