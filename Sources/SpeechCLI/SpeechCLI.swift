@@ -17,7 +17,7 @@ extension SpeechDomain: CommandLineDomain {
 
     /// The flags of `Configuration`, with its defaults.
     public struct Options: ParsableArguments {
-        @Option(help: "Clip length in seconds: shorter clips are zero-padded (centred), longer ones cropped to their loudest stretch.")
+        @Option(help: "Clip length in seconds, from 0.782 (one window of the backbone) to 60: shorter clips are zero-padded (centred), longer ones cropped to their loudest stretch.")
         public var clipSeconds: Double = defaults.clipSeconds
         @Option(help: "Hop between the 76-frame embedding windows, in 10 ms frames (1 s -> 97 frames -> 3 windows at hop 8).")
         public var windowHop: Int = defaults.windowHop

@@ -69,7 +69,10 @@ public struct SpeechDomain: TransferDomain {
         }
 
         public func validate() throws {
-            guard clipSeconds > 0, clipSeconds <= 60 else { throw EngineError.invalidArgument("--clip-seconds must be in (0, 60], got \(clipSeconds)") }
+            let shortest = Double(ClipFrontEnd.minimumSamples) / Double(MelSpectrogram.sampleRate)
+            guard clipSeconds >= shortest, clipSeconds <= 60 else {
+                throw EngineError.invalidArgument("--clip-seconds must be from \(shortest) (one window of the backbone) to 60, got \(clipSeconds)")
+            }
             guard windowHop >= 1 else { throw EngineError.invalidArgument("--window-hop must be at least 1 frame") }
             guard shiftSeconds >= 0, gainDb >= 0 else { throw EngineError.invalidArgument("--shift-seconds and --gain-db must be >= 0") }
             guard (0...1).contains(noiseProbability) else { throw EngineError.invalidArgument("--noise-probability must be in [0, 1]") }

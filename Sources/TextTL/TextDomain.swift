@@ -39,6 +39,9 @@ public struct TextDomain: TransferDomain {
 
         public func validate() throws {
             guard maxLength >= 2 else { throw EngineError.invalidArgument("--max-length must be at least 2 ([CLS] and [SEP])") }
+            guard labelColumn != textColumn else {
+                throw EngineError.invalidArgument("--label-column and --text-column are the same column ('\(labelColumn)'): the labels would be the texts")
+            }
         }
     }
 

@@ -192,8 +192,9 @@ extension TrainingCommand {
         let workflows = try makeWorkflows(D.self, domainOptions, common) { try configure(&$0, domain: $1) }
         let log = DataLog()
         let work = try prepare(workflows, log: log)
-        // A missing or damaged model fails here, before any training.
+        // A missing or damaged model fails here, before any training; so does a depth the backbone does not have.
         let contract = try workflows.contract(settings: domainOptions.contract)
+        try workflows.checkUnfreeze()
         if let existingRecord {
             try log.check(against: existingRecord.data)
             if let then = existingRecord.contract, then != contract {
@@ -375,6 +376,12 @@ struct FineTuneOptions: ParsableArguments {
     var gradual = false
     @Flag(help: "Augment training samples (the frozen part is then re-run every batch instead of cached).")
     var augment = false
+
+    func validate() throws {
+        guard backboneLrMult >= 0, backboneLrMult.isFinite else {
+            throw ValidationError("--backbone-lr-mult must be a finite number >= 0 (0: the unfrozen blocks keep their weights), got \(backboneLrMult)")
+        }
+    }
 
     func apply(to o: inout WorkflowOptions) {
         o.unfreeze = unfreeze.value

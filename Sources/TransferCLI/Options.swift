@@ -94,12 +94,19 @@ struct TrainingFlags: ParsableArguments {
                 guard parts.count == 2, let v = Float(parts[1]), v >= 0, v.isFinite else {
                     throw EngineError.invalidFile("\(path):\(n + 1)", "expected 'class weight', got '\(line)'")
                 }
-                w[String(parts[0])] = v
+                guard w.updateValue(v, forKey: String(parts[0])) == nil else {
+                    throw EngineError.invalidFile("\(path):\(n + 1)", "a second weight for class '\(parts[0])'")
+                }
             }
-            return try classNames.map { name in
+            if let unknown = w.keys.sorted().first(where: { !classNames.contains($0) }) {
+                throw EngineError.invalidFile(path, "class '\(unknown)' is not in the training data (classes: \(classNames.joined(separator: ", ")))")
+            }
+            let weights = try classNames.map { name in
                 guard let v = w[name] else { throw EngineError.invalidFile(path, "no weight for class '\(name)'") }
                 return v
             }
+            guard weights.contains(where: { $0 > 0 }) else { throw EngineError.invalidFile(path, "every class weight is 0: nothing to learn from") }
+            return weights
         }
     }
 }

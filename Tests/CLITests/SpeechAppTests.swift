@@ -135,6 +135,7 @@ final class SpeechAppTests: XCTestCase, ReleaseAppTests {
             (["predict", "--model", run, "--pooling", "mean-max", Self.app.firstFile("source/test/yes")], "pooling mean-max"),
             (["extract", "--train", train, "--lr", "inf"], "--lr must be a positive finite number"),
             (["adapt", "--source", train, "--target", train, "--dann-weight", "nan"], "--dann-weight must be a finite number"),
+            (["extract", "--train", train, "--clip-seconds", "0.5"], "--clip-seconds must be from 0.782 (one window of the backbone) to 60, got 0.5"),
         ]
         for (args, message) in cases {
             let r = try speech(args + ["--quiet"])

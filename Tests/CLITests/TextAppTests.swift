@@ -103,6 +103,9 @@ final class TextAppTests: XCTestCase, ReleaseAppTests {
             (noColumn.path, "columns.csv:1: no column 'text' (columns: label, review)"),
             (latin1.path, "latin1.tsv:3: invalid UTF-8"),
         ]
+        let sameColumn = try text(["check-data", moviesTest, "--label-column", "text"])
+        XCTAssertNotEqual(sameColumn.status, 0)
+        XCTAssertTrue(sameColumn.stderr.contains("--label-column and --text-column are the same column ('text')"), sameColumn.stderr)
         for (file, message) in cases {
             let r = try text(["extract", "--train", file, "--test", moviesTest, "--out", out])
             XCTAssertNotEqual(r.status, 0, file)

@@ -513,10 +513,23 @@ extension ToyWorkflowTests {
         let broken = bad.appendingPathComponent("broken.csv")
         try "label,x0,x1\nc0,1,2\nc1,3,oops\n".write(to: broken, atomically: true, encoding: .utf8)
         let out = bad.appendingPathComponent("run").path
+        func weights(_ name: String, _ text: String) throws -> String {
+            let file = bad.appendingPathComponent(name)
+            try text.write(to: file, atomically: true, encoding: .utf8)
+            return file.path
+        }
+        let all = (0..<5).map { "c\($0) 1\n" }.joined()
         let cases: [([String], String)] = [
             (["extract", "--train", bad.appendingPathComponent("missing").path, "--test", testCSV], "no such file or directory"),
             (["extract", "--train", oneClass.path, "--test", testCSV], "needs at least 2 classes"),
             (["extract", "--train", broken.path, "--test", testCSV], "broken.csv:3: 'oops' is not a number"),
+            // Options checked before any work: class weights that are all 0, name a class twice or one not in the
+            // data; a depth the backbone (2 blocks) does not have.
+            (["extract", "--train", trainCSV, "--class-weights", try weights("zero.txt", all.replacingOccurrences(of: " 1", with: " 0"))],
+             "every class weight is 0"),
+            (["extract", "--train", trainCSV, "--class-weights", try weights("twice.txt", all + "c2 3\n")], "twice.txt:6: a second weight for class 'c2'"),
+            (["extract", "--train", trainCSV, "--class-weights", try weights("shoe.txt", all + "shoe 3\n")], "class 'shoe' is not in the training data"),
+            (["finetune", "--train", trainCSV, "--unfreeze", "3"], "--unfreeze 3: the backbone has 2 blocks"),
         ]
         for (args, message) in cases {
             let r = try toy(args + ["--out", out])
@@ -533,6 +546,11 @@ extension ToyWorkflowTests {
             XCTAssertEqual(r.status, 64, r.stderr)
             XCTAssertTrue(r.stderr.contains("'\(value)' is invalid for '\(option)"), r.stderr)
             XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".partial"))
+        }
+        for value in ["-1000", "nan"] {
+            let r = try toy(["finetune", "--train", trainCSV, "--backbone-lr-mult=\(value)", "--out", out])
+            XCTAssertEqual(r.status, 64, r.stderr)
+            XCTAssertTrue(r.stderr.contains("--backbone-lr-mult must be a finite number >= 0"), r.stderr)
         }
         // Missing pretrained model: the error says which command fetches it.
         let noModels = try ReleaseApp.run("toy-tl", ["extract", "--train", trainCSV, "--test", testCSV, "--no-cache", "--out", out],

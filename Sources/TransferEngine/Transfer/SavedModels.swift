@@ -30,6 +30,14 @@ extension TransferWorkflows {
         RunContract(domain: D.name, settings: settings, featureWidth: try featureWidth(), backbone: backboneHash)
     }
 
+    /// Refuses `options.unfreeze` above the backbone's block count (`all` trains every block).
+    public func checkUnfreeze() throws {
+        let blocks = try pretrainedBackbone().blocks.count
+        guard options.unfreeze == Int.max || options.unfreeze <= blocks else {
+            throw EngineError.invalidArgument("--unfreeze \(options.unfreeze): the backbone has \(blocks) blocks (give 0-\(blocks), all or auto)")
+        }
+    }
+
     /// Width of the pretrained features (loads the backbone the first time).
     func featureWidth() throws -> Int { try pretrainedBackbone().featureCount }
 
