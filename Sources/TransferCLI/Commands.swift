@@ -166,11 +166,12 @@ extension TrainingCommand {
     func run() throws {
         let name = Self.configuration.commandName!
         if let resume = runOptions.resume {
+            try CommonOptions.checkResumeArguments(Array(CommandLine.arguments.dropFirst(2)))
             let (dir, record) = try RunDirectory.resume(resume, app: D.appName, command: name)
             do {
                 // The run's recorded arguments, read from the folder it started in; the cache is this command's.
                 var replay = try Self.parse(record.arguments)
-                replay.common.adoptCacheSettings(of: common)
+                replay.common.adoptInvocationSettings(of: common)
                 if let start = record.directory, !FileManager.default.changeCurrentDirectoryPath(start) {
                     throw EngineError.invalidFile(start, "the run was started in this folder, which is gone; its relative paths cannot be found")
                 }

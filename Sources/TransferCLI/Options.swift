@@ -34,9 +34,30 @@ struct CommonOptions: ParsableArguments {
     /// For `--resume`: which feature cache to use belongs to this machine and this invocation, not to the run
     /// (a run.json from elsewhere must not point the cache at a folder of its choice; features are the same with
     /// or without it). The path is made absolute first, as the resumed run works in the run's start folder.
-    mutating func adoptCacheSettings(of current: CommonOptions) {
+    /// Threads and output (`--quiet`, `--json`) given now apply too: they change how the run goes, not its results.
+    mutating func adoptInvocationSettings(of current: CommonOptions) {
         noCache = current.noCache
         cache = current.cache.map { URL(fileURLWithPath: $0).path }
+        if let t = current.threads { threads = t }
+        quiet = quiet || current.quiet
+        json = json || current.json
+    }
+
+    /// The options `--resume` may be given with (the run's own options are replayed from run.json).
+    static let resumeOptions: [(name: String, takesValue: Bool)] = [
+        ("--resume", true), ("--threads", true), ("--cache", true), ("--no-cache", false), ("--quiet", false), ("--json", false)]
+
+    /// Refuses, with --resume, an option that would be ignored (the run continues with the options it started with).
+    static func checkResumeArguments(_ arguments: [String]) throws {
+        var i = 0
+        while i < arguments.count {
+            let argument = arguments[i], name = String(argument.prefix { $0 != "=" })
+            guard let known = resumeOptions.first(where: { $0.name == name }) else {
+                throw ValidationError("\(name): --resume continues the run with the options it was started with; only "
+                                      + resumeOptions.dropFirst().map(\.name).joined(separator: ", ") + " may be given with it")
+            }
+            i += known.takesValue && !argument.contains("=") ? 2 : 1
+        }
     }
 
     var featureCache: FeatureCache? {

@@ -97,6 +97,22 @@ final class RunHardeningTests: XCTestCase {
         XCTAssertEqual(resumed.stderr.split(separator: "\n").count, 1, resumed.stderr)
     }
 
+    /// With --resume the run's own options replay: an option that would be ignored (--epochs, --train) is refused
+    /// naming it; how to run (--threads, --quiet, --json, the cache) may be given.
+    func testResumeRefusesOptionsItWouldIgnore() throws {
+        let run = try killed("run")
+        for extra in [["--epochs", "5"], ["--train", "source-test.csv"], ["--seed=7"]] {
+            let r = try toy(["finetune", "--resume", run] + extra)
+            XCTAssertEqual(r.status, 64, r.stderr)
+            XCTAssertTrue(r.stderr.contains("\(extra[0].prefix { $0 != "=" }): --resume continues the run with the options it was started with"), r.stderr)
+            XCTAssertTrue(FileManager.default.fileExists(atPath: run + ".partial/checkpoints"))
+        }
+        let resumed = try toy(["finetune", "--resume", run, "--threads", "1", "--quiet", "--json", "--cache", work.appendingPathComponent("cache").path])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertEqual(resumed.stderr, "", "--quiet given with --resume applies")
+        XCTAssertNoThrow(try JSONSerialization.jsonObject(with: Data(resumed.stdout.utf8)), "--json given with --resume applies")
+    }
+
     /// A --resume that fails for a cause outside the run (here the pretrained models are not where it looks) keeps
     /// the checkpoints: once the cause is fixed, --resume ends with the uninterrupted run's model.
     func testAFailedResumeKeepsTheRunForALaterOne() throws {
