@@ -288,7 +288,9 @@ struct TaskOptions: ParsableArguments {
             // baseline first.
             let main = try strategy(train, test, k, evalName)
             let results = (baseline ? [try w.scratch(train: train, test: test, labelsPerClass: k, evalName: evalName)] : []) + [main]
-            return RunOutcome(results: results, notes: Self.notes(main, tested: test != nil),
+            let largest = Dictionary(grouping: train.labels) { $0 }.values.map(\.count).max() ?? 0
+            let all = k.flatMap { $0 >= largest ? "--labels-per-class \($0): no class has more than \(largest) examples, so every example was used" : nil }
+            return RunOutcome(results: results, notes: Self.notes(main, tested: test != nil) + (all.map { [$0] } ?? []),
                               defaultModel: (main.identifier, "the \(main.name) model this command trained"),
                               topLosses: test.flatMap { w.topLossRequest(main, on: $0, name: evalName) })
         }

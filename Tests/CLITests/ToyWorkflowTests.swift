@@ -202,6 +202,15 @@ extension ToyWorkflowTests {
         XCTAssertGreaterThan(defaults["scratch-20.csv"] ?? 0, 5, "without --epochs the baseline trains its own schedule: \(defaults)")
     }
 
+    /// A --labels-per-class above every class's count uses every example, and says so (the row keeps the K asked for).
+    func testLabelsPerClassAboveTheDataSaysEveryExampleWasUsed() throws {
+        let r = try toy(["extract", "--train", trainCSV, "--labels-per-class", "100", "--no-baseline", "--threads", "1", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("--labels-per-class 100: no class has more than 60 examples, so every example was used"), r.stdout)
+        let fewer = try toy(["extract", "--train", trainCSV, "--labels-per-class", "5", "--no-baseline", "--threads", "1", "--quiet"])
+        XCTAssertFalse(fewer.stdout.contains("every example was used"), fewer.stdout)
+    }
+
     func testKilledRunResumesToTheSameResult() throws {
         let runs = Self.root.appendingPathComponent("runs-resume")
         try? FileManager.default.removeItem(at: runs)
