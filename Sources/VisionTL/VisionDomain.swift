@@ -6,9 +6,10 @@ import TransferEngine
 /// Data layouts (samples are file URLs; an image is decoded only when a batch needs it; `.png`, `.jpg` and `.jpeg`
 /// files, mixed freely, told apart by their bytes):
 /// - labelled: `<root>/<label>/*.png` (ImageFolder: one folder per class, classes in sorted order), or a CSV
-///   file `path,label` (an optional `path,label` header; paths relative to the CSV file);
-/// - unlabelled: a folder of images (that folder only, not its subfolders), or a CSV whose first column is a path
-///   (an optional `path` header; further columns are ignored).
+///   file `path,label` (`PathList`: an optional header naming `path` and `label` in any order; paths relative to
+///   the CSV file);
+/// - unlabelled: a folder of images (that folder only, not its subfolders), or a CSV whose first column (or the
+///   column a header names `path`) is a path; further columns are ignored.
 ///
 /// Preprocessing for the pretrained network: shorter side resized to `imageSize` (`--image-size`) (Pillow-style bilinear,
 /// antialiased when shrinking), centre crop, grey repeated into RGB, (x - 127) / 128. Training augmentation
@@ -82,20 +83,17 @@ public struct VisionDomain: TransferDomain {
             let (samples, labels, names) = try ImageListing.classFolders(url)
             return LabelledSet(samples: samples, labels: labels, classNames: names, source: url.path)
         }
-        let rows = try ImageListing.csv(url, labelled: true)
-        let names = Array(Set(rows.map { $0.label! })).sorted()
-        let index = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, $0) })
-        return LabelledSet(samples: rows.map(\.path), labels: rows.map { index[$0.label!]! }, classNames: names, source: url.path)
+        return try PathList.labelledSet(url, kind: "file")
     }
 
     public func unlabelled(at url: URL) throws -> [URL] {
         if try ImageListing.isDirectory(url) { return try ImageListing.imageFiles(in: url, required: true) }
-        return try ImageListing.csv(url, labelled: false).map(\.path)
+        return try PathList.read(url, labelled: false, kind: "file").map(\.url)
     }
 
     public func predictionSamples(_ url: URL) throws -> [URL] {
         if try ImageListing.isDirectory(url) { return try ImageListing.imageFiles(in: url, required: true) }
-        if url.pathExtension.lowercased() == "csv" { return try ImageListing.csv(url, labelled: false).map(\.path) }
+        if url.pathExtension.lowercased() == "csv" { return try PathList.read(url, labelled: false, kind: "file").map(\.url) }
         return [url]
     }
 

@@ -44,6 +44,39 @@ final class InputHardeningTests: XCTestCase {
         XCTAssertEqual(try InputFile.read(link, limit: 5, what: "a text"), Data("hello".utf8))
     }
 
+    /// CSV lists of files (vision and speech): columns by header name in any order (a `label,path` header was read
+    /// as a row), quoted fields, LF/CRLF/CR line ends counted as one line each, and one-line errors with the line.
+    func testPathListsReadTheirColumnsByNameAndNameTheLineOfAProblem() throws {
+        for name in ["a b.wav", "c,d.wav"] { try Data([1]).write(to: folder.appendingPathComponent(name)) }
+        func list(_ text: String) throws -> URL {
+            let url = folder.appendingPathComponent("list.csv")
+            try Data(text.utf8).write(to: url)
+            return url
+        }
+        let expected = [PathList.Row(url: folder.appendingPathComponent("a b.wav"), label: "yes"),
+                        PathList.Row(url: folder.appendingPathComponent("c,d.wav"), label: "no, really")]
+        for text in ["path,label\na b.wav,yes\n\"c,d.wav\",\"no, really\"\n",
+                     "label,path\r\nyes, a b.wav \r\n\r\n\"no, really\",\"c,d.wav\"",
+                     "a b.wav,yes\r\"c,d.wav\",\"no, really\",extra\r"] {
+            XCTAssertEqual(try PathList.read(try list(text), labelled: true, kind: "audio file"), expected, text)
+        }
+        XCTAssertEqual(try PathList.read(try list("label,path,id\nyes,a b.wav,1\n"), labelled: false, kind: "file").map(\.url),
+                       [folder.appendingPathComponent("a b.wav")])
+        let set = try PathList.labelledSet(try list("path,label\na b.wav,yes\n\"c,d.wav\",no\n"), kind: "file")
+        XCTAssertEqual(set.classNames, ["no", "yes"])
+        XCTAssertEqual(set.labels, [1, 0])
+        XCTAssertEqual(set.samples, [folder.appendingPathComponent("a b.wav"), folder.appendingPathComponent("c,d.wav")])
+        let path = folder.appendingPathComponent("list.csv").path
+        for (text, problem) in [("path,label\r\na b.wav,yes\r\nmissing.wav,no\r\n", "\(path):3: no such audio file 'missing.wav'"),
+                                ("path,id\na b.wav,1\n", "\(path):1: a labelled list needs the columns path and label, got 'path,id'"),
+                                ("path,label\na b.wav\n", "\(path):2: expected 'path,label', got 'a b.wav'"),
+                                ("a b.wav,\n", "\(path):1: empty label"),
+                                ("\"a b.wav,yes\n", "\(path):1: unterminated quote"),
+                                ("path,label\n\n", "\(path): lists no audio files")] {
+            XCTAssertEqual(self.problem { _ = try PathList.read(try list(text), labelled: true, kind: "audio file") }, problem, text)
+        }
+    }
+
     /// `cp -p`, `rsync -a` and tar keep size and modification time: the key must follow the bytes.
     func testContentKeyFollowsTheBytesNotTheNameOrTime() throws {
         let a = folder.appendingPathComponent("a.bin"), b = folder.appendingPathComponent("b.bin")

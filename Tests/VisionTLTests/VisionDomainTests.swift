@@ -67,7 +67,7 @@ final class VisionDomainTests: XCTestCase {
         try png("a.png")
         let noLabel = root.appendingPathComponent("nolabel.csv")
         try "a.png\n".write(to: noLabel, atomically: true, encoding: .utf8)
-        XCTAssertThrowsError(try d.labelled(at: noLabel)) { XCTAssertTrue("\($0)".hasSuffix("nolabel.csv:1: expected path,label"), "\($0)") }
+        XCTAssertThrowsError(try d.labelled(at: noLabel)) { XCTAssertTrue("\($0)".hasSuffix("nolabel.csv:1: expected 'path,label', got 'a.png'"), "\($0)") }
         try png("flatonly/a.png")
         XCTAssertThrowsError(try d.labelled(at: root.appendingPathComponent("flatonly"))) {
             XCTAssertTrue("\($0)".contains("has images but no class folders"), "\($0)")
