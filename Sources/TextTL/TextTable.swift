@@ -308,9 +308,10 @@ public enum TextTable {
             guard !isBlank(text) else { throw EngineError.invalidFile(source, "empty text in '\(textKey)'") }
             var label: String?
             if let labelKey {
-                guard let value = record[labelKey], !(value is NSNull) else {
+                guard let value = record[labelKey] else {
                     throw EngineError.invalidFile(source, "no key '\(labelKey)' (keys: \(keys))")
                 }
+                guard !(value is NSNull) else { throw EngineError.invalidFile(source, "'\(labelKey)' is null: every record needs a label") }
                 let string: String
                 if let s = value as? String {
                     string = s.trimmingCharacters(in: .whitespaces)

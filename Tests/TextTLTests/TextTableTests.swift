@@ -91,6 +91,8 @@ final class TextTableTests: XCTestCase {
         let broken = try write("b.jsonl", "{\"text\": \"ok\"}\n{\"text\": \"missing brace\"\n")
         expectInvalidFile(broken, line: 2, contains: "not valid JSON") { _ = try TextTable.read(broken, labelColumn: nil) }
         expectInvalidFile(broken, line: 1, contains: "no key 'label' (keys: text)") { _ = try TextTable.read(broken) }
+        let null = try write("n.jsonl", "{\"text\": \"ok\", \"label\": null}\n")
+        expectInvalidFile(null, line: 1, contains: "'label' is null: every record needs a label") { _ = try TextTable.read(null) }
     }
 
     func testFolderPerLabel() throws {
