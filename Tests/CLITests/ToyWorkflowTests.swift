@@ -211,6 +211,18 @@ extension ToyWorkflowTests {
         XCTAssertFalse(fewer.stdout.contains("every example was used"), fewer.stdout)
     }
 
+    /// Under 50 training samples and no --test there is no validation split: the rows name no set (eval "none").
+    func testRowsWithoutAnySetToScoreNameNone() throws {
+        let lines = try String(contentsOfFile: trainCSV, encoding: .utf8).split(separator: "\n").prefix(41)
+        let small = Self.root.appendingPathComponent("forty.csv")
+        try (lines.joined(separator: "\n") + "\n").write(to: small, atomically: true, encoding: .utf8)
+        for row in try results(try toy(["extract", "--train", small.path, "--json", "--threads", "1"])) {
+            XCTAssertEqual(row["eval"] as? String, "none", "\(row)")
+            XCTAssertEqual(row["eval_set"] as? String, "none", "\(row)")
+            XCTAssertTrue(row["accuracy"] is NSNull, "\(row)")
+        }
+    }
+
     func testKilledRunResumesToTheSameResult() throws {
         let runs = Self.root.appendingPathComponent("runs-resume")
         try? FileManager.default.removeItem(at: runs)

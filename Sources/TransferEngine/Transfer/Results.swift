@@ -74,7 +74,8 @@ public struct StrategyResult: Codable {
                 report: ClassificationReport?, trainSeconds: Double, history: [EpochLog], model: SavedModel? = nil) {
         self.strategy = strategy
         self.level = level
-        self.eval = eval
+        // No report where a validation split was meant: there was none (too few samples), so nothing is named.
+        self.eval = report == nil && evaluatedOn == .validation ? "none" : eval
         self.evaluatedOn = report == nil ? .notMeasured : evaluatedOn
         self.labelsPerClass = labelsPerClass
         self.report = report
