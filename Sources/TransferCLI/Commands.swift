@@ -583,7 +583,8 @@ struct MethodChoice: ExpressibleByArgument {
         let names = argument.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
         let parsed = names.compactMap(AdaptationMethod.init(rawValue:))
         guard !parsed.isEmpty, parsed.count == names.count else { return nil }
-        self.init(methods: parsed, text: argument)
+        // A method named twice runs once (it would train the same model twice and print two equal rows).
+        self.init(methods: parsed.enumerated().filter { !parsed[..<$0.offset].contains($0.element) }.map(\.element), text: argument)
     }
 
     var defaultValueDescription: String { text }

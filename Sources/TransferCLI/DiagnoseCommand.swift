@@ -48,7 +48,7 @@ struct DiagnoseCommand<D: CommandLineDomain>: ParsableCommand {
             ("source", "\(datasetName(source!)): \(d.sourceSamples) samples"),
             ("target", "\(datasetName(target!)): \(d.targetSamples) samples"),
             ("proxy A-distance", String(format: "%.3f (domain classifier error %.3f; 0 = alike, 2 = separable)", d.proxyADistance, d.domainClassifierError)),
-            ("MMD²", String(format: "%.4f (Gaussian kernel, standardised features)", d.mmd)),
+            ("MMD²", String(format: "%.4f (Gaussian kernel, standardised features)", abs(d.mmd) < 5e-5 ? 0 : d.mmd)),  // not "-0.0000"
             ("source classes", mix(d.sourceProportions)),
             ("target, predicted", mix(d.predictedTargetProportions) + String(format: " (total variation %.2f)", d.proportionShift)),
             ("recommendation", d.recommendation),

@@ -211,6 +211,13 @@ extension ToyWorkflowTests {
         XCTAssertFalse(fewer.stdout.contains("every example was used"), fewer.stdout)
     }
 
+    /// A method named twice in --method runs once.
+    func testAMethodNamedTwiceRunsOnce() throws {
+        let rows = try results(try toy(["adapt", "--source", trainCSV, "--target", data.appendingPathComponent("target-unlabelled.csv").path,
+                                        "--method", "source-only,dann,dann", "--json", "--threads", "1"]))
+        XCTAssertEqual(rows.map { $0["strategy"] as? String }, ["source-only", "dann", "auto"])
+    }
+
     /// Under 50 training samples and no --test there is no validation split: the rows name no set (eval "none").
     func testRowsWithoutAnySetToScoreNameNone() throws {
         let lines = try String(contentsOfFile: trainCSV, encoding: .utf8).split(separator: "\n").prefix(41)
