@@ -120,6 +120,14 @@ struct DataCheck {
         }
         entry["duplicate_groups"] = groups.map(names)
 
+        // Class names that look like one class typed two ways ("Pos" and "pos", "bag" and "bag ").
+        let alike = Dictionary(grouping: set.classNames) { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+            .values.filter { $0.count > 1 }.map { $0.sorted() }.sorted { $0[0] < $1[0] }
+        if let first = alike.first {
+            warn("\(alike.count) groups of class names differ only in case or surrounding spaces, e.g. "
+                 + first.map { "'\($0)'" }.joined(separator: " and ") + ": one class each, as given")
+        }
+
         // Class balance.
         let counts = set.classCounts.filter { $0 > 0 }
         if let lo = counts.min(), let hi = counts.max(), lo * 10 < hi {

@@ -211,6 +211,17 @@ extension ToyWorkflowTests {
         XCTAssertFalse(fewer.stdout.contains("every example was used"), fewer.stdout)
     }
 
+    /// check-data warns about class names that differ only in case or spaces (one class typed two ways).
+    func testCheckDataWarnsAboutClassNamesThatDifferOnlyInCase() throws {
+        let text = try String(contentsOfFile: trainCSV, encoding: .utf8).replacingOccurrences(of: "\nc1,", with: "\nC0,")
+        let file = Self.root.appendingPathComponent("case.csv")
+        try text.write(to: file, atomically: true, encoding: .utf8)
+        let r = try toy(["check-data", file.path, "--threads", "1"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("warning: 1 groups of class names differ only in case or surrounding spaces, e.g. 'C0' and 'c0'"), r.stdout)
+        XCTAssertFalse(try toy(["check-data", trainCSV, "--threads", "1"]).stdout.contains("class names differ"))
+    }
+
     /// A method named twice in --method runs once.
     func testAMethodNamedTwiceRunsOnce() throws {
         let rows = try results(try toy(["adapt", "--source", trainCSV, "--target", data.appendingPathComponent("target-unlabelled.csv").path,
