@@ -32,8 +32,8 @@ func checkOutputFile(_ path: String, option: String, inputs: [String]) throws {
     try checkNotInput(path, option: option, inputs: inputs)
 }
 
-/// Refuses an output path (`option`) that is one of `inputs` (files or folders given on the command line: data,
-/// a run) or inside one of those folders, where writing would overwrite or add to them.
+/// Refuses an output path (`option`) that is one of `inputs` (data files or folders given on the command line) or
+/// inside one of those folders, where writing would overwrite or add to them.
 func checkNotInput(_ path: String, option: String, inputs: [String]) throws {
     let target = URL(fileURLWithPath: path).resolvingSymlinksInPath().standardizedFileURL
     for input in inputs {
