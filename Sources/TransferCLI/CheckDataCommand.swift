@@ -112,7 +112,7 @@ struct DataCheck {
         let conflicting = groups.filter { Set($0.map { set.labels[$0] }).count > 1 }
         func names(_ g: [Int]) -> [String] { g.map { "\(domain.describe(set.samples[$0])) (\(set.classNames[set.labels[$0]]))" } }
         if !conflicting.isEmpty {
-            problem("\(conflicting.count) groups of identical samples carry different labels, e.g. " + names(conflicting[0]).joined(separator: " = "))
+            problem("\(conflicting.count) \(conflicting.count == 1 ? "group" : "groups") of identical samples carry different labels, e.g. " + names(conflicting[0]).joined(separator: " = "))
         }
         let duplicates = groups.reduce(0) { $0 + $1.count - 1 }
         if duplicates > 0 {
@@ -124,7 +124,7 @@ struct DataCheck {
         let alike = Dictionary(grouping: set.classNames) { $0.trimmingCharacters(in: .whitespaces).lowercased() }
             .values.filter { $0.count > 1 }.map { $0.sorted() }.sorted { $0[0] < $1[0] }
         if let first = alike.first {
-            warn("\(alike.count) groups of class names differ only in case or surrounding spaces, e.g. "
+            warn("class names that differ only in case or surrounding spaces (\(alike.count) \(alike.count == 1 ? "group" : "groups")), e.g. "
                  + first.map { "'\($0)'" }.joined(separator: " and ") + ": one class each, as given")
         }
 

@@ -81,7 +81,12 @@ public struct DemoPlan: Sendable {
 public enum TransferCLI {
     public static func main<D: CommandLineDomain>(_ domain: D.Type) {
         Runtime.prepare()
-        RootCommand<D>.main()
+        do {
+            var command = try RootCommand<D>.parseAsRoot()
+            try command.run()
+        } catch {
+            RootCommand<D>.exit(withError: EngineError.plain(error))   // Foundation's file errors as one plain line
+        }
     }
 }
 

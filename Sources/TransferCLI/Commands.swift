@@ -27,22 +27,36 @@ func checkOutputFile(_ path: String, option: String, inputs: [String]) throws {
     if DatasetFolders.isDirectory(target) { throw EngineError.invalidFile(path, "is a folder (given as \(option), a file to write)") }
     let parent = target.deletingLastPathComponent()
     guard DatasetFolders.isDirectory(parent) else {
-        throw EngineError.invalidFile(path, "cannot be written: its folder \(parent.path) does not exist (given as \(option))")
+        let what = FileManager.default.fileExists(atPath: parent.path) ? "is not a folder" : "does not exist"
+        throw EngineError.invalidFile(path, "cannot be written: its folder \(parent.path) \(what) (given as \(option))")
     }
     try checkNotInput(path, option: option, inputs: inputs)
 }
 
-/// Refuses an output path (`option`) that is one of `inputs` (data files or folders given on the command line) or
-/// inside one of those folders, where writing would overwrite or add to them.
-func checkNotInput(_ path: String, option: String, inputs: [String]) throws {
-    let target = URL(fileURLWithPath: path).resolvingSymlinksInPath().standardizedFileURL
+/// Refuses an output path (`option`) that is one of `inputs` (data files or folders given on the command line, a
+/// run) or inside one of those folders, where writing would overwrite or add to them; with `holdsNoInput`, also an
+/// output folder that holds one of them (replacing it, as --overwrite does, would delete that input).
+func checkNotInput(_ path: String, option: String, inputs: [String], holdsNoInput: Bool = false) throws {
+    func resolved(_ p: String) -> String { URL(fileURLWithPath: p).resolvingSymlinksInPath().standardizedFileURL.path }
+    func isInside(_ a: String, _ folder: String) -> Bool { a.hasPrefix(folder.hasSuffix("/") ? folder : folder + "/") }
+    let target = resolved(path)
     for input in inputs {
-        let url = URL(fileURLWithPath: input).resolvingSymlinksInPath().standardizedFileURL
-        let inside = DatasetFolders.isDirectory(url) && target.path.hasPrefix(url.path.hasSuffix("/") ? url.path : url.path + "/")
-        if url.path == target.path || inside {
+        let url = resolved(input)
+        let inside = isInside(target, url)
+        if url == target || inside {
             throw EngineError.invalidFile(path, "is \(inside ? "inside " : "")the input \(input); \(option) would overwrite or add to it (give it another path)")
         }
+        if holdsNoInput && isInside(url, target) {
+            throw EngineError.invalidFile(path, "holds the input \(input), which replacing it would delete (give \(option) another path)")
+        }
     }
+}
+
+/// The note when K examples per class (`option`) asked for at least as many as the largest class of `set` holds:
+/// every example was used (the rows still say K).
+func everyExampleUsed(_ k: Int?, labels: [Int], option: String, set: String) -> [String] {
+    guard let k, let largest = Dictionary(grouping: labels) { $0 }.values.map(\.count).max(), k >= largest else { return [] }
+    return ["\(option) \(k): no class of \(set) has more than \(largest) examples, so every one was used"]
 }
 
 /// The datasets a command read, with their sizes and per-class counts: shown on stderr once all are read and
@@ -206,6 +220,7 @@ extension TrainingCommand {
         var run = existing
         var record = existingRecord
         if run == nil, let out = runOptions.out {
+            try checkNotInput(out, option: "--out", inputs: log.entries.values.map(\.path).sorted(), holdsNoInput: true)
             let args = Array(CommandLine.arguments.dropFirst(2))
             let r = RunDirectory.Record(app: D.appName, version: TransferEngineVersion.string, command: name, arguments: args,
                                         seed: common.seed, options: workflows.domain.optionsSummary, contract: contract,
@@ -288,9 +303,8 @@ struct TaskOptions: ParsableArguments {
             // baseline first.
             let main = try strategy(train, test, k, evalName)
             let results = (baseline ? [try w.scratch(train: train, test: test, labelsPerClass: k, evalName: evalName)] : []) + [main]
-            let largest = Dictionary(grouping: train.labels) { $0 }.values.map(\.count).max() ?? 0
-            let all = k.flatMap { $0 >= largest ? "--labels-per-class \($0): no class has more than \(largest) examples, so every example was used" : nil }
-            return RunOutcome(results: results, notes: Self.notes(main, tested: test != nil) + (all.map { [$0] } ?? []),
+            return RunOutcome(results: results, notes: Self.notes(main, tested: test != nil)
+                                + everyExampleUsed(k, labels: train.labels, option: "--labels-per-class", set: "--train"),
                               defaultModel: (main.identifier, "the \(main.name) model this command trained"),
                               topLosses: test.flatMap { w.topLossRequest(main, on: $0, name: evalName) })
         }
@@ -506,9 +520,12 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
                                       targetLabelsPerClass: targetLabelsPerClass, settings: settings,
                                       evalName: test.map { _ in datasetName(targetTest!) } ?? "none")
             let before = try w.unadaptedFeatures(source: sourceSet.samples, target: targetSamples)
-            return Self.outcome(results, tested: test != nil, before: before, source: sourceSet) { chosen in
+            var outcome = Self.outcome(results, tested: test != nil, before: before, source: sourceSet) { chosen in
                 test.flatMap { w.topLossRequest(chosen, on: $0, name: datasetName(targetTest!)) }
             }
+            outcome.notes += everyExampleUsed(targetLabelsPerClass, labels: labelled?.labels ?? [], option: "--target-labels-per-class",
+                                              set: "--target-labelled")
+            return outcome
         }
     }
 
@@ -546,10 +563,10 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     /// alone. End-to-end adaptation and --target-labelled need the samples themselves and are refused.
     func featureWork(_ w: TransferWorkflows<D>, log: DataLog) throws -> () throws -> RunOutcome {
         guard !level.levels.contains(.endToEnd) else {
-            throw ValidationError("--level \(level.rawValue): end-to-end adaptation trains the backbone on the samples themselves, and a features folder holds only their features; use --level features, or give the datasets")
+            throw EngineError.invalidArgument("--level \(level.rawValue): end-to-end adaptation trains the backbone on the samples themselves, and a features folder holds only their features; use --level features, or give the datasets")
         }
         guard targetLabelled == nil else {
-            throw ValidationError("--target-labelled with a features folder: semi-supervised adaptation checks the labelled examples against the samples; give --source, --target and --target-test as datasets")
+            throw EngineError.invalidArgument("--target-labelled with a features folder: semi-supervised adaptation checks the labelled examples against the samples; give --source, --target and --target-test as datasets")
         }
         let source = try log.labelledFeatures(w, self.source, option: "--source", role: "source")
         try source.set.validateForTraining()

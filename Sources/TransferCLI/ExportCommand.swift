@@ -32,6 +32,7 @@ struct ExportCommand<D: CommandLineDomain>: ParsableCommand {
         var m = try saved.model(strategy)
         let id = strategy ?? saved.record.defaultModel!
         let domain = try D(options: try saved.options(domainOptions, model: m))
+        try checkNotInput(out, option: "--out", inputs: [model])
         let final = URL(fileURLWithPath: out, isDirectory: true)
         let fm = FileManager.default
         guard !fm.fileExists(atPath: final.path) else {

@@ -36,6 +36,7 @@ struct FeaturesCommand<D: CommandLineDomain>: ParsableCommand {
         let (k, n) = try FeatureShards.parse(shard)
         let w = try makeWorkflows(D.self, domainOptions, common)
         let url = try requirePath(data, "--data")
+        try checkNotInput(out, option: "--out", inputs: [data])
         var samples: [D.Sample], labels: [Int]?, classNames: [String]?
         if unlabelled {
             samples = try w.domain.unlabelled(at: url)

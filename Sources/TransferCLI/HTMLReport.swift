@@ -46,7 +46,7 @@ struct HTMLReport {
                 section.append("<div class=row>" + perClass(report) + confusion + "</div>")
             }
             if let d = r.depthSearch {
-                section.append("<p>--unfreeze auto: \(d.chosen) top blocks trained. Each depth was fine-tuned on four fifths of the labelled training data and scored on the fifth held out (never the test set); the default depth (\(d.defaultBlocks)) stays unless the most accurate held-out depth (\(d.best)) beats it by more than chance (McNemar p < \(DepthSearch.significance)\(d.pValue.map { String(format: "; here p = %.3g", $0) } ?? "")). The model was then trained at that depth on all of the data.</p>"
+                section.append("<p>--unfreeze auto: \(d.chosen) top blocks trained. Each depth was fine-tuned on four fifths of the labelled training data and scored on the fifth held out (never the test set); the default depth (\(d.defaultBlocks)) stays unless the most accurate held-out depth (\(d.best)) beats it by more than chance (McNemar p &lt; \(DepthSearch.significance)\(d.pValue.map { String(format: "; here p = %.3g", $0) } ?? "")). The model was then trained at that depth on all of the data.</p>"
                                + table(["top blocks trained", "held-out accuracy", "held-out loss", "test accuracy (of the four-fifths model; reported only)"],
                                        d.curve.map { ["\($0.blocks)" + ($0.blocks == d.chosen ? " (chosen)" : ""), fmt($0.validationAccuracy), fmt($0.validationLoss),
                                                       $0.testAccuracy.map(fmt) ?? "-"] }))

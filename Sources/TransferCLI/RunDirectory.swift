@@ -109,7 +109,10 @@ final class RunDirectory: TrainingCheckpointer {
     }
 
     /// Reopens the unfinished run at `path` for `--resume`.
-    static func resume(_ path: String, app: String, command: String) throws -> (RunDirectory, Record) {
+    static func resume(_ given: String, app: String, command: String) throws -> (RunDirectory, Record) {
+        // RUN.partial, the folder a user sees after a kill, names the run RUN.
+        let trimmed = given.hasSuffix("/") ? String(given.dropLast()) : given
+        let path = trimmed.hasSuffix(".partial") ? String(trimmed.dropLast(".partial".count)) : given
         let dir = RunDirectory(final: URL(fileURLWithPath: path, isDirectory: true))
         let fm = FileManager.default
         guard fm.fileExists(atPath: dir.partial.path) else {

@@ -164,6 +164,37 @@ final class RunHardeningTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: work.appendingPathComponent("analysis").path))
     }
 
+    /// Output folders never swallow inputs: a run's --out inside its data, an --overwrite of a folder that holds the
+    /// data, export into a run, features into its own data are refused and leave everything as it was; a path whose
+    /// folder is a file is one plain line (not Foundation's "Error Domain=NSCocoaErrorDomain Code=516 ..."); and
+    /// --resume accepts the RUN.partial a user sees after a kill.
+    func testOutputFoldersNeverSwallowInputs() throws {
+        XCTAssertEqual(try finetune("run").status, 0)
+        let data = work.appendingPathComponent("run/data")
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: work.appendingPathComponent("source-train.csv"), to: data.appendingPathComponent("train.csv"))
+        try Data().write(to: work.appendingPathComponent("afile"))
+        let cases: [([String], String)] = [
+            (["extract", "--train", "run/data/train.csv", "--out", "run", "--overwrite"], "run: holds the input run/data/train.csv, which replacing it would delete"),
+            (["extract", "--train", "source-train.csv", "--out", "source-train.csv/x"], "is inside the input source-train.csv"),
+            (["export", "--model", "run", "--out", "run/deploy"], "run/deploy: is inside the input run"),
+            (["features", "--data", "run/data/train.csv", "--out", "run/data/train.csv"], "is the input run/data/train.csv"),
+            (["extract", "--train", "source-train.csv", "--out", "afile/sub"], "afile: File exists"),
+        ]
+        for (args, message) in cases {
+            let r = try toy(args + ["--threads", "1"] + (args[0] == "export" ? [] : ["--quiet"]), in: work)
+            XCTAssertEqual(r.status, 1, "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): \(r.stderr)")
+            XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: data.appendingPathComponent("train.csv").path), "the data is where it was")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: work.appendingPathComponent("run/deploy").path))
+        let run = try killed("killed")
+        let resumed = try toy(["finetune", "--resume", run + ".partial"])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertEqual(try model(run), try model(work.appendingPathComponent("run").path))
+    }
+
     func testACacheFolderInRunJsonIsNotUsedOnResume() throws {
         let run = try killed("run")
         let json = URL(fileURLWithPath: run + ".partial/run.json")

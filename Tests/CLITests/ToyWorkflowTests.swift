@@ -206,9 +206,9 @@ extension ToyWorkflowTests {
     func testLabelsPerClassAboveTheDataSaysEveryExampleWasUsed() throws {
         let r = try toy(["extract", "--train", trainCSV, "--labels-per-class", "100", "--no-baseline", "--threads", "1", "--quiet"])
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stdout.contains("--labels-per-class 100: no class has more than 60 examples, so every example was used"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("--labels-per-class 100: no class of --train has more than 60 examples, so every one was used"), r.stdout)
         let fewer = try toy(["extract", "--train", trainCSV, "--labels-per-class", "5", "--no-baseline", "--threads", "1", "--quiet"])
-        XCTAssertFalse(fewer.stdout.contains("every example was used"), fewer.stdout)
+        XCTAssertFalse(fewer.stdout.contains("every one was used"), fewer.stdout)
     }
 
     /// check-data warns about class names that differ only in case or spaces (one class typed two ways).
@@ -218,8 +218,25 @@ extension ToyWorkflowTests {
         try text.write(to: file, atomically: true, encoding: .utf8)
         let r = try toy(["check-data", file.path, "--threads", "1"])
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stdout.contains("warning: 1 groups of class names differ only in case or surrounding spaces, e.g. 'C0' and 'c0'"), r.stdout)
-        XCTAssertFalse(try toy(["check-data", trainCSV, "--threads", "1"]).stdout.contains("class names differ"))
+        XCTAssertTrue(r.stdout.contains("warning: class names that differ only in case or surrounding spaces (1 group), e.g. 'C0' and 'c0'"), r.stdout)
+        XCTAssertFalse(try toy(["check-data", trainCSV, "--threads", "1"]).stdout.contains("class names that differ"))
+    }
+
+    /// Refused before any work: diagnose on sets too small to measure a distance (it said "the target looks like the
+    /// source" from 4 and 1 samples), --unfreeze auto on fewer than 50 labelled samples (it trained the probe first).
+    func testTooFewSamplesAreRefusedBeforeAnyWork() throws {
+        let lines = try String(contentsOfFile: trainCSV, encoding: .utf8).split(separator: "\n")
+        let small = Self.root.appendingPathComponent("thirty.csv")
+        try (lines.prefix(31).joined(separator: "\n") + "\n").write(to: small, atomically: true, encoding: .utf8)
+        let tiny = Self.root.appendingPathComponent("five.csv")
+        try (lines.prefix(6).joined(separator: "\n") + "\n").write(to: tiny, atomically: true, encoding: .utf8)
+        for (args, message) in [(["diagnose", "--source", trainCSV, "--target", tiny.path], "diagnose needs at least 20 samples in each set"),
+                                (["finetune", "--train", small.path, "--unfreeze", "auto"], "30 samples are too few (it needs 50)")] {
+            let r = try toy(args + ["--threads", "1"])
+            XCTAssertEqual(r.status, 1, r.stderr)
+            XCTAssertTrue(r.stderr.contains(message), r.stderr)
+            XCTAssertFalse(r.stderr.contains("training "), "refused before any training: \(r.stderr)")
+        }
     }
 
     /// A method named twice in --method runs once.

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Base class of every layer and network.
 ///
 /// A module registers its parameters, buffers (e.g. BatchNorm running statistics) and children under the names
@@ -125,6 +127,23 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
         case let .invalidFile(file, problem): return "\(file): \(problem)".printable
         case let .invalidArgument(problem): return problem.printable
         }
+    }
+
+    /// The reason of a Foundation file error in plain words ("Permission denied", "Not a directory"): the POSIX
+    /// error beneath it when there is one. Foundation's own text is `Error Domain=NSCocoaErrorDomain Code=516 ...`.
+    public static func reason(of error: Error) -> String {
+        let ns = error as NSError
+        let posix = (ns.userInfo[NSUnderlyingErrorKey] as? Error).map { $0 as NSError } ?? ns
+        if posix.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(posix.code))) }
+        return ns.domain == NSCocoaErrorDomain ? ns.localizedDescription : "\(error)"
+    }
+
+    /// A Foundation file error that names its file as one `invalidFile` line (path: reason); other errors as they are.
+    public static func plain(_ error: Error) -> Error {
+        let ns = error as NSError
+        guard !(error is EngineError), ns.domain == NSCocoaErrorDomain,
+              let path = ns.userInfo[NSFilePathErrorKey] as? String ?? (ns.userInfo[NSURLErrorKey] as? URL)?.path else { return error }
+        return EngineError.invalidFile(path, reason(of: error))
     }
 }
 

@@ -28,6 +28,16 @@ public struct DepthSearch: Codable, Sendable, Equatable {
     /// The depths `--unfreeze auto` tries (capped at the backbone's block count): 0 (the head alone) to 4.
     public static let candidates = [0, 1, 2, 3, 4]
     /// The share of the labelled samples held out to score the depths (Keras's customary validation_split).
+    /// `--unfreeze auto` needs this many labelled samples (a fifth of them is held out to score the depths).
+    static let minimumSamples = 50
+
+    static func tooFew(_ count: Int) -> EngineError {
+        .invalidArgument("--unfreeze auto chooses the depth on labelled samples held out from training, and \(count) samples are too few (it needs \(minimumSamples)); give a number of blocks instead")
+    }
+
+    /// Refuses too few samples, before any training.
+    static func checkEnough(_ count: Int) throws { if count < minimumSamples { throw tooFew(count) } }
+
     public static let heldOutFraction = 0.2
     public static let significance = 0.05
 
@@ -68,9 +78,8 @@ extension TransferWorkflows {
                      name: String, reportingOn test: LabelledSet<D.Sample>? = nil) throws -> DepthSearch {
         var rng = RNG(seed: options.seed &+ 0xDE97)
         let (fit, held) = Splits.trainValidation(labels: labels, classCount: classes, fraction: DepthSearch.heldOutFraction, rng: &rng)
-        guard labels.count >= 50, !held.isEmpty else {
-            throw EngineError.invalidArgument("--unfreeze auto chooses the depth on labelled samples held out from training, and \(labels.count) samples are too few (it needs 50); give a number of blocks instead")
-        }
+        try DepthSearch.checkEnough(labels.count)
+        guard !held.isEmpty else { throw DepthSearch.tooFew(labels.count) }
         let blocks = try pretrainedBackbone().blocks.count
         let depths = Array(Set(candidates.map { min(max($0, 0), blocks) })).sorted()
         let defaultBlocks = min(options.unfreeze, blocks)

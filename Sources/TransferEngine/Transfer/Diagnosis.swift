@@ -22,6 +22,9 @@ public struct DomainDiagnosis: Codable, Sendable {
     public var proportionShift: Double
     public var recommendation: String
 
+    /// Samples each set needs for a distance worth reporting.
+    public static let minimumSamples = 20
+
     /// Samples per set for the MMD (its cost grows with the square).
     public static let mmdSamples = 400
     /// Samples per set for the domain classifier (equal counts, so chance is 50 %).
@@ -34,6 +37,11 @@ extension TransferWorkflows {
     public func diagnose(source: LabelledSet<D.Sample>, target: [D.Sample]) throws -> DomainDiagnosis {
         guard !target.isEmpty else { throw EngineError.invalidArgument("diagnose: the target set is empty") }
         try source.validateForTraining()
+        // The domain classifier trains on half of each set and is scored on the other half: with a handful of
+        // samples its error says nothing (4 source and 1 target images gave "the target looks like the source").
+        guard min(source.count, target.count) >= DomainDiagnosis.minimumSamples else {
+            throw EngineError.invalidArgument("diagnose needs at least \(DomainDiagnosis.minimumSamples) samples in each set to measure how far apart they are (source: \(source.count), target: \(target.count))")
+        }
         let fS = try features(source.samples, name: "source"), fT = try features(target, name: "target")
         var rng = RNG(seed: options.seed &+ 0xd1a9)
 

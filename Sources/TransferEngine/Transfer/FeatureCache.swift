@@ -49,8 +49,7 @@ public struct FeatureCache {
             removeAbandonedTemporaryFiles()
             try SafeTensors.write(tensors, metadata: ["checksum": Self.checksum(tensors)], to: url(key))
         } catch {
-            let posix = ((error as NSError).userInfo[NSUnderlyingErrorKey] as? Error).map { $0 as NSError } ?? (error as NSError)
-            let reason = posix.domain == NSPOSIXErrorDomain ? String(cString: strerror(Int32(posix.code))) : "\(error)"
+            let reason = EngineError.reason(of: error)
             Self.noted.withLock { noted in
                 guard noted.insert(directory.path).inserted else { return }
                 ProgressReporter.note("feature cache \(directory.path): cannot be written (\(reason)); features are not "

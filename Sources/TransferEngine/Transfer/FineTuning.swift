@@ -26,6 +26,7 @@ extension TransferWorkflows {
         var rng = RNG(seed: options.seed)
         // The test set is scored only once the model is trained: a file there that cannot be read is reported now.
         if let test { try checkReadable(test.samples, name: evalName) }
+        if options.unfreezeCandidates != nil { try DepthSearch.checkEnough(set.count) }
         let start = Date()
         // 1. Linear probe on cached features (the extraction head).
         let fTrain = try features(set.samples, name: "train")
