@@ -120,6 +120,25 @@ final class FeatureShardTests: XCTestCase {
         XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: dir.path).contains { $0 == "shard-0002-of-0003.json" })
     }
 
+    /// A chunk swapped with another shard's, or with finite values changed, is refused: the features would otherwise
+    /// sit next to the wrong labels (accuracy 0.50 instead of 0.40 on a helper's slice) and train silently.
+    func testASwappedOrAlteredChunkIsRefused() throws {
+        let swapped = try copy("features-swapped") { dir in
+            let a = dir.appendingPathComponent("shard-0001-of-0003-00000.safetensors")
+            try FileManager.default.removeItem(at: a)
+            try FileManager.default.copyItem(at: dir.appendingPathComponent("shard-0002-of-0003-00000.safetensors"), to: a)
+        }
+        refused(try Self.app.run(["extract", "--train", swapped.path]), ["shard-0001-of-0003-00000.safetensors", "not those its manifest recorded"])
+        let altered = try copy("features-altered") { dir in
+            let url = dir.appendingPathComponent("shard-0003-of-0003-00000.safetensors")
+            let f = try SafeTensors.read(url).tensor(named: "features")
+            var values = f.scalars
+            values[0] += 1
+            try SafeTensors.write(["features": Tensor(shape: f.shape, scalars: values)], to: url)
+        }
+        refused(try Self.app.run(["extract", "--train", altered.path]), ["shard-0003-of-0003-00000.safetensors", "not those its manifest recorded"])
+    }
+
     /// A manifest claiming a huge dataset is refused before anything of that size is allocated.
     func testAForgedDatasetSizeIsRefused() throws {
         let dir = try copy("features-forged-total") { dir in

@@ -33,6 +33,9 @@ public enum FeatureShards {
     public struct Chunk: Codable, Equatable, Sendable {
         public var file: String
         public var rows: Int
+        /// Hash of the chunk's feature values (`FeatureCache.checksum`): a chunk swapped with another or altered
+        /// is refused. Manifests written before it have none.
+        public var checksum: String?
     }
 
     /// One shard's manifest.
@@ -172,7 +175,7 @@ public enum FeatureShards {
             }
             let file = name(k, n) + String(format: "-%05d.safetensors", c)
             try SafeTensors.write(["features": f], to: dir.appendingPathComponent(file))
-            chunks.append(Chunk(file: file, rows: part.count))
+            chunks.append(Chunk(file: file, rows: part.count, checksum: FeatureCache.checksum(["features": f])))
         }
         let m = Manifest(format: formatVersion, identity: identity, dataset: dataset, total: ids.count, shard: k, shards: n,
                          featureWidth: width, classNames: classNames, indices: mine, ids: mine.map { ids[$0] }, names: mine.map { names[$0] },
@@ -240,6 +243,9 @@ public enum FeatureShards {
                 }
                 if let bad = f.withUnsafeBufferPointer({ $0.firstIndex { !$0.isFinite } }) {
                     throw EngineError.invalidFile(url.path, "row \(bad / width) holds a value that is not a finite number")
+                }
+                if let expected = chunk.checksum, FeatureCache.checksum(["features": f]) != expected {
+                    throw EngineError.invalidFile(url.path, "its features are not those its manifest recorded (the chunk was altered or swapped); compute the shard again")
                 }
                 for r in 0..<chunk.rows {
                     let i = m.indices[row + r]
