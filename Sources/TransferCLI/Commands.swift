@@ -394,6 +394,9 @@ struct FineTuneOptions: ParsableArguments {
     @Flag(help: "Augment training samples (the frozen part is then re-run every batch instead of cached).")
     var augment = false
 
+    /// The options as given by no flag (parsed from nothing: an unparsed instance holds no values).
+    static let defaults = try! FineTuneOptions.parse([])
+
     func validate() throws {
         guard backboneLrMult >= 0, backboneLrMult.isFinite else {
             throw ValidationError("--backbone-lr-mult must be a finite number >= 0 (0: the unfrozen blocks keep their weights), got \(backboneLrMult)")
@@ -490,6 +493,12 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         if let k = targetLabelsPerClass {
             if k < 1 { throw ValidationError("--target-labels-per-class must be >= 1, got \(k)") }
             if targetLabelled == nil { throw ValidationError("--target-labels-per-class needs --target-labelled") }
+        }
+        // The backbone's training options change nothing at the feature level (they were accepted and ignored).
+        let defaults = FineTuneOptions.defaults
+        if level == .features, fine.unfreeze.value != defaults.unfreeze.value || fine.unfreeze.auto || fine.gradual || fine.augment
+            || fine.backboneLrMult != defaults.backboneLrMult {
+            throw ValidationError("--unfreeze, --backbone-lr-mult, --gradual and --augment train the backbone: they need --level end-to-end or both")
         }
     }
 

@@ -608,6 +608,12 @@ extension ToyWorkflowTests {
             XCTAssertEqual(r.status, 64, r.stderr)
             XCTAssertTrue(r.stderr.contains("--backbone-lr-mult must be a finite number >= 0"), r.stderr)
         }
+        // Options that train the backbone change nothing at the feature level (adapt's default): refused, not ignored.
+        for extra in [["--augment"], ["--unfreeze", "auto"], ["--gradual"]] {
+            let r = try toy(["adapt", "--source", trainCSV, "--target", testCSV, "--out", out] + extra)
+            XCTAssertEqual(r.status, 64, r.stderr)
+            XCTAssertTrue(r.stderr.contains("train the backbone: they need --level end-to-end or both"), r.stderr)
+        }
         // Missing pretrained model: the error says which command fetches it.
         let noModels = try ReleaseApp.run("toy-tl", ["extract", "--train", trainCSV, "--test", testCSV, "--no-cache", "--out", out],
                                           environment: ["TL_MODELS_DIR": bad.appendingPathComponent("no-models").path])
