@@ -163,7 +163,10 @@ public struct TextDomain: TransferDomain {
     public func describe(_ sample: TextExample) -> String {
         var shown: [Unicode.Scalar] = [], space = false
         for s in sample.text.unicodeScalars {
-            if (0x09...0x0D).contains(s.value) || [0x85, 0x2028, 0x2029].contains(s.value) { space = !shown.isEmpty; continue }
+            switch s.value {
+            case 0x09...0x0D, 0x85, 0x2028, 0x2029: space = !shown.isEmpty; continue   // line breaks and tabs
+            default: break
+            }
             if space { shown.append(" "); space = false }
             shown.append(s)
             if shown.count > 60 { break }
