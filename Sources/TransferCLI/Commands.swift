@@ -388,7 +388,8 @@ struct FineTuneOptions: ParsableArguments {
     @Option(help: "Top blocks of the backbone to train: a number (0: the head alone), all, or auto (each of 0-4 blocks fine-tuned on four fifths of the labelled data and scored on the fifth held out; the default 2 stays unless the best beats it beyond chance, McNemar p < 0.05; end-to-end adapt chooses on the source).")
     var unfreeze = UnfreezeCount(2)
     @Option(help: "Backbone learning rate = head learning rate x this (discriminative learning rates).")
-    var backboneLrMult: Float = 0.1
+    var backboneLrMult: Float = Self.defaultBackboneLrMult
+    static let defaultBackboneLrMult: Float = 0.1
     @Flag(help: "Unfreeze gradually: one more block per epoch, top first.")
     var gradual = false
     @Flag(help: "Augment training samples (the frozen part is then re-run every batch instead of cached).")
@@ -400,6 +401,10 @@ struct FineTuneOptions: ParsableArguments {
     func validate() throws {
         guard backboneLrMult >= 0, backboneLrMult.isFinite else {
             throw ValidationError("--backbone-lr-mult must be a finite number >= 0 (0: the unfrozen blocks keep their weights), got \(backboneLrMult)")
+        }
+        // With no block to train, these would be accepted and ignored.
+        if unfreeze.value == 0, !unfreeze.auto, gradual || backboneLrMult != Self.defaultBackboneLrMult {
+            throw ValidationError("--gradual and --backbone-lr-mult set how backbone blocks train, and --unfreeze 0 trains none: give --unfreeze 1 or more, or drop them")
         }
     }
 
@@ -519,7 +524,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         let test = try targetTest.map { try log.labelled(w, $0, option: "--target-test", role: "target test").relabelled(to: sourceSet.classNames) }
         let labelled = try targetLabelled.map { try log.labelled(w, $0, option: "--target-labelled", role: "labelled target").relabelled(to: sourceSet.classNames) }
         // Before anything is printed or created (`adapt` checks again, for callers of the engine).
-        if let labelled { try w.checkNoOverlap(labelled: labelled, test: test) }
+        if let labelled { try w.checkTargetLabelled(labelled, test: test) }
         w.options.classWeights = try training.weights(classNames: sourceSet.classNames, labels: sourceSet.labels)
         let methods = method.methods, levels = level.levels, settings = settings
         return {

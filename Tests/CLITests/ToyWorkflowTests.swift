@@ -476,6 +476,16 @@ extension ToyWorkflowTests {
         let lines = overlap.stderr.split(separator: "\n").filter { !$0.isEmpty }
         XCTAssertEqual(lines.count, 1, overlap.stderr)
         XCTAssertTrue(overlap.stderr.contains("target-test.csv") && overlap.stderr.contains("also in the target test set"), overlap.stderr)
+        // Labelled examples of one class only: target-only would be a one-class model. One line, no run.
+        let lines1 = try String(contentsOfFile: pool, encoding: .utf8).split(separator: "\n")
+        let oneClass = Self.root.appendingPathComponent("target-labelled-c0.csv")
+        try (lines1.prefix(1) + lines1.filter { $0.hasPrefix("c0,") }).joined(separator: "\n").write(to: oneClass, atomically: true, encoding: .utf8)
+        let single = try toy(["adapt", "--source", trainCSV, "--target", unlabelled, "--target-labelled", oneClass.path,
+                              "--out", Self.root.appendingPathComponent("runs-one-class").path])
+        XCTAssertEqual(single.status, 1)
+        XCTAssertEqual(single.stderr.split(separator: "\n").count, 1, single.stderr)
+        XCTAssertTrue(single.stderr.contains("target-labelled-c0.csv") && single.stderr.contains("one class ('c0')"), single.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: Self.root.appendingPathComponent("runs-one-class").path))
         let noPool = try toy(["adapt", "--source", trainCSV, "--target", unlabelled, "--target-labels-per-class", "3"])
         XCTAssertNotEqual(noPool.status, 0)
         XCTAssertTrue(noPool.stderr.contains("--target-labels-per-class needs --target-labelled"), noPool.stderr)
@@ -607,6 +617,13 @@ extension ToyWorkflowTests {
             let r = try toy(["finetune", "--train", trainCSV, "--backbone-lr-mult=\(value)", "--out", out])
             XCTAssertEqual(r.status, 64, r.stderr)
             XCTAssertTrue(r.stderr.contains("--backbone-lr-mult must be a finite number >= 0"), r.stderr)
+        }
+        // --unfreeze 0 trains no backbone block: how blocks train cannot be set (it was accepted and ignored).
+        for extra in [["--gradual"], ["--backbone-lr-mult", "0.5"]] {
+            let r = try toy(["finetune", "--train", trainCSV, "--unfreeze", "0", "--out", out] + extra)
+            XCTAssertEqual(r.status, 64, r.stderr)
+            XCTAssertTrue(r.stderr.contains("--unfreeze 0 trains none"), r.stderr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".partial"))
         }
         // Options that train the backbone change nothing at the feature level (adapt's default): refused, not ignored.
         for extra in [["--augment"], ["--unfreeze", "auto"], ["--gradual"]] {

@@ -61,7 +61,7 @@ extension TransferWorkflows {
         guard !target.isEmpty else { throw EngineError.invalidArgument("the target set has no samples") }
         let test = try targetTest?.relabelled(to: source.classNames)
         let labelled = try targetLabelled.map { try trainingSet($0.relabelled(to: source.classNames), labelsPerClass: targetLabelsPerClass) }
-        if let targetLabelled { try checkNoOverlap(labelled: targetLabelled, test: test) }
+        if let targetLabelled { try checkTargetLabelled(targetLabelled, test: test) }
         if let labelled, labelled.count == 0 { throw EngineError.invalidFile(labelled.source, "no labelled target samples") }
         var results: [StrategyResult] = []
         let fS = try features(source.samples, name: "source")

@@ -3,8 +3,13 @@ import Foundation
 /// Adaptation with a few labelled target examples besides the unlabelled target: supervised (source and target
 /// labels) and semi-supervised (those and the unlabelled target), next to the target-only baseline. Feature level.
 extension TransferWorkflows {
-    /// Refuses labelled target examples that are also test examples (by content: `cacheKey`, never file names).
-    public func checkNoOverlap(labelled: LabelledSet<D.Sample>, test: LabelledSet<D.Sample>?) throws {
+    /// Refuses labelled target examples of a single class (the `target-only` model would know one class), and
+    /// examples that are also test examples (by content: `cacheKey`, never file names).
+    public func checkTargetLabelled(_ labelled: LabelledSet<D.Sample>, test: LabelledSet<D.Sample>?) throws {
+        let present = Set(labelled.labels)
+        if present.count == 1, let only = present.first {
+            throw EngineError.invalidFile(labelled.source, "every labelled target example is of one class ('\(labelled.classNames[only])'): label examples of at least 2 classes")
+        }
         guard let test else { return }
         let testKeys = Set(test.samples.map(domain.cacheKey))
         let shared = labelled.samples.filter { testKeys.contains(domain.cacheKey($0)) }
