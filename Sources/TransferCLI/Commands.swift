@@ -107,15 +107,15 @@ final class DataLog {
     /// A labelled set given as a dataset or as a features folder: its labels (row indices as samples) and a way
     /// to get its features (from the folder, or through the backbone).
     func labelledFeatures<D: TransferDomain>(_ w: TransferWorkflows<D>, _ path: String?, option: String, role: String) throws
-        -> (set: LabelledSet<Int>, features: () throws -> Tensor) {
+        -> (set: LabelledSet<Int>, features: () throws -> Tensor, dataset: LabelledSet<D.Sample>?) {
         let url = try requirePath(path, option)
         if FeatureShards.isFeatureFolder(url) {
             let s = try stored(w, path!, role: role)
-            return (s.set, { s.features })
+            return (s.set, { s.features }, nil)
         }
         let set = try labelled(w, path, option: option, role: role)
         return (LabelledSet(samples: Array(set.samples.indices), labels: set.labels, classNames: set.classNames, source: set.source),
-                { try w.features(set.samples, name: datasetName(path!)) })
+                { try w.features(set.samples, name: datasetName(path!)) }, set)
     }
 
     /// An unlabelled set given as a dataset or as a features folder (any features folder: labels are ignored).
@@ -324,11 +324,12 @@ struct TaskOptions: ParsableArguments {
 
     /// `extract` with a features folder for `--train` and/or `--test` (a dataset given with one runs through the
     /// backbone as usual). No from-scratch baseline: it needs the samples themselves.
-    func featureWork<D: TransferDomain>(_ w: TransferWorkflows<D>, log: DataLog, training: TrainingFlags) throws -> () throws -> RunOutcome {
+    func featureWork<D: CommandLineDomain>(_ w: TransferWorkflows<D>, log: DataLog, training: TrainingFlags) throws -> () throws -> RunOutcome {
         let train = try log.labelledFeatures(w, self.train, option: "--train", role: "train")
         try train.set.validateForTraining()
         let test = try self.test.map { try log.labelledFeatures(w, $0, option: "--test", role: "test") }
         let testSet = try test?.set.relabelled(to: train.set.classNames)
+        let testSamples = try test?.dataset?.relabelled(to: train.set.classNames)   // nil for a features folder
         w.options.classWeights = try training.weights(classNames: train.set.classNames, labels: train.set.labels)
         let evalName = self.test.map(datasetName) ?? "validation", k = labelsPerClass, baseline = !noBaseline
         return {
@@ -341,7 +342,8 @@ struct TaskOptions: ParsableArguments {
             var notes = Self.notes(main, tested: testSet != nil)
             if baseline { notes.append("trained from a features folder: no from-scratch baseline (it needs the samples)") }
             return RunOutcome(results: [main], notes: notes,
-                              defaultModel: (main.identifier, "the \(main.name) model this command trained"))
+                              defaultModel: (main.identifier, "the \(main.name) model this command trained"),
+                              topLosses: testSamples.flatMap { w.topLossRequest(main, on: $0, name: evalName) })
         }
     }
 }
@@ -588,6 +590,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         guard target.count > 0 else { throw EngineError.invalidFile(self.target!, "no samples in the target set") }
         let test = try targetTest.map { try log.labelledFeatures(w, $0, option: "--target-test", role: "target test") }
         let testSet = try test?.set.relabelled(to: source.set.classNames)
+        let testSamples = try test?.dataset?.relabelled(to: source.set.classNames)   // nil for a features folder
         w.options.classWeights = try training.weights(classNames: source.set.classNames, labels: source.set.labels)
         let methods = method.methods, settings = settings
         return {
@@ -596,7 +599,9 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
             let results = try w.adapt(source: source.set, features: fS, target: fT, targetTest: testSet, testFeatures: fTest,
                                       methods: methods, oracle: testSet != nil, settings: settings,
                                       evalName: targetTest.map(datasetName) ?? "none")
-            return Self.outcome(results, tested: testSet != nil, before: w.unadapted(source: fS, target: fT), source: source.set) { _ in nil }
+            return Self.outcome(results, tested: testSet != nil, before: w.unadapted(source: fS, target: fT), source: source.set) { chosen in
+                testSamples.flatMap { w.topLossRequest(chosen, on: $0, name: datasetName(targetTest!)) }
+            }
         }
     }
 }

@@ -60,8 +60,14 @@ struct ExportCommand<D: CommandLineDomain>: ParsableCommand {
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             try AtomicFile.write(try encoder.encode(record), to: partial.appendingPathComponent("run.json"))
             let metricsURL = saved.folder.appendingPathComponent("metrics.json")
-            let metrics = try? JSONSerialization.jsonObject(with: InputFile.read(metricsURL, limit: 256 << 20, what: "a metrics file")) as? [String: Any]
-            if fm.fileExists(atPath: metricsURL.path) { try fm.copyItem(at: metricsURL, to: partial.appendingPathComponent("metrics.json")) }
+            var metrics = try? JSONSerialization.jsonObject(with: InputFile.read(metricsURL, limit: 256 << 20, what: "a metrics file")) as? [String: Any]
+            if metrics != nil {
+                // Every row of the run stays (the comparison the model was chosen from); the default is the model exported.
+                metrics!["default_model"] = ["id": id, "reason": record.defaultReason!]
+                try AtomicFile.write(Data(Output.encode(metrics!).utf8), to: partial.appendingPathComponent("metrics.json"))
+            } else if fm.fileExists(atPath: metricsURL.path) {
+                try fm.copyItem(at: metricsURL, to: partial.appendingPathComponent("metrics.json"))
+            }
             try AtomicFile.write(Data(modelCard(id: id, model: m, record: record, metrics: metrics).utf8),
                                  to: partial.appendingPathComponent("README.md"))
             try fm.moveItem(at: partial, to: final)

@@ -30,7 +30,8 @@ extension TransferWorkflows where D: CommandLineDomain {
     func topLosses(of model: SavedModel, on set: LabelledSet<D.Sample>, name: String, count: Int = 12) throws -> [TopLoss] {
         let logP = try probabilities(model, samples: set.samples, name: name, log: true)
         let k = model.classNames.count
-        let losses = set.labels.enumerated().map { -Double(logP[flat: $0.offset * k + $0.element]) }
+        // Never -0 or a rounding's -1e-8 (printed as -0.000): a cross-entropy is >= 0.
+        let losses = set.labels.enumerated().map { Swift.max(0, 0 - Double(logP[flat: $0.offset * k + $0.element])) }
         let worst = losses.indices.sorted { losses[$0] != losses[$1] ? losses[$0] > losses[$1] : $0 < $1 }.prefix(count)
         let predicted = logP.argmaxRows()
         return worst.map { i in

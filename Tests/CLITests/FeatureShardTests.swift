@@ -76,7 +76,10 @@ final class FeatureShardTests: XCTestCase {
         XCTAssertEqual(fromThree, fromData)
         // evaluate scores a features folder as it scores the dataset.
         let run = app.work.appendingPathComponent("run-from-shards").path
-        try succeed(app.run(["extract", "--train", p.three.path, "--no-baseline", "--out", run, "--quiet"]))
+        try succeed(app.run(["extract", "--train", p.three.path, "--test", p.test, "--no-baseline", "--out", run, "--quiet"]))
+        // The test set given as a dataset: report.html shows its highest-loss images, as for a run from the data.
+        let report = try String(contentsOfFile: run + "/report.html", encoding: .utf8)
+        XCTAssertTrue(report.contains("<h2 id=\"top-losses\">") && report.contains("<img"), "no top-loss gallery")
         let onData = app.accuracy(try app.results(try app.run(["evaluate", "--model", run, "--data", p.test, "--json"])), "extract")
         let onFeatures = app.accuracy(try app.results(try app.run(["evaluate", "--model", run, "--data", p.testFeatures.path, "--json"])), "extract")
         XCTAssertGreaterThan(onData, 0.5)

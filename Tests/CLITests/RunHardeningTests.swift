@@ -312,6 +312,21 @@ extension RunHardeningTests {
         XCTAssertTrue(card.contains("- Classes ("), card)
         XCTAssertTrue(card.contains("Accuracy "), card)
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/Models/toy/backbone.safetensors"))
+
+        // Another of the run's models: run.json and metrics.json of the export both name it as the default (the
+        // run's metrics.json named the run's default, a model the export does not hold); every row stays.
+        let scratch = work.appendingPathComponent("exported-scratch").path
+        XCTAssertEqual(try toy(["export", "--model", work.appendingPathComponent("run").path, "--strategy", "scratch-20", "--out", scratch]).status, 0)
+        func object(_ path: String) throws -> [String: Any] {
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
+        }
+        let record = try object(scratch + "/run.json"), metrics = try object(scratch + "/metrics.json")
+        let original = try object(work.appendingPathComponent("run/metrics.json").path)
+        XCTAssertEqual(record["defaultModel"] as? String, "scratch-20")
+        XCTAssertEqual((metrics["default_model"] as? [String: Any])?["id"] as? String, "scratch-20")
+        XCTAssertEqual((metrics["default_model"] as? [String: Any])?["reason"] as? String, record["defaultReason"] as? String)
+        XCTAssertEqual((metrics["results"] as? [Any])?.count, (original["results"] as? [Any])?.count)
+        XCTAssertEqual(try toy(["info", "--model", scratch]).status, 0)
     }
 }
 
