@@ -59,6 +59,19 @@ func everyExampleUsed(_ k: Int?, labels: [Int], option: String, set: String) -> 
     return ["\(option) \(k): no class of \(set) has more than \(largest) examples, so every one was used"]
 }
 
+/// A note for each trained row whose last epoch's classification loss is above a uniform guess's, ln(classes): it
+/// learned nothing. A learning rate far too high does this without the loss becoming infinite (which stops the run),
+/// and so do too few epochs.
+func trainingFailed(_ results: [StrategyResult]) -> [String] {
+    results.compactMap { r in
+        guard let last = r.history.last, let classes = r.model?.classNames.count, classes >= 2 else { return nil }
+        let loss = last.trainLoss - (last.adaptationLoss ?? 0), guess = Foundation.log(Double(classes))
+        guard loss > guess else { return nil }
+        return String(format: "%@: its training loss ended at %.4g, above a uniform guess's ln(%d) = %.3f: it has learned nothing (too few --epochs or too high an --lr do this)",
+                      r.identifier, loss, classes, guess)
+    }
+}
+
 /// The datasets a command read, with their sizes and per-class counts: shown on stderr once all are read and
 /// checked (`show`, so a bad input still gives one line) and saved in run.json (`data`).
 final class DataLog {
@@ -239,7 +252,7 @@ extension TrainingCommand {
                 try Output.save(outcome, app: D.appName, command: name, to: run, record: &rec)
                 try run.finish()
             }
-            var notes = outcome.notes
+            var notes = outcome.notes + trainingFailed(outcome.results)
             if let search = outcome.results.compactMap(\.depthSearch).first { notes.append(search.summary) }
             if let (id, reason) = outcome.defaultModel { notes.append("default model: \(id) (\(reason))") }
             if let run { notes.append("run saved to \(run.final.path)") }
