@@ -95,7 +95,7 @@ let package = Package(
         // Runs the built apps as a user would.
         // Test support: a JPEG encoder to build JPEG copies of the PNG fixtures.
         .target(name: "CJPEGEncoder", path: "Tests/CJPEGEncoder", linkerSettings: [.linkedLibrary("jpeg")]),
-        .testTarget(name: "CLITests", dependencies: ["vision-tl", "speech-tl", "text-tl", "toy-tl", "ToyTL", "VisionTL", "CJPEGEncoder"],
+        .testTarget(name: "CLITests", dependencies: ["vision-tl", "speech-tl", "text-tl", "toy-tl", "ToyTL", "VisionTL", "SpeechTL", "CJPEGEncoder"],
                     exclude: ["Inputs"]),
     ],
     swiftLanguageModes: [.v5]

@@ -105,25 +105,32 @@ public enum AudioFile {
         return Resampler(from: info.sampleRate, to: rate)
     }
 
-    /// The `count`-sample stretch of a file with the most energy (mono, int16 scale, `sampleRate` Hz), or the
-    /// whole file when it is shorter; the same stretch `ClipFrontEnd.fit` picks from the whole file. Files of any
-    /// length: two streaming passes (find the stretch, then copy it) hold about `count` samples plus one block.
+    /// `count` samples of a file around its loudest stretch, centred on that stretch's energy (mono, int16 scale,
+    /// `sampleRate` Hz; `LoudestStretch.centredStart`), or the whole file when it is shorter; the same samples
+    /// `ClipFrontEnd.fit` crops from the whole file. Files of any length: two streaming passes (find the stretch,
+    /// then copy the samples around it) hold about twice `count` samples plus one block.
     public static func loudestStretch(_ url: URL, count: Int, sampleRate: Int = AudioFile.sampleRate,
                                       blockSeconds: Double = 10) throws -> [Float] {
         var search = LoudestStretch(count: count)
         try windows(url, seconds: blockSeconds, sampleRate: sampleRate).forEach { search.add($0.samples) }
         if search.seen <= count { return search.recent }
-        var out: [Float] = []
-        out.reserveCapacity(count)
+        // Every start `centredStart` can return lies within half a stretch of the loudest one.
+        let first = max(search.bestStart - count / 2 - 1, 0), end = min(search.bestStart + count + count / 2 + 1, search.seen)
+        var region: [Float] = []
+        region.reserveCapacity(end - first)
         var position = 0
         let reader = try windows(url, seconds: blockSeconds, sampleRate: sampleRate)
-        while out.count < count, let w = try reader.next() {
-            let lo = max(search.bestStart - position, 0), hi = min(search.bestStart + count - position, w.samples.count)
-            if lo < hi { out += w.samples[lo..<hi] }
+        while position < end, let w = try reader.next() {
+            let lo = max(first - position, 0), hi = min(end - position, w.samples.count)
+            if lo < hi { region += w.samples[lo..<hi] }
             position += w.samples.count
         }
         reader.close()
-        return out
+        guard region.count == end - first else {
+            throw EngineError.invalidFile(url.path, "changed while it was read (\(position) samples on the second pass, \(search.seen) on the first)")
+        }
+        let start = LoudestStretch.centredStart(bestStart: search.bestStart, count: count, total: search.seen) { region[$0 - first] }
+        return Array(region[(start - first)..<(start - first + count)])
     }
 
     /// Streams a file of any length as consecutive windows of `seconds` (the last one may be shorter), mono at
@@ -405,6 +412,23 @@ struct LoudestStretch {
                 bestStart = seen - count
             }
         }
+    }
+
+    /// Where to crop `count` of `total` samples: the loudest stretch (at `bestStart`) moved so that the centre of
+    /// its energy is in the middle, within the recording. Equally loud stretches (a word shorter than `count` in
+    /// silence: every stretch holding the whole word) resolve to the first, which has the word at its right edge;
+    /// centring puts the word where it is in a clip of exactly `count` samples. `sample(i)` is sample i of the
+    /// recording, asked for i in the loudest stretch only.
+    static func centredStart(bestStart: Int, count: Int, total: Int, sample: (Int) -> Float) -> Int {
+        var energy = 0.0, moment = 0.0
+        for i in 0..<count {
+            let x = Double(sample(bestStart + i))
+            energy += x * x
+            moment += Double(i) * x * x
+        }
+        guard energy > 0 else { return bestStart }
+        let shift = Int((moment / energy - Double(count - 1) / 2).rounded())
+        return min(max(bestStart + shift, 0), total - count)
     }
 
     /// The last min(seen, count) samples, oldest first.

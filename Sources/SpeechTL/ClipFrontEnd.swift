@@ -5,7 +5,8 @@ import TransferEngine
 ///
 /// 1. **Length**: the clip (16 kHz, int16 scale) is brought to `clipSeconds` (default 1.0 s = 16000 samples):
 ///    a shorter clip is padded with zeros on both sides (centred; the fixtures' silence is digital zero too),
-///    a longer one is cropped to the stretch of that length with the most energy (where the word is). At least
+///    a longer one is cropped to that length around the stretch with the most energy (where the word is),
+///    centred on where that stretch's energy is, so a word keeps the place it has in a clip of that length. At least
 ///    12512 samples are kept, the 76 frames one embedding window needs.
 /// 2. **Log-mel**: openWakeWord's front-end (`MelSpectrogram`, x/10 + 2 scale): 1 s gives 97 frames x 32.
 /// 3. **Windows**: 76-frame windows (0.775 s) starting every `hop` frames while they fit: for 97 frames and the
@@ -35,7 +36,7 @@ public struct ClipFrontEnd: Sendable {
 
     public var windowCount: Int { windowStarts.count }
 
-    /// Pads (centred) or crops (to the loudest stretch) a clip to `clipSamples`.
+    /// Pads (centred) or crops (centred on the loudest stretch's energy) a clip to `clipSamples`.
     public func fit(_ clip: [Float]) -> [Float] {
         let n = clipSamples
         if clip.count == n { return clip }
@@ -47,7 +48,8 @@ public struct ClipFrontEnd: Sendable {
         }
         var search = LoudestStretch(count: n)
         search.add(clip)
-        return Array(clip[search.bestStart..<(search.bestStart + n)])
+        let start = LoudestStretch.centredStart(bestStart: search.bestStart, count: n, total: clip.count) { clip[$0] }
+        return Array(clip[start..<(start + n)])
     }
 
     /// Log-mel of fitted clips: `[B, clipSamples]` -> `[B, frames, 32]` (openWakeWord's scale).

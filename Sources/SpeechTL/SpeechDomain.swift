@@ -117,8 +117,10 @@ public struct SpeechDomain: TransferDomain {
 
     public func cacheKey(_ sample: URL) -> String { InputFile.contentKey(sample) }
 
+    /// v2: recordings longer than the clip are cropped centred on the loudest stretch's energy (v1 took the first
+    /// loudest stretch as it was, which put a short word at its edge); features cached or stored by v1 are not reused.
     public var preprocessingKey: String {
-        "speech-v1 samples=\(frontEnd.clipSamples) hop=\(frontEnd.hop) pooling=\(pooling.rawValue) mel=openWakeWord"
+        "speech-v2 samples=\(frontEnd.clipSamples) hop=\(frontEnd.hop) pooling=\(pooling.rawValue) mel=openWakeWord"
     }
 
     public func describe(_ sample: URL) -> String { sample.path }

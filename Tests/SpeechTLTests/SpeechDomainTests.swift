@@ -79,6 +79,18 @@ final class SpeechDomainTests: XCTestCase {
         let cropped = f.fit(long)
         XCTAssertEqual(cropped.count, 16000)
         XCTAssertEqual(cropped.filter { $0 == 100 }.count, 10000)
+        // A word shorter than the clip, anywhere in a longer recording of silence (every 1 s stretch holding it is
+        // as loud as the next): the crop has it in the middle, as a 1 s clip has it, not at an edge.
+        for (offset, length) in [(0, 6000), (20000, 6000), (33000, 7000), (44000, 3001)] {
+            var recording = [Float](repeating: 0, count: 48000)
+            for i in offset..<(offset + length) { recording[i] = i % 2 == 0 ? 3000 : -3000 }
+            let clip = f.fit(recording)
+            let before = clip.firstIndex { $0 != 0 }!, after = clip.count - 1 - clip.lastIndex { $0 != 0 }!
+            XCTAssertEqual(clip.count - before - after, length, "\(offset): the whole word")
+            if offset > 5000 && offset + length < 43000 {
+                XCTAssertLessThanOrEqual(abs(before - after), 1, "\(offset): centred")
+            }
+        }
         // Windows are copies of the mel frames.
         var rng = RNG(seed: 1)
         let mel = rng.uniformTensor([2, 97, 32], 0, 10)
