@@ -735,8 +735,17 @@ struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
     var strategy: String?
     @Option(help: "Folder for the error analysis: predictions.csv (every input with its true and predicted label, the probability, the loss and the top 3), confusions.csv (the confused pairs, most frequent first) and metrics.json.")
     var out: String?
+    @Flag(help: "Replace predictions.csv, confusions.csv and metrics.json in an --out folder that already holds them.")
+    var overwrite = false
     @OptionGroup var common: CommonOptions
     @OptionGroup var domainOptions: D.Options
+
+    /// The files `--out` gets.
+    static var analysisFiles: [String] { ["predictions.csv", "confusions.csv", "metrics.json"] }
+
+    func validate() throws {
+        if overwrite, out == nil { throw ValidationError("--overwrite replaces the files of --out: give --out") }
+    }
 
     func run() throws {
         common.apply()
@@ -744,8 +753,13 @@ struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
             throw EngineError.invalidFile(out, "exists and is not a folder (given as --out)")
         }
         if let out {
-            if FileManager.default.fileExists(atPath: URL(fileURLWithPath: out).appendingPathComponent("run.json").path) {
+            let folder = URL(fileURLWithPath: out, isDirectory: true)
+            if FileManager.default.fileExists(atPath: folder.appendingPathComponent("run.json").path) {
                 throw EngineError.invalidFile(out, "is a run's folder, whose metrics.json --out would replace; give the error analysis a folder of its own")
+            }
+            let held = Self.analysisFiles.filter { FileManager.default.fileExists(atPath: folder.appendingPathComponent($0).path) }
+            if !held.isEmpty, !overwrite {
+                throw EngineError.invalidFile(out, "already holds \(held.joined(separator: ", ")); give another --out, or add --overwrite to replace \(held.count == 1 ? "it" : "them")")
             }
             try checkNotInput(out, option: "--out", inputs: [data])
         }

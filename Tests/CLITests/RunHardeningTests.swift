@@ -162,6 +162,23 @@ final class RunHardeningTests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: table), before.0)
         XCTAssertEqual(try Data(contentsOf: metrics), before.1)
         XCTAssertFalse(FileManager.default.fileExists(atPath: work.appendingPathComponent("analysis").path))
+
+        // A folder that already holds a file evaluate writes (a user's own predictions.csv) keeps it, unless --overwrite.
+        let mine = work.appendingPathComponent("mine")
+        try FileManager.default.createDirectory(at: mine, withIntermediateDirectories: true)
+        try Data("my predictions\n".utf8).write(to: mine.appendingPathComponent("predictions.csv"))
+        let kept = try toy(["evaluate", "--model", "run", "--data", "source-test.csv", "--out", "mine"], in: work)
+        XCTAssertEqual(kept.status, 1, kept.stderr)
+        XCTAssertTrue(kept.stderr.contains("mine: already holds predictions.csv; give another --out, or add --overwrite to replace it"), kept.stderr)
+        XCTAssertEqual(kept.stdout, "")
+        XCTAssertEqual(try String(contentsOf: mine.appendingPathComponent("predictions.csv"), encoding: .utf8), "my predictions\n")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: mine.path), ["predictions.csv"])
+        let replaced = try toy(["evaluate", "--model", "run", "--data", "source-test.csv", "--out", "mine", "--overwrite"], in: work)
+        XCTAssertEqual(replaced.status, 0, replaced.stderr)
+        XCTAssertTrue(try String(contentsOf: mine.appendingPathComponent("predictions.csv"), encoding: .utf8).hasPrefix("input,"))
+        // An empty folder, or a new one, needs nothing.
+        try FileManager.default.createDirectory(at: work.appendingPathComponent("empty"), withIntermediateDirectories: true)
+        XCTAssertEqual(try toy(["evaluate", "--model", "run", "--data", "source-test.csv", "--out", "empty"], in: work).status, 0)
     }
 
     /// Output folders never swallow inputs: a run's --out inside its data, an --overwrite of a folder that holds the
