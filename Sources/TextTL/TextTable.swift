@@ -105,6 +105,12 @@ public enum TextTable {
         let data = try InputFile.read(url, limit: maxFileBytes, what: "a text table")
         var bytes = [UInt8](data)
         if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) }
+        if let nul = bytes.firstIndex(of: 0) {
+            // Valid UTF-8, but no text table holds NUL bytes: UTF-16 without a byte-order mark has one in every
+            // other byte of ASCII text (read as UTF-8, its header would be "l\0a\0b\0e\0l\0").
+            let line = bytes[..<nul].reduce(1) { $1 == 0x0A ? $0 + 1 : $0 }
+            throw EngineError.invalidFile("\(url.path):\(line)", "holds a NUL byte (offset \(nul)): UTF-16 or a binary file? save the file as UTF-8")
+        }
         if let bad = firstInvalidUTF8(bytes) {
             let line = bytes[..<bad].reduce(1) { $1 == 0x0A ? $0 + 1 : $0 }
             throw EngineError.invalidFile("\(url.path):\(line)", String(format: "invalid UTF-8 (byte 0x%02X at offset %d); save the file as UTF-8", bytes[bad], bad))
@@ -316,9 +322,10 @@ public enum TextTable {
                 if let s = value as? String {
                     string = s.trimmingCharacters(in: .whitespaces)
                 } else if let number = value as? NSNumber {
-                    string = number.stringValue
+                    // JSON's true and false arrive as NSNumbers of type "c" (whose stringValue is "1" and "0").
+                    string = String(cString: number.objCType) == "c" ? (number.boolValue ? "true" : "false") : number.stringValue
                 } else {
-                    throw EngineError.invalidFile(source, "'\(labelKey)' must be a string or a number")
+                    throw EngineError.invalidFile(source, "'\(labelKey)' must be a string, a number or true/false")
                 }
                 guard !string.isEmpty else { throw EngineError.invalidFile(source, "empty label in '\(labelKey)'") }
                 label = string

@@ -93,6 +93,12 @@ final class TextTableTests: XCTestCase {
         expectInvalidFile(broken, line: 1, contains: "no key 'label' (keys: text)") { _ = try TextTable.read(broken) }
         let null = try write("n.jsonl", "{\"text\": \"ok\", \"label\": null}\n")
         expectInvalidFile(null, line: 1, contains: "'label' is null: every record needs a label") { _ = try TextTable.read(null) }
+        // UTF-16 without a byte-order mark is valid UTF-8 (NUL after every ASCII byte): refused, naming UTF-16.
+        let utf16 = try write("u16.csv", Array("label,text\npos,fine\n".data(using: .utf16LittleEndian)!))
+        expectInvalidFile(utf16, line: 1, contains: "holds a NUL byte (offset 1): UTF-16 or a binary file? save the file as UTF-8") { _ = try TextTable.read(utf16) }
+        // true and false are the labels "true" and "false" (not "1" and "0", which numbers still give).
+        let flags = try write("t.jsonl", "{\"text\": \"a\", \"label\": true}\n{\"text\": \"b\", \"label\": false}\n{\"text\": \"c\", \"label\": 0}\n")
+        XCTAssertEqual(try TextTable.read(flags).map(\.label), ["true", "false", "0"])
     }
 
     func testFolderPerLabel() throws {
