@@ -52,11 +52,17 @@ func checkNotInput(_ path: String, option: String, inputs: [String], holdsNoInpu
     }
 }
 
-/// The note when K examples per class (`option`) asked for at least as many as the largest class of `set` holds:
-/// every example was used (the rows still say K).
-func everyExampleUsed(_ k: Int?, labels: [Int], option: String, set: String) -> [String] {
-    guard let k, let largest = Dictionary(grouping: labels) { $0 }.values.map(\.count).max(), k >= largest else { return [] }
-    return ["\(option) \(k): no class of \(set) has more than \(largest) examples, so every one was used"]
+/// The note when K examples per class (`option`) asked for more than a class of `set` holds: every example of
+/// that class was used (the rows still say K). When no class has K, one note says every example was used.
+func everyExampleUsed(_ k: Int?, labels: [Int], classNames: [String], option: String, set: String) -> [String] {
+    guard let k else { return [] }
+    let counts = Dictionary(grouping: labels) { $0 }.mapValues(\.count)
+    guard let largest = counts.values.max() else { return [] }
+    if k >= largest { return ["\(option) \(k): no class of \(set) has more than \(largest) examples, so every one was used"] }
+    let short = counts.filter { $0.value < k }.sorted { $0.key < $1.key }
+    guard !short.isEmpty else { return [] }
+    let named = short.prefix(5).map { "\(classNames[$0.key]) \($0.value)" }.joined(separator: ", ") + (short.count > 5 ? ", ..." : "")
+    return ["\(option) \(k): \(short.count) \(short.count == 1 ? "class" : "classes") of \(set) \(short.count == 1 ? "has" : "have") fewer examples, all used (\(named))"]
 }
 
 /// A note for each trained row whose last epoch's classification loss is above a uniform guess's, ln(classes): it
@@ -317,7 +323,7 @@ struct TaskOptions: ParsableArguments {
             let main = try strategy(train, test, k, evalName)
             let results = (baseline ? [try w.scratch(train: train, test: test, labelsPerClass: k, evalName: evalName)] : []) + [main]
             return RunOutcome(results: results, notes: Self.notes(main, tested: test != nil)
-                                + everyExampleUsed(k, labels: train.labels, option: "--labels-per-class", set: "--train"),
+                                + everyExampleUsed(k, labels: train.labels, classNames: train.classNames, option: "--labels-per-class", set: "--train"),
                               defaultModel: (main.identifier, "the \(main.name) model this command trained"),
                               topLosses: test.flatMap { w.topLossRequest(main, on: $0, name: evalName) })
         }
@@ -353,6 +359,7 @@ struct TaskOptions: ParsableArguments {
             let main = try w.extract(features: f, labels: rows.map { train.set.labels[$0] }, classNames: train.set.classNames,
                                      test: testSet.map { (fTest!, $0.labels) }, labelsPerClass: k, evalName: evalName).result
             var notes = Self.notes(main, tested: testSet != nil)
+                + everyExampleUsed(k, labels: train.set.labels, classNames: train.set.classNames, option: "--labels-per-class", set: "--train")
             if baseline { notes.append("trained from a features folder: no from-scratch baseline (it needs the samples)") }
             return RunOutcome(results: [main], notes: notes,
                               defaultModel: (main.identifier, "the \(main.name) model this command trained"),
@@ -552,7 +559,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
             var outcome = Self.outcome(results, tested: test != nil, before: before, source: sourceSet) { chosen in
                 test.flatMap { w.topLossRequest(chosen, on: $0, name: datasetName(targetTest!)) }
             }
-            outcome.notes += everyExampleUsed(targetLabelsPerClass, labels: labelled?.labels ?? [], option: "--target-labels-per-class",
+            outcome.notes += everyExampleUsed(targetLabelsPerClass, labels: labelled?.labels ?? [], classNames: labelled?.classNames ?? [], option: "--target-labels-per-class",
                                               set: "--target-labelled")
             return outcome
         }

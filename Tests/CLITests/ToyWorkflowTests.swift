@@ -215,6 +215,15 @@ extension ToyWorkflowTests {
         XCTAssertTrue(r.stdout.contains("--labels-per-class 100: no class of --train has more than 60 examples, so every one was used"), r.stdout)
         let fewer = try toy(["extract", "--train", trainCSV, "--labels-per-class", "5", "--no-baseline", "--threads", "1", "--quiet"])
         XCTAssertFalse(fewer.stdout.contains("every one was used"), fewer.stdout)
+        XCTAssertFalse(fewer.stdout.contains("fewer examples"), fewer.stdout)
+        // One class smaller than K: it is named, with the examples it had.
+        let lines = try String(contentsOfFile: trainCSV, encoding: .utf8).split(separator: "\n")
+        let uneven = Self.root.appendingPathComponent("uneven.csv")
+        try (lines.filter { !$0.hasPrefix("c1,") } + lines.filter { $0.hasPrefix("c1,") }.prefix(10)).joined(separator: "\n")
+            .write(to: uneven, atomically: true, encoding: .utf8)
+        let short = try toy(["extract", "--train", uneven.path, "--labels-per-class", "20", "--no-baseline", "--threads", "1", "--quiet"])
+        XCTAssertEqual(short.status, 0, short.stderr)
+        XCTAssertTrue(short.stdout.contains("--labels-per-class 20: 1 class of --train has fewer examples, all used (c1 10)"), short.stdout)
     }
 
     /// check-data warns about class names that differ only in case or spaces (one class typed two ways).
