@@ -81,9 +81,21 @@ public struct DemoPlan: Sendable {
 public enum TransferCLI {
     public static func main<D: CommandLineDomain>(_ domain: D.Type) {
         Runtime.prepare()
+        var command: ParsableCommand
         do {
-            var command = try RootCommand<D>.parseAsRoot()
+            command = try RootCommand<D>.parseAsRoot()
+        } catch {
+            RootCommand<D>.exit(withError: error)
+        }
+        do {
             try command.run()
+        } catch let error as ValidationError {
+            // A usage error found while running (a required option missing): the subcommand's usage, as for
+            // parse errors, not the app's ("Usage: vision-tl <subcommand>").
+            let sub = type(of: command)
+            let help = "See '\(D.appName) \(sub.configuration.commandName ?? "") --help' for more information."
+            FileHandle.standardError.write(Data("Error: \(error.message)\nUsage: \(RootCommand<D>.usageString(for: sub))\n  \(help)\n".utf8))
+            Foundation.exit(ExitCode.validationFailure.rawValue)
         } catch {
             RootCommand<D>.exit(withError: EngineError.plain(error))   // Foundation's file errors as one plain line
         }

@@ -633,6 +633,12 @@ extension ToyWorkflowTests {
             XCTAssertEqual(r.status, 64, r.stderr)
             XCTAssertTrue(r.stderr.contains("--backbone-lr-mult must be a finite number >= 0"), r.stderr)
         }
+        // A required option missing: the subcommand's usage, as for a parse error (it printed the app's).
+        for (command, option) in [("extract", "--train"), ("adapt", "--source"), ("finetune", "--train")] {
+            let r = try toy([command])
+            XCTAssertEqual(r.status, 64, r.stderr)
+            XCTAssertEqual(r.stderr, "Error: missing \(option) (see --help)\nUsage: toy-tl \(command) <options>\n  See 'toy-tl \(command) --help' for more information.\n")
+        }
         // --unfreeze 0 trains no backbone block: how blocks train cannot be set (it was accepted and ignored).
         for extra in [["--gradual"], ["--backbone-lr-mult", "0.5"]] {
             let r = try toy(["finetune", "--train", trainCSV, "--unfreeze", "0", "--out", out] + extra)
