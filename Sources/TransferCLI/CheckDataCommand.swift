@@ -12,7 +12,8 @@ struct CheckDataCommand<D: CommandLineDomain>: ParsableCommand {
             Every sample is read and preprocessed as training would (each unreadable one is listed, not just the \
             first). Problems (exit status 1): fewer than 2 classes, an empty class, unreadable samples, identical \
             samples with different labels. Warnings (exit status 0): exact duplicates, duplicates shared with \
-            --test (they inflate test accuracy), classes more than 10 times apart in size.
+            --test (they inflate test accuracy), classes more than 10 times apart in size, files in a data folder \
+            that are not samples (another type, or outside a class folder: training skips them).
             """)
     }
 
@@ -116,8 +117,10 @@ struct DataCheck {
         }
         let duplicates = groups.reduce(0) { $0 + $1.count - 1 }
         if duplicates > 0 {
-            warn("\(duplicates) samples are exact duplicates of another in \(datasetName(path)), e.g. " + names(groups[0]).joined(separator: " = "))
+            warn((duplicates == 1 ? "1 sample is an exact duplicate" : "\(duplicates) samples are exact duplicates")
+                 + " of another in \(datasetName(path)), e.g. " + names(groups[0]).joined(separator: " = "))
         }
+        skippedFiles(path, samples: set.samples)
         entry["duplicate_groups"] = groups.map(names)
 
         // Class names that look like one class typed two ways ("Pos" and "pos", "bag" and "bag ").
@@ -141,6 +144,22 @@ struct DataCheck {
         var keys: [String: [String]] = [:]
         for (key, g) in byKey { keys[key] = g.map { domain.describe(set.samples[$0]) } }
         return (keys, set.classNames)
+    }
+
+    /// Files in a data folder that are not samples (a type the domain does not read, or outside a class folder):
+    /// training skips them without a word, so check-data names them. Domains whose samples are files only.
+    mutating func skippedFiles(_ path: String, samples: [some Any]) {
+        let folder = URL(fileURLWithPath: path)
+        guard let files = samples as? [URL], DatasetFolders.isDirectory(folder),
+              let all = try? DatasetFolders.files(in: folder, where: { _ in true }) else { return }
+        let read = Set(files.map(\.standardizedFileURL.path))
+        let skipped = all.filter { !read.contains($0.standardizedFileURL.path) }
+        guard let first = skipped.first else { return }
+        let kinds = Dictionary(grouping: skipped) { $0.pathExtension.isEmpty ? "no extension" : "." + $0.pathExtension.lowercased() }
+            .map { ($0.key, $0.value.count) }.sorted { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }
+        warn("\(skipped.count) \(skipped.count == 1 ? "file" : "files") in \(datasetName(path)) \(skipped.count == 1 ? "is" : "are") not read as samples "
+             + "(a type this app does not read, or outside a class folder): " + kinds.map { "\($0.0) \($0.1)" }.joined(separator: ", ")
+             + ", e.g. \(first.path)", list: "skipped_files", skipped.map(\.path))
     }
 
     var json: [String: Any] {

@@ -119,6 +119,17 @@ final class VisionAppTests: XCTestCase, ReleaseAppTests {
         let clean = try vision(["check-data", data.appendingPathComponent("train").path])
         XCTAssertEqual(clean.status, 0, clean.stdout + clean.stderr)
         XCTAssertTrue(clean.stdout.contains("usable: yes"), clean.stdout)
+        XCTAssertFalse(clean.stdout.contains("not read as samples"), clean.stdout)
+        // Files training skips (another type, or outside a class folder): a warning naming them, still usable.
+        let notes = data.appendingPathComponent("train/\(classes.first!)/notes.txt"), loose = data.appendingPathComponent("train/loose.png")
+        try Data("x".utf8).write(to: notes)
+        try FileManager.default.copyItem(at: kept[0], to: loose)
+        let skipping = try vision(["check-data", data.appendingPathComponent("train").path, "--json"])
+        XCTAssertEqual(skipping.status, 0, skipping.stdout + skipping.stderr)
+        let object = try JSONSerialization.jsonObject(with: Data(skipping.stdout.utf8)) as! [String: Any]
+        XCTAssertEqual(Set(object["skipped_files"] as? [String] ?? []), [notes.path, loose.path])
+        XCTAssertTrue((object["warnings"] as? [String] ?? []).contains { $0.contains("2 files in check-data/train are not read as samples") && $0.contains(".png 1, .txt 1") }, skipping.stdout)
+        for f in [notes, loose] { try FileManager.default.removeItem(at: f) }
         // Two broken files, one image under both labels, one training image in the test set.
         let broken = [data.appendingPathComponent("train/\(classes.first!)/broken-1.png"), data.appendingPathComponent("train/\(classes.last!)/broken-2.png")]
         for b in broken { try Data([0x89, 0x50, 0x4E, 0x47]).write(to: b) }
