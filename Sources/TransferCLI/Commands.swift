@@ -5,8 +5,11 @@ import TransferEngine
 extension ClassifierHead.Kind: ExpressibleByArgument {}
 extension AdaptationLevel: ExpressibleByArgument {}
 
-/// A display name for a dataset path: its last two components ("fashion/test").
+/// A display name for a dataset path: its last two components ("fashion/test"), or a short relative path as typed.
 func datasetName(_ path: String) -> String {
+    // A short relative path is shown as typed ("mix", not the working folder's name and "mix").
+    let typed = path.split(separator: "/").filter { $0 != "." }
+    if !path.hasPrefix("/"), !typed.isEmpty, typed.count <= 2, !typed.contains("..") { return typed.joined(separator: "/") }
     let parts = URL(fileURLWithPath: path).standardizedFileURL.pathComponents.filter { $0 != "/" }
     return parts.suffix(2).joined(separator: "/")
 }

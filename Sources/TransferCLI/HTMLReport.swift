@@ -83,15 +83,18 @@ struct HTMLReport {
     // MARK: Tables
 
     static func resultsTable(_ results: [StrategyResult]) -> String {
+        // The label-free column only where there are label-free scores (adapt), as in the printed table.
+        let scored = results.contains { $0.labelFree != nil }
         var rows: [[String]] = []
         for r in results {
             let name = r.strategy == .auto ? "auto (\(r.chosen ?? "?"))" : r.identifier
             let accuracy = r.report.map { fmt($0.accuracy) } ?? "-", macroF1 = r.report.map { fmt($0.macroF1) } ?? "-"
-            let agreement = r.labelFree?.ensembleAgreement.map(fmt) ?? "-"
             rows.append([name, r.level?.rawValue ?? "-", r.eval, r.evaluatedOn.rawValue, r.labelsPerClass.map(String.init) ?? "all",
-                         accuracy, macroF1, String(format: "%.1f", r.trainSeconds), agreement])
+                         accuracy, macroF1, String(format: "%.1f", r.trainSeconds)]
+                        + (scored ? [r.labelFree?.ensembleAgreement.map(fmt) ?? "-"] : []))
         }
-        return table(["strategy", "level", "eval", "eval set", "labels/class", "accuracy", "macro-F1", "train s", "ensemble agreement"], rows)
+        return table(["strategy", "level", "eval", "eval set", "labels/class", "accuracy", "macro-F1", "train s"]
+                     + (scored ? ["ensemble agreement"] : []), rows)
     }
 
     static func lossTable(_ rows: [TopLoss]) -> String {

@@ -43,7 +43,9 @@ struct InfoCommand<D: CommandLineDomain>: ParsableCommand {
             if let search = run.record.unfreeze { rows.append(("unfreeze", search.summary)) }
             if let m = saved {
                 rows.append(("classes", m.classNames.joined(separator: ", ")))
-                rows.append(("head", "\(m.headKind.rawValue), \(m.kind.rawValue), \(m.headInputs) features in"))
+                let what = ["head": "the pretrained backbone as it was", "finetuned": "the backbone with its fine-tuned blocks",
+                            "scratch": "a network trained from scratch"][m.kind.rawValue] ?? m.kind.rawValue
+                rows.append(("model", "a \(m.headKind.rawValue) head on \(m.headInputs) features of \(what)"))
             }
             if let contract = saved?.contract ?? run.record.contract {
                 rows.append(("run settings", contract.describedSettings.isEmpty ? "-" : contract.describedSettings))

@@ -343,7 +343,13 @@ extension RunHardeningTests {
         XCTAssertEqual((metrics["default_model"] as? [String: Any])?["id"] as? String, "scratch-20")
         XCTAssertEqual((metrics["default_model"] as? [String: Any])?["reason"] as? String, record["defaultReason"] as? String)
         XCTAssertEqual((metrics["results"] as? [Any])?.count, (original["results"] as? [Any])?.count)
-        XCTAssertEqual(try toy(["info", "--model", scratch]).status, 0)
+        let info = try toy(["info", "--model", scratch])
+        XCTAssertEqual(info.status, 0, info.stderr)
+        XCTAssertTrue(info.stdout.contains("a linear head on 16 features of a network trained from scratch"), info.stdout)
+        // A short relative path is named as typed (it was the working folder's name and the file's), and a run
+        // without label-free scores has no label-free column in its report.
+        XCTAssertEqual((original["results"] as? [[String: Any]])?.last?["eval"] as? String, "source-test.csv")
+        XCTAssertFalse(try String(contentsOf: work.appendingPathComponent("run/report.html"), encoding: .utf8).contains("ensemble agreement"))
     }
 }
 
