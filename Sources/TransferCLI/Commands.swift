@@ -684,7 +684,11 @@ struct DemoCommand<D: CommandLineDomain>: TrainingCommand {
     func prepare(_ w: TransferWorkflows<D>, log _: DataLog) throws -> () throws -> RunOutcome {
         let root = fixtures ?? ProcessInfo.processInfo.environment["TL_FIXTURES_DIR"] ?? "Fixtures"
         let plan = D.demo
-        func path(_ p: String) throws -> URL { try requirePath(URL(fileURLWithPath: root).appendingPathComponent(p).path, "--fixtures") }
+        let given = fixtures != nil ? "--fixtures" : ProcessInfo.processInfo.environment["TL_FIXTURES_DIR"] != nil ? "$TL_FIXTURES_DIR" : nil
+        guard given != nil || DatasetFolders.isDirectory(URL(fileURLWithPath: root)) else {
+            throw EngineError.invalidFile(URL(fileURLWithPath: root).path, "no such folder: the fixtures are looked for in ./Fixtures by default; run from the repository, or give --fixtures")
+        }
+        func path(_ p: String) throws -> URL { try requirePath(URL(fileURLWithPath: root).appendingPathComponent(p).path, given ?? "--fixtures") }
         let task = try plan.task.map { t -> (LabelledSet<D.Sample>, LabelledSet<D.Sample>, DemoPlan.Task) in
             let train = try w.domain.labelled(at: try path(t.train))
             try train.validateForTraining()

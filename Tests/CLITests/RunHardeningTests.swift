@@ -397,3 +397,14 @@ extension RunHardeningTests {
         }
     }
 }
+
+extension RunHardeningTests {
+    /// `demo` outside the repository, with no --fixtures: it says where it looked and what to do (it said
+    /// "(given as --fixtures)" of a flag not given).
+    func testDemoWithoutFixturesSaysWhereItLooked() throws {
+        try XCTSkipIf(ProcessInfo.processInfo.environment["TL_FIXTURES_DIR"] != nil, "TL_FIXTURES_DIR is set")
+        let r = try toy(["demo"], in: work)
+        XCTAssertEqual(r.status, 1, r.stderr)
+        XCTAssertEqual(r.stderr, "Error: \(work.appendingPathComponent("Fixtures").path): no such folder: the fixtures are looked for in ./Fixtures by default; run from the repository, or give --fixtures\n")
+    }
+}
