@@ -208,6 +208,9 @@ final class SoundFile {
     private var interleaved: [Float] = []
     /// The bytes a virtual (in-memory) file reads from; they must outlive the handle.
     private let memory: MemoryFile?
+    /// A WAV cut short (bytes its header declares, bytes it holds): an error once its samples are read, so that
+    /// what the samples themselves show (not finite, absurd magnitudes) is reported first.
+    private var truncation: (declared: Int, held: Int)? = nil
 
     convenience init(_ url: URL) throws {
         let path = url.path
@@ -246,6 +249,22 @@ final class SoundFile {
         }
         guard sfInfo.channels > 0 else { throw EngineError.invalidFile(path, "declares \(sfInfo.channels) channels") }
         if sfInfo.frames == 0 { throw EngineError.invalidFile(path, "holds no audio samples (0 frames)") }
+        var log = [CChar](repeating: 0, count: 1 << 14)
+        sf_command(h, Int32(SFC_GET_LOG_INFO), &log, Int32(log.count))
+        truncation = SoundFile.truncatedData(String(cString: log))
+    }
+
+    /// A WAV whose data chunk is cut short: libsndfile reads what is there and notes "data : 32000 (should be
+    /// 19956)" in its log (FLAC and Ogg cut short fail to decode instead). Declared sizes from 2^31 - 1 up are
+    /// the "length unknown" of a recording still being written, and a missing pad byte is not a cut.
+    static func truncatedData(_ log: String) -> (declared: Int, held: Int)? {
+        for line in log.split(separator: "\n") where line.hasPrefix("data : ") {
+            let numbers = line.split { !$0.isNumber }.compactMap { Int($0) }
+            guard line.contains("(should be "), numbers.count == 2 else { continue }
+            let (declared, held) = (numbers[0], numbers[1])
+            if declared < 0x7FFF_FFFF, declared - held > 1 { return (declared, held) }
+        }
+        return nil
     }
 
     deinit { sf_close(handle) }
@@ -265,7 +284,12 @@ final class SoundFile {
         if status != 0 {
             throw EngineError.invalidFile(info.path, "is corrupt or truncated: " + SoundFile.readable(sf_strerror(handle)))
         }
-        if got <= 0 { return [] }
+        if got <= 0 {
+            if let (declared, held) = truncation {
+                throw EngineError.invalidFile(info.path, "is truncated: its header declares \(declared) bytes of audio, the file holds \(held)")
+            }
+            return []
+        }
         var out = [Float](repeating: 0, count: got)
         let scale = AudioFile.int16Scale / Float(c)
         var finite = true, peak: Float = 0

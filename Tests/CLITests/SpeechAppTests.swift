@@ -77,7 +77,7 @@ final class SpeechAppTests: XCTestCase, ReleaseAppTests {
             for name in try FileManager.default.contentsOfDirectory(atPath: sourceTest + "/" + word) {
                 let clip = try AudioFile.read(URL(fileURLWithPath: sourceTest + "/" + word + "/" + name))
                 let recording = [Float](repeating: 0, count: 24000) + clip + [Float](repeating: 0, count: 48000 - 24000 - clip.count)
-                try Self.wav(recording).write(to: folder.appendingPathComponent(name + ".wav"))
+                try Self.wav(format: 1, rate: 16000, samples: Self.pcm16(recording)).write(to: folder.appendingPathComponent(name + ".wav"))
             }
         }
         let inRecordings = try results(try speech(["evaluate", "--model", run, "--data", padded.path, "--json"]))
@@ -91,17 +91,13 @@ final class SpeechAppTests: XCTestCase, ReleaseAppTests {
         XCTAssertEqual(lines.count, 2, p.stdout)
         XCTAssertTrue(lines[0].hasPrefix(clips[0] + "\tyes "), p.stdout)
         XCTAssertTrue(lines[1].hasPrefix(clips[1] + "\tstop "), p.stdout)
-    }
-
-    /// 16 kHz mono 16-bit PCM WAV of samples at int16 scale.
-    static func wav(_ samples: [Float]) -> Data {
-        var wav = Data("RIFF".utf8)
-        func le<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { wav.append(contentsOf: $0) } }
-        le(UInt32(36 + samples.count * 2)); wav.append(contentsOf: Data("WAVEfmt ".utf8))
-        le(UInt32(16)); le(UInt16(1)); le(UInt16(1)); le(UInt32(16000)); le(UInt32(32000)); le(UInt16(2)); le(UInt16(16))
-        wav.append(contentsOf: Data("data".utf8)); le(UInt32(samples.count * 2))
-        for v in samples { le(Int16(max(-32768, min(32767, v.rounded())))) }
-        return wav
+        // A WAV cut short (a copy interrupted): one line naming it, not a prediction from part of it.
+        let whole = Self.wav(format: 1, rate: 16000, samples: Self.pcm16(try AudioFile.read(URL(fileURLWithPath: clips[0]))))
+        let cut = Self.app.work.appendingPathComponent("cut.wav")
+        try whole.prefix(20000).write(to: cut)
+        let refused = try speech(["predict", "--model", run, cut.path])
+        XCTAssertEqual(refused.status, 1, refused.stdout)
+        XCTAssertEqual(refused.stderr, "Error: \(cut.path): is truncated: its header declares 32000 bytes of audio, the file holds 19956\n")
     }
 
     func testBrokenAudioIsOneClearLineAndLeavesNoRunDirectory() throws {
@@ -127,6 +123,13 @@ final class SpeechAppTests: XCTestCase, ReleaseAppTests {
         let noClasses = try speech(["extract", "--train", Self.app.fixtures.appendingPathComponent("target/unlabelled").path, "--test", sourceTest])
         XCTAssertNotEqual(noClasses.status, 0)
         XCTAssertTrue(noClasses.stderr.contains("has no class folders"), noClasses.stderr)
+    }
+
+    /// 16-bit little-endian PCM bytes of samples at int16 scale.
+    static func pcm16(_ samples: [Float]) -> Data {
+        var d = Data(capacity: samples.count * 2)
+        for v in samples { withUnsafeBytes(of: Int16(max(-32768, min(32767, v.rounded()))).littleEndian) { d.append(contentsOf: $0) } }
+        return d
     }
 
     /// A WAV file: `format` 1 (16-bit PCM) or 3 (32-bit float), mono, `rate` Hz, the given sample bytes.

@@ -222,6 +222,8 @@ final class AudioFileTests: XCTestCase {
             ("not_audio.flac", "cannot be read as audio"),
             ("zero_frames.wav", "no audio samples"),
             ("truncated.flac", "is corrupt or truncated: flac decoder lost sync"),
+            // The header promises 400 frames, the file holds 150 (libsndfile would read those and say nothing).
+            ("truncated_data.wav", "is truncated: its header declares 800 bytes of audio, the file holds 300"),
             ("corrupt.ogg", "malformed"),
             ("missing.wav", "no such file"),
         ]
@@ -236,7 +238,10 @@ final class AudioFileTests: XCTestCase {
         XCTAssertThrowsError(try AudioFile.read(Self.corpus)) { error in
             XCTAssertTrue("\(error)".contains("is a directory"), "\(error)")
         }
-        // A WAV whose header promises 400 frames but holds 150: libsndfile reads what is there.
-        XCTAssertEqual(try AudioFile.read(file("truncated_data.wav")), Self.signal(bits: 16).prefix(150).map { Float($0) })
+        // A recording still being written declares an unknown length (0xFFFFFFFF): read as far as it goes.
+        var streamed = try Data(contentsOf: file("pcm16.wav"))
+        let data = streamed.range(of: Data("data".utf8))!.upperBound
+        streamed.replaceSubrange(data..<(data + 4), with: [0xFF, 0xFF, 0xFF, 0xFF])
+        XCTAssertEqual(try AudioFile.read(data: streamed, name: "streamed.wav"), try AudioFile.read(file("pcm16.wav")))
     }
 }
