@@ -46,48 +46,44 @@ static inline float act1(float v, int act) {
     TARGET static inline __attribute__((always_inline)) void NAME(                                           \
         const float *x, size_t ldx, size_t rows, size_t cin, const float *w, size_t cout_pad, const float *bias, \
         const float *residual, size_t ldr, float *y, size_t ldy, size_t o0, size_t ncols, int act) {           \
-        /* rows <= R, ncols <= NV * L: one register tile starting at column o0. */                             \
+        /* rows <= R, ncols <= NV * L: one register tile starting at column o0. Every index into acc is a */   \
+        /* constant (a short tile computes its last row again instead of looping to `rows`), so acc stays in */  \
+        /* registers: a loop bound known only at run time put it on the stack, zeroed by memset every tile. */  \
         V acc[R][NV];                                                                                          \
         for (size_t r = 0; r < R; r++)                                                                         \
             for (size_t v = 0; v < NV; v++) acc[r][v] = SPLAT(V, 0.0f);                                        \
         const float *wp = w + o0;                                                                              \
-        if (rows == R) {                                                                                       \
-            for (size_t k = 0; k < cin; k++) {                                                                 \
-                V b[NV];                                                                                       \
-                for (size_t v = 0; v < NV; v++) b[v] = LOAD(V, wp + k * cout_pad + v * L);                     \
-                for (size_t r = 0; r < R; r++) {                                                               \
-                    float a = x[r * ldx + k];                                                                  \
-                    for (size_t v = 0; v < NV; v++) acc[r][v] += a * b[v];                                     \
-                }                                                                                              \
-            }                                                                                                  \
-        } else {                                                                                               \
-            for (size_t k = 0; k < cin; k++) {                                                                 \
-                V b[NV];                                                                                       \
-                for (size_t v = 0; v < NV; v++) b[v] = LOAD(V, wp + k * cout_pad + v * L);                     \
-                for (size_t r = 0; r < rows; r++) {                                                            \
-                    float a = x[r * ldx + k];                                                                  \
-                    for (size_t v = 0; v < NV; v++) acc[r][v] += a * b[v];                                     \
-                }                                                                                              \
+        const float *xr[R];                                                                                    \
+        for (size_t r = 0; r < R; r++) xr[r] = x + (r < rows ? r : rows - 1) * ldx;                            \
+        for (size_t k = 0; k < cin; k++) {                                                                     \
+            V b[NV];                                                                                           \
+            for (size_t v = 0; v < NV; v++) b[v] = LOAD(V, wp + k * cout_pad + v * L);                         \
+            for (size_t r = 0; r < R; r++) {                                                                   \
+                float a = xr[r][k];                                                                            \
+                for (size_t v = 0; v < NV; v++) acc[r][v] += a * b[v];                                         \
             }                                                                                                  \
         }                                                                                                      \
-        for (size_t r = 0; r < rows; r++) {                                                                    \
-            float *yr = y + r * ldy + o0;                                                                      \
-            const float *rr = residual ? residual + r * ldr + o0 : 0;                                          \
-            for (size_t v = 0; v < NV; v++) {                                                                  \
-                size_t c0 = v * L;                                                                             \
-                if (c0 >= ncols) break;                                                                        \
-                V s = acc[r][v];                                                                               \
-                if (c0 + L <= ncols) {                                                                         \
-                    if (bias) s += LOAD(V, bias + o0 + c0);                                                    \
-                    if (rr) s += LOAD(V, rr + c0);                                                             \
-                    s = ACTV(V, s, act);                                                                       \
-                    STORE(V, yr + c0, s);                                                                      \
-                } else {                                                                                       \
-                    float t[L];                                                                                \
-                    memcpy(t, &s, sizeof t);                                                                   \
-                    for (size_t j = c0; j < ncols; j++) {                                                      \
-                        float u = t[j - c0] + (bias ? bias[o0 + j] : 0) + (rr ? rr[j] : 0);                    \
-                        yr[j] = act1(u, act);                                                                  \
+        _Pragma("clang loop unroll(full)")                                                                     \
+        for (size_t r = 0; r < R; r++) {                                                                       \
+            if (r < rows) {                                                                                    \
+                float *yr = y + r * ldy + o0;                                                                  \
+                const float *rr = residual ? residual + r * ldr + o0 : 0;                                      \
+                _Pragma("clang loop unroll(full)")                                                             \
+                for (size_t v = 0; v < NV; v++) {                                                              \
+                    size_t c0 = v * L;                                                                         \
+                    V s = acc[r][v];                                                                           \
+                    if (c0 + L <= ncols) {                                                                     \
+                        if (bias) s += LOAD(V, bias + o0 + c0);                                                \
+                        if (rr) s += LOAD(V, rr + c0);                                                         \
+                        s = ACTV(V, s, act);                                                                   \
+                        STORE(V, yr + c0, s);                                                                  \
+                    } else if (c0 < ncols) {                                                                   \
+                        float t[L];                                                                            \
+                        memcpy(t, &s, sizeof t);                                                               \
+                        for (size_t j = c0; j < ncols; j++) {                                                  \
+                            float u = t[j - c0] + (bias ? bias[o0 + j] : 0) + (rr ? rr[j] : 0);                \
+                            yr[j] = act1(u, act);                                                              \
+                        }                                                                                      \
                     }                                                                                          \
                 }                                                                                              \
             }                                                                                                  \
@@ -95,21 +91,27 @@ static inline float act1(float v, int act) {
     }
 
 // One column block [o0, o0 + WIDTH) of pointwise_<isa> (uses its arguments), row tiles of R rows.
-#define POINTWISE_COLUMN_BLOCK(TILE, R, WIDTH)                                                                 \
+#define POINTWISE_COLUMN_BLOCK(TILE, REST, R, WIDTH)                                                           \
     do {                                                                                                       \
         size_t ncols = cout - o0 < (WIDTH) ? cout - o0 : (WIDTH);                                              \
-        for (size_t r0 = 0; r0 < rows; r0 += (R)) {                                                            \
-            size_t nr = rows - r0 < (R) ? rows - r0 : (R);                                                     \
-            TILE(x + r0 * ldx, ldx, nr, cin, w, cout_pad, bias, residual ? residual + r0 * ldr : 0, ldr,      \
+        size_t r0 = 0;                                                                                         \
+        for (; r0 + (R) <= rows; r0 += (R))                                                                    \
+            TILE(x + r0 * ldx, ldx, R, cin, w, cout_pad, bias, residual ? residual + r0 * ldr : 0, ldr,        \
                  y + r0 * ldy, ldy, o0, ncols, act);                                                           \
-        }                                                                                                      \
+        /* The last rows in tiles of 2 (a tile computes its last row again when one is missing). */            \
+        for (; r0 < rows; r0 += 2)                                                                             \
+            REST(x + r0 * ldx, ldx, rows - r0 < 2 ? 1 : 2, cin, w, cout_pad, bias,                             \
+                 residual ? residual + r0 * ldr : 0, ldr, y + r0 * ldy, ldy, o0, ncols, act);                  \
         o0 += (WIDTH);                                                                                         \
     } while (0)
 
 #define DEFINE_POINTWISE(SUFFIX, TARGET, V, L, R, NV, WIDE)                                                    \
-    DEFINE_POINTWISE_TILE(pointwise_tile_##SUFFIX, TARGET, V, L, R, NV)                                       \
-    DEFINE_POINTWISE_TILE(pointwise_wide_##SUFFIX, TARGET, V, L, R, WIDE)                                     \
-    DEFINE_POINTWISE_TILE(pointwise_narrow_##SUFFIX, TARGET, V, L, 2 * (R), 1)                                \
+    DEFINE_POINTWISE_TILE(pointwise_tile_##SUFFIX, TARGET, V, L, R, NV)                                        \
+    DEFINE_POINTWISE_TILE(pointwise_wide_##SUFFIX, TARGET, V, L, R, WIDE)                                      \
+    DEFINE_POINTWISE_TILE(pointwise_narrow_##SUFFIX, TARGET, V, L, 2 * (R), 1)                                 \
+    DEFINE_POINTWISE_TILE(pointwise_tile_rest_##SUFFIX, TARGET, V, L, 2, NV)                                   \
+    DEFINE_POINTWISE_TILE(pointwise_wide_rest_##SUFFIX, TARGET, V, L, 2, WIDE)                                 \
+    DEFINE_POINTWISE_TILE(pointwise_narrow_rest_##SUFFIX, TARGET, V, L, 2, 1)                                  \
     TARGET static void pointwise_##SUFFIX(const float *x, size_t ldx, size_t rows, size_t cin, const float *w, \
                                           size_t cout_pad, const float *bias, const float *residual,           \
                                           size_t ldr, float *y, size_t ldy, size_t cout, int act) {            \
@@ -118,11 +120,11 @@ static inline float act1(float v, int act) {
         size_t o0 = 0;                                                                                         \
         while (o0 < cout) {                                                                                    \
             if ((WIDE) > (NV) && cout - o0 >= (WIDE) * (L))                                                    \
-                POINTWISE_COLUMN_BLOCK(pointwise_wide_##SUFFIX, R, (WIDE) * (L));                              \
+                POINTWISE_COLUMN_BLOCK(pointwise_wide_##SUFFIX, pointwise_wide_rest_##SUFFIX, R, (WIDE) * (L)); \
             else if (cout - o0 > (L))                                                                          \
-                POINTWISE_COLUMN_BLOCK(pointwise_tile_##SUFFIX, R, (NV) * (L));                                \
+                POINTWISE_COLUMN_BLOCK(pointwise_tile_##SUFFIX, pointwise_tile_rest_##SUFFIX, R, (NV) * (L));  \
             else                                                                                               \
-                POINTWISE_COLUMN_BLOCK(pointwise_narrow_##SUFFIX, 2 * (R), (L));                               \
+                POINTWISE_COLUMN_BLOCK(pointwise_narrow_##SUFFIX, pointwise_narrow_rest_##SUFFIX, 2 * (R), L); \
         }                                                                                                      \
     }
 
