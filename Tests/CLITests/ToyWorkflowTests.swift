@@ -226,6 +226,20 @@ extension ToyWorkflowTests {
         XCTAssertTrue(short.stdout.contains("--labels-per-class 20: 1 class of --train has fewer examples, all used (c1 10)"), short.stdout)
     }
 
+    /// 33 training rows in batches of 32 leave a last batch of one sample: the from-scratch network's BatchNorm
+    /// made its running variance 0/0 there and every prediction NaN (accuracy 0.20, predict printing -nan).
+    func testALastBatchOfOneSampleLeavesTheModelFinite() throws {
+        let lines = try String(contentsOfFile: trainCSV, encoding: .utf8).split(separator: "\n")
+        let small = Self.root.appendingPathComponent("train-33.csv")
+        try lines.prefix(34).joined(separator: "\n").write(to: small, atomically: true, encoding: .utf8)
+        let run = Self.root.appendingPathComponent("runs-33").path
+        try? FileManager.default.removeItem(atPath: run)
+        XCTAssertEqual(try toy(["extract", "--train", small.path, "--out", run, "--threads", "1", "--quiet"]).status, 0)
+        let p = try toy(["predict", "--model", run, "--strategy", "scratch", data.appendingPathComponent("target-unlabelled.csv").path, "--json"])
+        XCTAssertEqual(p.status, 0, p.stderr)
+        XCTAssertFalse(p.stdout.lowercased().contains("nan") || p.stdout.contains("null"), p.stdout)
+    }
+
     /// check-data warns about class names that differ only in case or spaces (one class typed two ways).
     func testCheckDataWarnsAboutClassNamesThatDifferOnlyInCase() throws {
         let text = try String(contentsOfFile: trainCSV, encoding: .utf8).replacingOccurrences(of: "\nc1,", with: "\nC0,")

@@ -111,6 +111,21 @@ final class NormAttentionLossTests: XCTestCase {
         })
     }
 
+    /// A training batch with one value per channel (one sample, no spatial axes) is normalised with the running
+    /// statistics and updates none: its unbiased variance is 0/0 (it made the running variance, then every
+    /// prediction, NaN).
+    func testBatchNormOfOneSampleInTrainingUsesTheRunningStatistics() {
+        let x = randomInput([1, 3], &rng), w = randomInput([3], &rng), b = randomInput([3], &rng)
+        let rm = Variable(rng.normalTensor([3])), rv = Variable(rng.uniformTensor([3], 0.5, 2))
+        let before = (rm.value.scalars, rv.value.scalars)
+        let trained = x.batchNorm(weight: w, bias: b, runningMean: rm, runningVariance: rv, useBatchStatistics: true, updateFactor: 0.1)
+        let evaluated = x.batchNorm(weight: w, bias: b, runningMean: rm, runningVariance: rv, useBatchStatistics: false)
+        XCTAssertTrue(trained.value.scalars.allSatisfy(\.isFinite))
+        XCTAssertEqual(trained.value.scalars, evaluated.value.scalars)
+        XCTAssertEqual(rm.value.scalars, before.0)
+        XCTAssertEqual(rv.value.scalars, before.1)
+    }
+
     func testBatchNormMatchesTorch() throws {
         let g = section("batch_norm")
         let state = ["weight": tensor(g, "weight"), "bias": tensor(g, "bias"),

@@ -170,11 +170,12 @@ extension Variable {
     /// Batch normalisation over every axis but the last (channels): x [..., C] (e.g. NHWC), weight/bias [C]
     /// (nil means 1 and 0), running statistics [C].
     ///
-    /// With `useBatchStatistics` (training), x is normalised with the batch mean and biased variance and, if
-    /// `updateFactor` f is given, the running statistics are updated in place:
+    /// With `useBatchStatistics` (training) and more than one value per channel, x is normalised with the batch
+    /// mean and biased variance and, if `updateFactor` f is given, the running statistics are updated in place:
     /// running = (1 - f)·running + f·batch, with the unbiased variance for `runningVariance` (PyTorch's rule;
-    /// f is the momentum, or 1/batches for a cumulative average). Otherwise (eval, or frozen statistics) the
-    /// running statistics normalise and nothing is updated; gradients still flow to x, weight and bias.
+    /// f is the momentum, or 1/batches for a cumulative average). Otherwise (eval, frozen statistics, or one
+    /// value per channel) the running statistics normalise and nothing is updated; gradients still flow to x,
+    /// weight and bias.
     public func batchNorm(weight: Variable?, bias: Variable?, runningMean: Variable, runningVariance: Variable,
                           useBatchStatistics: Bool, updateFactor: Float? = nil, eps: Float = 1e-5) -> Variable {
         let x = self
@@ -185,8 +186,11 @@ extension Variable {
         }
         var statMean = [Float](repeating: 0, count: c), statRstd = [Float](repeating: 0, count: c)
         let px = x.value.pointer
-        if useBatchStatistics {
-            precondition(rows > 1, "batchNorm: shape \(x.shape) has one value per channel; training needs more")
+        // One value per channel (a batch of one sample with no spatial axes, e.g. the last batch of 33 samples
+        // in batches of 32) has no variance to estimate: its unbiased variance is 0/0, which made the running
+        // statistics and then the whole model NaN. Such a batch is normalised with the running statistics and
+        // updates nothing (PyTorch refuses it).
+        if useBatchStatistics && rows > 1 {
             let s = columnSums(rows: rows, columns: c) { range, acc in
                 for r in range { let xr = px + r * c; for j in 0..<c { acc[j] += Double(xr[j]) } }
             }
