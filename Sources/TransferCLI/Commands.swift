@@ -81,6 +81,23 @@ func trainingFailed(_ results: [StrategyResult]) -> [String] {
     }
 }
 
+/// A note per evaluation set that lacks some of the model's classes: macro-F1 averages over the classes in the
+/// labels or a row's predictions (as scikit-learn does), so a row that predicts an absent class averages over
+/// more classes than one that does not, and their macro-F1s are not alike.
+func missingClasses(_ results: [StrategyResult]) -> [String] {
+    var seen: Set<String> = [], notes: [String] = []
+    for r in results {
+        guard let report = r.report, !seen.contains(r.eval) else { continue }
+        seen.insert(r.eval)
+        let absent = report.classNames.indices.filter { report.support[$0] == 0 }.map { report.classNames[$0] }
+        guard !absent.isEmpty else { continue }
+        notes.append("\(r.eval) holds \(report.classNames.count - absent.count) of the \(report.classNames.count) classes (none of "
+                     + absent.prefix(5).joined(separator: ", ") + (absent.count > 5 ? ", ..." : "") + "): macro-F1 averages over the classes "
+                     + "in its labels or a row's predictions, as scikit-learn does, so it compares rows that predict the same classes only")
+    }
+    return notes
+}
+
 /// The datasets a command read, with their sizes and per-class counts: shown on stderr once all are read and
 /// checked (`show`, so a bad input still gives one line) and saved in run.json (`data`).
 final class DataLog {
@@ -261,7 +278,7 @@ extension TrainingCommand {
                 try Output.save(outcome, app: D.appName, command: name, to: run, record: &rec)
                 try run.finish()
             }
-            var notes = outcome.notes + trainingFailed(outcome.results)
+            var notes = outcome.notes + missingClasses(outcome.results) + trainingFailed(outcome.results)
             if let search = outcome.results.compactMap(\.depthSearch).first { notes.append(search.summary) }
             if let (id, reason) = outcome.defaultModel { notes.append("default model: \(id) (\(reason))") }
             if let run { notes.append("run saved to \(run.final.path)") }
@@ -545,7 +562,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         let sourceSet = try log.labelled(w, source, option: "--source", role: "source")
         try sourceSet.validateForTraining()
         let targetSamples = try log.unlabelled(w, target, option: "--target", role: "target")
-        guard !targetSamples.isEmpty else { throw EngineError.invalidFile(target!, "no samples in the target set") }
+        try AdaptationOptions.checkTargetSize(targetSamples.count, path: target!)
         let test = try targetTest.map { try log.labelled(w, $0, option: "--target-test", role: "target test").relabelled(to: sourceSet.classNames) }
         let labelled = try targetLabelled.map { try log.labelled(w, $0, option: "--target-labelled", role: "labelled target").relabelled(to: sourceSet.classNames) }
         // Before anything is printed or created (`adapt` checks again, for callers of the engine).
@@ -610,7 +627,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         let source = try log.labelledFeatures(w, self.source, option: "--source", role: "source")
         try source.set.validateForTraining()
         let target = try log.unlabelledFeatures(w, self.target, option: "--target", role: "target")
-        guard target.count > 0 else { throw EngineError.invalidFile(self.target!, "no samples in the target set") }
+        try AdaptationOptions.checkTargetSize(target.count, path: self.target!)
         let test = try targetTest.map { try log.labelledFeatures(w, $0, option: "--target-test", role: "target test") }
         let testSet = try test?.set.relabelled(to: source.set.classNames)
         let testSamples = try test?.dataset?.relabelled(to: source.set.classNames)   // nil for a features folder
@@ -823,6 +840,7 @@ struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
             if !pairs.isEmpty {
                 print("most confused (true -> predicted): " + pairs.map { "\($0.true.printable) -> \($0.predicted.printable) \($0.count)" }.joined(separator: ", "))
             }
+            for note in missingClasses([result]) { print(note.printable) }
             if let out { print("error analysis saved to \(out)/predictions.csv and confusions.csv".printable) }
         }
     }

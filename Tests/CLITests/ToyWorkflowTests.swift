@@ -246,6 +246,20 @@ extension ToyWorkflowTests {
         XCTAssertFalse(p.stdout.lowercased().contains("nan") || p.stdout.contains("null"), p.stdout)
     }
 
+    /// A test set with 2 of the 5 classes: the run says so, and that macro-F1 (scikit-learn's rule) then compares
+    /// only rows that predict the same classes.
+    func testATestSetWithoutSomeClassesIsNoted() throws {
+        let lines = try String(contentsOfFile: testCSV, encoding: .utf8).split(separator: "\n")
+        let two = Self.root.appendingPathComponent("test-c0-c1.csv")
+        try (lines.prefix(1) + lines.filter { $0.hasPrefix("c0,") || $0.hasPrefix("c1,") }).joined(separator: "\n")
+            .write(to: two, atomically: true, encoding: .utf8)
+        let r = try toy(["extract", "--train", trainCSV, "--test", two.path, "--no-baseline", "--threads", "1", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("test-c0-c1.csv holds 2 of the 5 classes (none of c2, c3, c4): macro-F1 averages"), r.stdout)
+        XCTAssertFalse(try toy(["extract", "--train", trainCSV, "--test", testCSV, "--no-baseline", "--threads", "1", "--quiet"])
+            .stdout.contains("of the 5 classes"))
+    }
+
     /// check-data warns about class names that differ only in case or spaces (one class typed two ways).
     func testCheckDataWarnsAboutClassNamesThatDifferOnlyInCase() throws {
         let text = try String(contentsOfFile: trainCSV, encoding: .utf8).replacingOccurrences(of: "\nc1,", with: "\nC0,")
@@ -614,7 +628,7 @@ extension ToyWorkflowTests {
         let broken = bad.appendingPathComponent("broken.csv")
         try "label,x0,x1\nc0,1,2\nc1,3,oops\n".write(to: broken, atomically: true, encoding: .utf8)
         let out = bad.appendingPathComponent("run").path
-        func weights(_ name: String, _ text: String) throws -> String {
+        func write(_ name: String, _ text: String) throws -> String {
             let file = bad.appendingPathComponent(name)
             try text.write(to: file, atomically: true, encoding: .utf8)
             return file.path
@@ -626,11 +640,14 @@ extension ToyWorkflowTests {
             (["extract", "--train", broken.path, "--test", testCSV], "broken.csv:3: 'oops' is not a number"),
             // Options checked before any work: class weights that are all 0, name a class twice or one not in the
             // data; a depth the backbone (2 blocks) does not have.
-            (["extract", "--train", trainCSV, "--class-weights", try weights("zero.txt", all.replacingOccurrences(of: " 1", with: " 0"))],
+            (["extract", "--train", trainCSV, "--class-weights", try write("zero.txt", all.replacingOccurrences(of: " 1", with: " 0"))],
              "every class weight is 0"),
-            (["extract", "--train", trainCSV, "--class-weights", try weights("twice.txt", all + "c2 3\n")], "twice.txt:6: a second weight for class 'c2'"),
-            (["extract", "--train", trainCSV, "--class-weights", try weights("shoe.txt", all + "shoe 3\n")], "class 'shoe' is not in the training data"),
+            (["extract", "--train", trainCSV, "--class-weights", try write("twice.txt", all + "c2 3\n")], "twice.txt:6: a second weight for class 'c2'"),
+            (["extract", "--train", trainCSV, "--class-weights", try write("shoe.txt", all + "shoe 3\n")], "class 'shoe' is not in the training data"),
             (["finetune", "--train", trainCSV, "--unfreeze", "3"], "--unfreeze 3: the backbone has 2 blocks"),
+            // A target of 3 samples: adaptation standardises and chooses on it (2 samples chose DANN, 8 points down).
+            (["adapt", "--source", trainCSV, "--target", try write("tiny-target.csv", try String(contentsOf: data.appendingPathComponent("target-unlabelled.csv"), encoding: .utf8)
+                .split(separator: "\n").prefix(4).joined(separator: "\n"))], "tiny-target.csv: has 3 samples; adaptation estimates the target's statistics"),
         ]
         for (args, message) in cases {
             let r = try toy(args + ["--out", out])

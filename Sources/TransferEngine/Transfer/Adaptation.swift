@@ -13,6 +13,17 @@ public enum AdaptationLevel: String, CaseIterable, Codable, Sendable {
 
 /// Settings of the adaptation methods.
 public struct AdaptationOptions: Sendable {
+    /// Unlabelled target samples adaptation needs: it standardises the target with its own statistics and chooses
+    /// its model by agreement on it (2 samples chose DANN, 8 points below source-only), as `diagnose` needs.
+    public static let minimumTargetSamples = DomainDiagnosis.minimumSamples
+
+    /// Refuses a target of fewer than `minimumTargetSamples` (naming `path` when given).
+    public static func checkTargetSize(_ count: Int, path: String? = nil) throws {
+        guard count < minimumTargetSamples else { return }
+        let problem = "has \(count) samples; adaptation estimates the target's statistics and chooses its model on them, and needs at least \(minimumTargetSamples)"
+        throw path.map { EngineError.invalidFile($0, problem) } ?? EngineError.invalidArgument("the target set " + problem)
+    }
+
     /// Weight of the Deep CORAL loss (on the head's representation).
     public var coralWeight: Float = 1
     /// Weight of the domain-discriminator loss in DANN (its gradient reversal ramps 0 -> 1 by 2/(1+exp(-10p))-1).
@@ -58,7 +69,7 @@ extension TransferWorkflows {
                       endToEndMethods: [AdaptationMethod]? = nil, targetLabelled: LabelledSet<D.Sample>? = nil,
                       targetLabelsPerClass: Int? = nil,
                       settings: AdaptationOptions = AdaptationOptions(), evalName: String) throws -> [StrategyResult] {
-        guard !target.isEmpty else { throw EngineError.invalidArgument("the target set has no samples") }
+        try AdaptationOptions.checkTargetSize(target.count)
         let test = try targetTest?.relabelled(to: source.classNames)
         let labelled = try targetLabelled.map { try trainingSet($0.relabelled(to: source.classNames), labelsPerClass: targetLabelsPerClass) }
         if let targetLabelled { try checkTargetLabelled(targetLabelled, test: test) }
@@ -96,7 +107,8 @@ extension TransferWorkflows {
     public func adapt<S>(source: LabelledSet<S>, features fS: Tensor, target fT: Tensor, targetTest: LabelledSet<S>?,
                          testFeatures fTest: Tensor?, methods: [AdaptationMethod], oracle: Bool,
                          settings: AdaptationOptions = AdaptationOptions(), evalName: String) throws -> [StrategyResult] {
-        guard fT.rank == 2, fT.shape[0] > 0 else { throw EngineError.invalidArgument("the target set has no samples") }
+        guard fT.rank == 2 else { throw EngineError.invalidArgument("the target features are not a matrix") }
+        try AdaptationOptions.checkTargetSize(fT.shape[0])
         let width = fT.shape[1]
         guard fS.shape == [source.count, width], (targetTest == nil) == (fTest == nil),
               fTest.map({ $0.shape == [targetTest!.count, width] }) ?? true else {
