@@ -96,7 +96,7 @@ extension TransferWorkflows {
         if proportionShift > 0.2 && pad < 1.5 {
             text += String(format: "; the source model sees a class mix on the target far from the source's (total variation %.2f): the target's classes may be unbalanced, where MCC, BNM and SHOT (which assume balanced classes) can hurt", proportionShift)
         } else if proportionShift > 0.2 {
-            text += String(format: "; the source model's predictions on the target pile up on a few classes (total variation %.2f from the source's mix), a sign that it misreads the target rather than evidence of a different class mix", proportionShift)
+            text += String(format: "; the source model sees a class mix on the target far from the source's (total variation %.2f), but at this distance its predictions there are unreliable: the numbers cannot tell a different class mix from a model that misreads the target", proportionShift)
         }
         return text
     }
