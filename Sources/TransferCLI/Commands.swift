@@ -826,11 +826,11 @@ struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
         if let out {
             let folder = URL(fileURLWithPath: out, isDirectory: true)
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-            try AtomicFile.write(Data(analysis.predictionsCSV.utf8), to: folder.appendingPathComponent("predictions.csv"))
-            try AtomicFile.write(Data(analysis.confusionsCSV.utf8), to: folder.appendingPathComponent("confusions.csv"))
             var metrics = try JSONSerialization.jsonObject(with: Data(Output.json(app: D.appName, command: "evaluate", results: [result]).utf8)) as! [String: Any]
             metrics["report"] = Output.jsonObject(report)
-            try AtomicFile.write(Data(Output.encode(metrics).utf8), to: folder.appendingPathComponent("metrics.json"))
+            // All three or none (a full disk left a predictions.csv alone, which then needed --overwrite).
+            try AtomicFile.write(zip(Self.analysisFiles, [analysis.predictionsCSV, analysis.confusionsCSV, Output.encode(metrics)])
+                .map { (Data($1.utf8), folder.appendingPathComponent($0)) })
         }
         if common.json {
             print(Output.json(app: D.appName, command: "evaluate", results: [result]))

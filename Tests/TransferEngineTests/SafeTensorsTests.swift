@@ -95,6 +95,16 @@ final class SafeTensorsTests: XCTestCase {
             let text = "\(e)"
             XCTAssertTrue(text.hasPrefix(nowhere.path + ": cannot create a temporary file"), text)
         }
+
+        // Files that belong together: one that cannot be written leaves none of them (nor a temporary file), and
+        // the old contents stay.
+        let a = dir.appendingPathComponent("a.csv"), b = dir.appendingPathComponent("b.csv")
+        XCTAssertThrowsError(try AtomicFile.write([(Data([1]), a), (Data([2]), b), (Data([3]), nowhere)]))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path), ["keep.bin"])
+        try AtomicFile.write([(Data([1]), a), (Data([2]), url)])
+        XCTAssertEqual(try Data(contentsOf: a), Data([1]))
+        XCTAssertEqual(try Data(contentsOf: url), Data([2]))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted(), ["a.csv", "keep.bin"])
     }
 
     // MARK: Decoding other dtypes

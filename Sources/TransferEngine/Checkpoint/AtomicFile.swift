@@ -44,6 +44,33 @@ public enum AtomicFile {
     /// Runs `body` with a writer on a temporary file, then atomically replaces `url` with it. If `body` throws,
     /// the temporary file is removed and the error rethrown.
     public static func write(to url: URL, _ body: (Writer) throws -> Void) throws {
+        let temporary = try temporaryFile(for: url, body)
+        guard rename(temporary, url.path) == 0 else {
+            let error = failure(url.path, "cannot replace")
+            unlink(temporary)
+            throw error
+        }
+        syncDirectory(of: url)
+    }
+
+    /// Writes several files that belong together (a report's files): each to a temporary file first, and only
+    /// when all are written are they renamed into place, so a full disk leaves none of them rather than some.
+    public static func write(_ files: [(data: Data, url: URL)]) throws {
+        var temporaries: [String] = []
+        do {
+            for file in files { temporaries.append(try temporaryFile(for: file.url) { try $0.write(file.data) }) }
+            for (temporary, file) in zip(temporaries, files) {
+                guard rename(temporary, file.url.path) == 0 else { throw failure(file.url.path, "cannot replace") }
+            }
+        } catch {
+            for temporary in temporaries { unlink(temporary) }   // those already renamed are gone: no-ops
+            throw error
+        }
+        for file in files { syncDirectory(of: file.url) }
+    }
+
+    /// A temporary file next to `url` holding what `body` wrote, flushed to disk; removed if anything fails.
+    private static func temporaryFile(for url: URL, _ body: (Writer) throws -> Void) throws -> String {
         let target = url.path
         let directory = url.deletingLastPathComponent().path
         var random = SystemRandomNumberGenerator()
@@ -58,13 +85,17 @@ public enum AtomicFile {
             guard fsync(fd) == 0 else { throw failure(target, "cannot flush to disk") }
             closed = true
             guard close(fd) == 0 else { throw failure(target, "cannot close") }
-            guard rename(temporary, target) == 0 else { throw failure(target, "cannot replace") }
         } catch {
             if !closed { close(fd) }
             unlink(temporary)
             throw error
         }
-        // Make the rename itself durable; failing here cannot undo it, so it is best effort.
+        return temporary
+    }
+
+    /// Makes a rename in `url`'s folder durable; failing here cannot undo it, so it is best effort.
+    private static func syncDirectory(of url: URL) {
+        let directory = url.deletingLastPathComponent().path
         let dfd = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dfd >= 0 {
             _ = fsync(dfd)
