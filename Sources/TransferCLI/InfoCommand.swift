@@ -17,8 +17,8 @@ struct InfoCommand<D: CommandLineDomain>: ParsableCommand {
 
     func run() throws {
         runtime.apply()
-        var rows = runtimeRows(app: D.appName)
         let run = try model.map { try SavedRun($0, app: D.appName) }
+        var rows = runtimeRows(app: D.appName)   // after the run: an exported one brings its own models folder
         let saved = run.flatMap { try? $0.model(nil) }
         let options = try run.flatMap { r in try saved.map { try r.options(domainOptions, model: $0) } } ?? domainOptions
         let domain = try D(options: options)

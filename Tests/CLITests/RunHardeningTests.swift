@@ -328,6 +328,9 @@ extension RunHardeningTests {
         let card = try String(contentsOfFile: dir + "/README.md", encoding: .utf8)
         XCTAssertTrue(card.contains("- Classes ("), card)
         XCTAssertTrue(card.contains("Accuracy "), card)
+        // info names the models folder the export uses: its own, whatever TL_MODELS_DIR says.
+        let described = try ReleaseApp.run("toy-tl", ["info", "--model", dir], environment: ["TL_MODELS_DIR": work.appendingPathComponent("nothing").path])
+        XCTAssertTrue(described.stdout.contains("models folder             \(dir)/Models"), described.stdout)
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/Models/toy/backbone.safetensors"))
 
         // Another of the run's models: run.json and metrics.json of the export both name it as the default (the
