@@ -28,7 +28,8 @@ public struct BERTConfiguration: Equatable, Sendable {
         let object: Any
         let data = try InputFile.read(url, limit: 16 << 20, what: "a model configuration")
         do { object = try JSONSerialization.jsonObject(with: data) } catch {
-            throw EngineError.invalidFile(url.path, "cannot read the model configuration: \(error.localizedDescription)")
+            // Foundation's own words here are "The data is not in the correct format."
+            throw EngineError.invalidFile(url.path, "the model configuration is not valid JSON (cut short or edited?)")
         }
         guard let json = object as? [String: Any] else { throw EngineError.invalidFile(url.path, "not a JSON object") }
         func int(_ key: String) throws -> Int {

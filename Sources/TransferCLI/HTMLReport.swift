@@ -29,7 +29,7 @@ struct HTMLReport {
         }
         body.append("<h2>Results</h2>" + Self.resultsTable(outcome.results))
         if let (model, set, rows) = topLosses, !rows.isEmpty {
-            body.append("<h2 id=\"top-losses\">Top losses</h2><p>The \(rows.count) samples of \(esc(set)) the default model (<a href=\"#model-\(esc(model))\">\(esc(model))</a>) gets most wrong, highest loss first.</p>"
+            body.append("<h2 id=\"top-losses\">Top losses</h2><p>The \(rows.count) samples of \(esc(set)) with the highest loss under the default model (<a href=\"#model-\(esc(model))\">\(esc(model))</a>), highest first\(rows.contains { $0.truth == $0.predicted } ? " (the highest losses, not only the errors: some are predicted correctly)" : "").</p>"
                         + Self.lossTable(rows))
         }
         if let (source, target) = outcome.before {

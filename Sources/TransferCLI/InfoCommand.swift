@@ -45,7 +45,7 @@ struct InfoCommand<D: CommandLineDomain>: ParsableCommand {
                 rows.append(("classes", m.classNames.joined(separator: ", ")))
                 let what = ["head": "the pretrained backbone as it was", "finetuned": "the backbone with its fine-tuned blocks",
                             "scratch": "a network trained from scratch"][m.kind.rawValue] ?? m.kind.rawValue
-                rows.append(("model", "a \(m.headKind.rawValue) head on \(m.headInputs) features of \(what)"))
+                rows.append(("model", "\(m.headKind.withArticle) head on \(m.headInputs) features of \(what)"))
             }
             if let contract = saved?.contract ?? run.record.contract {
                 rows.append(("run settings", contract.describedSettings.isEmpty ? "-" : contract.describedSettings))

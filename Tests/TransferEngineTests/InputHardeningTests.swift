@@ -125,7 +125,7 @@ final class InputHardeningTests: XCTestCase {
         meta["head_inputs"] = String(1 << 20)
         meta["head_hidden"] = String(1 << 20)
         XCTAssertEqual(problem { _ = try SavedModel(tensors: model.tensors, metadata: meta, source: "m") },
-                       "m: the model's metadata (a mlp head, 1048576 features in, 2 classes) does not match its head weights (18 numbers, expected 1099516870658)")
+                       "m: the model's metadata (an mlp head, 1048576 features in, 2 classes) does not match its head weights (18 numbers, expected 1099516870658)")
     }
 
     func testPrintableEscapesControlAndBidiCharactersOnly() {

@@ -44,7 +44,7 @@ public struct DepthSearch: Codable, Sendable, Equatable {
     /// One line for the console: each depth's held-out accuracy and the choice.
     public var summary: String {
         var line = "--unfreeze auto: held-out accuracy (loss) "
-            + curve.map { String(format: "%d blocks %.3f (%.3f)", $0.blocks, $0.validationAccuracy, $0.validationLoss) }.joined(separator: ", ")
+            + curve.map { String(format: "%d %@ %.3f (%.3f)", $0.blocks, $0.blocks == 1 ? "block" : "blocks", $0.validationAccuracy, $0.validationLoss) }.joined(separator: ", ")
         if let p = pValue {
             line += String(format: "; best %d vs default %d: McNemar p = %.3g, ", best, defaultBlocks, p)
                 + (chosen == best ? "chose \(best)" : "kept \(defaultBlocks)")

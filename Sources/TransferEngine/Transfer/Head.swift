@@ -7,7 +7,12 @@ import Foundation
 /// one dataset and not on another, and dividing by their tiny spread would multiply them by ~1e6.
 /// The MLP's hidden layer (`bottleneck`) is where feature-level domain adaptation acts.
 public final class ClassifierHead: Module {
-    public enum Kind: String, Codable, CaseIterable, Sendable { case linear, mlp }
+    public enum Kind: String, Codable, CaseIterable, Sendable {
+        case linear, mlp
+
+        /// "a linear", "an mlp" (for messages).
+        public var withArticle: String { self == .mlp ? "an mlp" : "a linear" }
+    }
 
     public let kind: Kind
     public let inputs: Int

@@ -160,7 +160,7 @@ public struct SavedModel {
             + (headKind == .linear ? inputs * classes + classes : inputs * hidden + hidden + hidden * classes + classes)
         let stored = tensors.filter { $0.key.hasPrefix("head.") }.reduce(0) { $0 + $1.value.count }
         guard stored == expected else {
-            throw EngineError.invalidFile(source, "the model's metadata (a \(headKind.rawValue) head, \(inputs) features in, \(classes) classes) does not match its head weights (\(stored) numbers, expected \(expected))")
+            throw EngineError.invalidFile(source, "the model's metadata (\(headKind.withArticle) head, \(inputs) features in, \(classes) classes) does not match its head weights (\(stored) numbers, expected \(expected))")
         }
     }
 

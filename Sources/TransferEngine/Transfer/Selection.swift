@@ -46,6 +46,7 @@ public enum AdaptationSelection {
         func pct(_ x: Double) -> String { String(format: "%.1f%%", 100 * x) }
         let baseline = candidates.filter { $0.strategy == .sourceOnly }.max { score($0) < score($1) }
         guard let baseline, best.strategy != baseline.strategy else {
+            if candidates.count == 1 { return (best.identifier, "\(best.identifier) is the only model with label-free scores") }
             return (best.identifier, "\(best.identifier) agrees most with the average prediction of the \(candidates.count) candidates on the target (\(pct(score(best))))")
         }
         if score(best) >= score(baseline) + margin {
