@@ -10,8 +10,7 @@ public struct TrainOptions: Codable, Sendable {
     /// Fraction of all steps spent in linear warmup before the cosine decay.
     public var warmupFraction: Double = 0.05
     public var labelSmoothing: Float = 0
-    /// Epochs without validation improvement before stopping (nil: never stop early); epochs that end inside the
-    /// learning-rate warmup do not count.
+    /// Epochs without validation improvement before stopping (nil: never stop early).
     public var patience: Int? = 8
     /// End with the weights of the epoch with the lowest validation loss (when there is validation data); false:
     /// end with the last epoch's weights, for losses the validation set does not measure (domain alignment).
@@ -137,8 +136,8 @@ public final class Trainer {
         precondition(count > 0, "Trainer.fit: nothing to train on")
         let batchesPerEpoch = (count + options.batchSize - 1) / options.batchSize
         let totalSteps = max(1, batchesPerEpoch * options.epochs)
-        let warmupSteps = Int(Double(totalSteps) * options.warmupFraction)
-        let schedule = WarmupCosineSchedule(baseLR: options.learningRate, warmupSteps: warmupSteps)
+        let schedule = WarmupCosineSchedule(baseLR: options.learningRate,
+                                            warmupSteps: Int(Double(totalSteps) * options.warmupFraction))
         var startEpoch = 0
         var best: (loss: Double, state: [String: Tensor])?
         var badEpochs = 0
@@ -187,10 +186,7 @@ public final class Trainer {
                 if best == nil || vl < best!.loss - 1e-6 {
                     best = (vl, module.stateDict())
                     badEpochs = 0
-                } else if (epoch + 1) * batchesPerEpoch > warmupSteps {
-                    // Epochs that end inside the learning-rate warmup do not count toward patience: with many
-                    // epochs (a long --epochs, or a small set's minimum steps) the warmup spans more epochs than
-                    // the patience, and training stopped before the learning rate had reached its value.
+                } else {
                     badEpochs += 1
                 }
             }
