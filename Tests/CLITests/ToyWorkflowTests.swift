@@ -94,6 +94,22 @@ final class ToyWorkflowTests: XCTestCase {
         let direct = accuracy(try results(try toy(["extract", "--train", train, "--test", test, "--no-baseline", "--json", "--threads", "1"])), "extract")
         XCTAssertGreaterThan(direct, 0.5)
         XCTAssertEqual(sharded, direct)
+
+        // Two processes writing shards of other data into one folder at the same moment: one of them is refused
+        // (both passed the check before either wrote, and both reported success). Repeated, for the overlap.
+        for round in 0..<3 {
+            let shared = Self.root.appendingPathComponent("features-race-\(round)").path
+            var outs = [CLITests.Output?](repeating: nil, count: 2)
+            let lock = NSLock()
+            DispatchQueue.concurrentPerform(iterations: 2) { i in
+                let r = try? toy(["features", "--data", i == 0 ? train : test, "--out", shared, "--shard", "\(i + 1)/2", "--threads", "1"])
+                lock.lock(); outs[i] = r; lock.unlock()
+            }
+            XCTAssertEqual(outs.compactMap { $0 }.filter { $0.status == 0 }.count, 1, outs.map { $0?.stderr ?? "-" }.joined(separator: " | "))
+            XCTAssertTrue(outs.contains { $0?.stderr.contains("holds features of other data") ?? false })
+            let left = try FileManager.default.contentsOfDirectory(atPath: shared).filter { $0.contains("pending") }
+            XCTAssertEqual(left, [], "pending chunks left behind")
+        }
     }
 
     /// `adapt` on features folders (the target's made with --unlabelled), or on a mix of folders and datasets,

@@ -166,7 +166,11 @@ public enum FeatureShards {
         try checkCompatible(dir, identity: identity, dataset: dataset, n: n)
         if FileManager.default.fileExists(atPath: manifestURL(dir, k, n).path) { return false }   // checked above: same data
         let mine = assignment(ids: ids, shard: k, of: n)
-        var chunks: [Chunk] = []
+        // Chunks are written under pending names and put in place with the manifest, under the folder's lock,
+        // after the check is made again: two processes writing other data into one folder at once both passed
+        // the check above, and both reported success.
+        var chunks: [Chunk] = [], pending: [URL] = []
+        defer { for url in pending { try? FileManager.default.removeItem(at: url) } }
         for (c, start) in stride(from: 0, to: mine.count, by: max(1, chunkRows)).enumerated() {
             let part = Array(mine[start..<min(mine.count, start + max(1, chunkRows))])
             let f = try compute(part)
@@ -174,14 +178,36 @@ public enum FeatureShards {
                 throw EngineError.invalidArgument("features of shape \(f.shape), expected [\(part.count), \(width)]")
             }
             let file = name(k, n) + String(format: "-%05d.safetensors", c)
-            try SafeTensors.write(["features": f], to: dir.appendingPathComponent(file))
+            let url = dir.appendingPathComponent(".\(file).pending-\(getpid())")
+            pending.append(url)
+            try SafeTensors.write(["features": f], to: url)
             chunks.append(Chunk(file: file, rows: part.count, checksum: FeatureCache.checksum(["features": f])))
         }
         let m = Manifest(format: formatVersion, identity: identity, dataset: dataset, total: ids.count, shard: k, shards: n,
                          featureWidth: width, classNames: classNames, indices: mine, ids: mine.map { ids[$0] }, names: mine.map { names[$0] },
                          labels: labels.map { ls in mine.map { ls[$0] } }, chunks: chunks)
-        try writeManifest(m, to: manifestURL(dir, k, n))
-        return true
+        return try locked(dir) {
+            try checkCompatible(dir, identity: identity, dataset: dataset, n: n)
+            if FileManager.default.fileExists(atPath: manifestURL(dir, k, n).path) { return false }   // done meanwhile
+            for (url, chunk) in zip(pending, chunks) {
+                guard rename(url.path, dir.appendingPathComponent(chunk.file).path) == 0 else {
+                    throw EngineError.invalidFile(dir.appendingPathComponent(chunk.file).path, "cannot be put in place (\(String(cString: strerror(errno))))")
+                }
+            }
+            pending = []
+            try writeManifest(m, to: manifestURL(dir, k, n))
+            return true
+        }
+    }
+
+    /// Runs `body` holding an exclusive lock on `dir` (waiting for another process that holds it). Best effort:
+    /// on a file system without locks (some network mounts) `body` runs unlocked, as it did before the lock.
+    static func locked<T>(_ dir: URL, _ body: () throws -> T) throws -> T {
+        let fd = open(dir.appendingPathComponent(".lock").path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return try body() }
+        defer { close(fd) }
+        while flock(fd, LOCK_EX) != 0, errno == EINTR {}
+        return try body()
     }
 
     /// Ascending numbers as runs: [1, 2, 3, 5] -> ["1-3", "5"] (a long list of missing shards stays one short line).
