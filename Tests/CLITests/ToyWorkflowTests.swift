@@ -655,6 +655,12 @@ extension ToyWorkflowTests {
             (["extract", "--train", trainCSV, "--class-weights", try write("twice.txt", all + "c2 3\n")], "twice.txt:6: a second weight for class 'c2'"),
             (["extract", "--train", trainCSV, "--class-weights", try write("shoe.txt", all + "shoe 3\n")], "class 'shoe' is not in the training data"),
             (["finetune", "--train", trainCSV, "--unfreeze", "3"], "--unfreeze 3: the backbone has 2 blocks"),
+            // A target test set with a class the source lacks: named as such (it said "the model's classes" before
+            // any model existed).
+            (["adapt", "--source", trainCSV, "--target", data.appendingPathComponent("target-unlabelled.csv").path, "--target-test",
+              try write("k9-test.csv", try String(contentsOf: data.appendingPathComponent("target-test.csv"), encoding: .utf8)
+                .split(separator: "\n").prefix(2).enumerated().map { $0.offset == 1 ? "k9" + $0.element.drop { $0 != "," } : String($0.element) }
+                .joined(separator: "\n"))], "class 'k9' is not one of the classes trained on (c0, c1, c2, c3, c4)"),
             // A target of 3 samples: adaptation standardises and chooses on it (2 samples chose DANN, 8 points down).
             (["adapt", "--source", trainCSV, "--target", try write("tiny-target.csv", try String(contentsOf: data.appendingPathComponent("target-unlabelled.csv"), encoding: .utf8)
                 .split(separator: "\n").prefix(4).joined(separator: "\n"))], "tiny-target.csv: has 3 samples; adaptation estimates the target's statistics"),

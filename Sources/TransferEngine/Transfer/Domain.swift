@@ -47,7 +47,7 @@ public struct LabelledSet<Sample> {
         var out = [Int]()
         for y in labels {
             guard let j = index[classNames[y]] else {
-                throw EngineError.invalidFile(source, "class '\(classNames[y])' is not one of the model's classes (\(names.joined(separator: ", ")))")
+                throw EngineError.invalidFile(source, "class '\(classNames[y])' is not one of the classes trained on (\(names.joined(separator: ", ")))")
             }
             out.append(j)
         }
