@@ -33,6 +33,11 @@ final class ProgressTests: XCTestCase {
         XCTAssertTrue(sink.text.hasSuffix("epoch: 2 batches, 65.0 s/batch\n"), sink.text)
         slow.finish()
         XCTAssertTrue(sink.text.hasSuffix("epoch: 2 batches in 2m10s (65.0 s/batch)\n"), sink.text)
+        // One of a unit is singular ("inputs: 1 samples" before).
+        let one = ProgressReporter(label: "inputs", total: 1, unit: "samples", output: sink.output(terminal: false), clock: { sink.seconds })
+        sink.seconds += 1; one.advance()
+        one.finish()
+        XCTAssertTrue(sink.text.hasSuffix("inputs: 1 sample in 1.0s (1.0 samples/s)\n"), sink.text)
     }
 
     func testProgressBarOnTerminalAndNotes() {

@@ -135,9 +135,9 @@ public final class ProgressReporter: @unchecked Sendable {
             let width = 24
             let filled = min(width, done * width / total)
             parts.append("[" + String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled) + "]")
-            parts.append("\(done)/\(total) \(unit)")
+            parts.append("\(done)/\(total) \(units(total))")
         } else {
-            parts.append("\(done) \(unit)")
+            parts.append("\(done) \(units(done))")
         }
         let elapsed = now - start
         if elapsed > 0 && done > 0 {
@@ -152,9 +152,9 @@ public final class ProgressReporter: @unchecked Sendable {
     func plainLine(now: Double) -> String {
         var line = "\(label): "
         if let total, total > 0 {
-            line += "\(done)/\(total) \(unit) (\(done * 100 / total)%)"
+            line += "\(done)/\(total) \(units(total)) (\(done * 100 / total)%)"
         } else {
-            line += "\(done) \(unit)"
+            line += "\(done) \(units(done))"
         }
         let elapsed = now - start
         if elapsed > 0 && done > 0 {
@@ -168,7 +168,7 @@ public final class ProgressReporter: @unchecked Sendable {
     /// "extract: 1000 images in 22s (45.5 images/s)"
     func finalLine(now: Double) -> String {
         let elapsed = now - start
-        var line = "\(label): \(done) \(unit) in \(ProgressReporter.duration(elapsed))"
+        var line = "\(label): \(done) \(units(done)) in \(ProgressReporter.duration(elapsed))"
         if elapsed > 0 && done > 0 { line += " (" + ProgressReporter.rate(Double(done) / elapsed, unit: unit) + ")" }
         if let detail { line += "; " + detail }
         return line
@@ -179,6 +179,9 @@ public final class ProgressReporter: @unchecked Sendable {
         if perSecond >= 1 { return String(format: "%.1f", perSecond) + " \(unit)/s" }
         return String(format: "%.1f", 1 / perSecond) + " s/" + singular(unit)
     }
+
+    /// The unit for a count: "1 sample", "2 samples".
+    func units(_ count: Int) -> String { count == 1 ? Self.singular(unit) : unit }
 
     static func singular(_ unit: String) -> String {
         unit.hasSuffix("es") && unit.count > 3 && ["ch", "sh", "ss", "x"].contains(where: { unit.dropLast(2).hasSuffix($0) })
