@@ -55,49 +55,6 @@ func checkNotInput(_ path: String, option: String, inputs: [String], holdsNoInpu
     }
 }
 
-/// The note when K examples per class (`option`) asked for more than a class of `set` holds: every example of
-/// that class was used (the rows still say K). When no class has K, one note says every example was used.
-func everyExampleUsed(_ k: Int?, labels: [Int], classNames: [String], option: String, set: String) -> [String] {
-    guard let k else { return [] }
-    let counts = Dictionary(grouping: labels) { $0 }.mapValues(\.count)
-    guard let largest = counts.values.max() else { return [] }
-    if k >= largest { return ["\(option) \(k): no class of \(set) has more than \(largest) examples, so every one was used"] }
-    let short = counts.filter { $0.value < k }.sorted { $0.key < $1.key }
-    guard !short.isEmpty else { return [] }
-    let named = short.prefix(5).map { "\(classNames[$0.key]) \($0.value)" }.joined(separator: ", ") + (short.count > 5 ? ", ..." : "")
-    return ["\(option) \(k): \(short.count) \(short.count == 1 ? "class" : "classes") of \(set) \(short.count == 1 ? "has" : "have") fewer examples, all used (\(named))"]
-}
-
-/// A note for each trained row whose last epoch's classification loss is above a uniform guess's, ln(classes): it
-/// learned nothing. A learning rate far too high does this without the loss becoming infinite (which stops the run),
-/// and so do too few epochs.
-func trainingFailed(_ results: [StrategyResult]) -> [String] {
-    results.compactMap { r in
-        guard let last = r.history.last, let classes = r.model?.classNames.count, classes >= 2 else { return nil }
-        let loss = last.trainLoss - (last.adaptationLoss ?? 0), guess = Foundation.log(Double(classes))
-        guard loss > guess else { return nil }
-        return String(format: "%@: its training loss ended at %.4g, above a uniform guess's ln(%d) = %.3f: it has learned nothing (too few --epochs or too high an --lr do this)",
-                      r.identifier, loss, classes, guess)
-    }
-}
-
-/// A note per evaluation set that lacks some of the model's classes: macro-F1 averages over the classes in the
-/// labels or a row's predictions (as scikit-learn does), so a row that predicts an absent class averages over
-/// more classes than one that does not, and their macro-F1s are not alike.
-func missingClasses(_ results: [StrategyResult]) -> [String] {
-    var seen: Set<String> = [], notes: [String] = []
-    for r in results {
-        guard let report = r.report, !seen.contains(r.eval) else { continue }
-        seen.insert(r.eval)
-        let absent = report.classNames.indices.filter { report.support[$0] == 0 }.map { report.classNames[$0] }
-        guard !absent.isEmpty else { continue }
-        notes.append("\(r.eval) holds \(report.classNames.count - absent.count) of the \(report.classNames.count) classes (none of "
-                     + absent.prefix(5).joined(separator: ", ") + (absent.count > 5 ? ", ..." : "") + "): macro-F1 averages over the classes "
-                     + "in its labels or a row's predictions, as scikit-learn does, so it compares rows that predict the same classes only")
-    }
-    return notes
-}
-
 /// The datasets a command read, with their sizes and per-class counts: shown on stderr once all are read and
 /// checked (`show`, so a bad input still gives one line) and saved in run.json (`data`).
 final class DataLog {
@@ -278,7 +235,7 @@ extension TrainingCommand {
                 try Output.save(outcome, app: D.appName, command: name, to: run, record: &rec)
                 try run.finish()
             }
-            var notes = outcome.notes + missingClasses(outcome.results) + trainingFailed(outcome.results)
+            var notes = outcome.notes + missingClassNotes(outcome.results) + learnedNothingNotes(outcome.results)
             if let search = outcome.results.compactMap(\.depthSearch).first { notes.append(search.summary) }
             if let (id, reason) = outcome.defaultModel { notes.append("default model: \(id) (\(reason))") }
             if let run { notes.append("run saved to \(run.final.path)") }
@@ -343,7 +300,7 @@ struct TaskOptions: ParsableArguments {
             let main = try strategy(train, test, k, evalName)
             let results = (baseline ? [try w.scratch(train: train, test: test, labelsPerClass: k, evalName: evalName)] : []) + [main]
             return RunOutcome(results: results, notes: Self.notes(main, tested: test != nil)
-                                + everyExampleUsed(k, labels: train.labels, classNames: train.classNames, option: "--labels-per-class", set: "--train"),
+                                + labelBudgetNotes(k, labels: train.labels, classNames: train.classNames, option: "--labels-per-class", set: "--train"),
                               defaultModel: (main.identifier, "the \(main.name) model this command trained"),
                               topLosses: test.flatMap { w.topLossRequest(main, on: $0, name: evalName) })
         }
@@ -379,7 +336,7 @@ struct TaskOptions: ParsableArguments {
             let main = try w.extract(features: f, labels: rows.map { train.set.labels[$0] }, classNames: train.set.classNames,
                                      test: testSet.map { (fTest!, $0.labels) }, labelsPerClass: k, evalName: evalName).result
             var notes = Self.notes(main, tested: testSet != nil)
-                + everyExampleUsed(k, labels: train.set.labels, classNames: train.set.classNames, option: "--labels-per-class", set: "--train")
+                + labelBudgetNotes(k, labels: train.set.labels, classNames: train.set.classNames, option: "--labels-per-class", set: "--train")
             if baseline { notes.append("trained from a features folder: no from-scratch baseline (it needs the samples)") }
             return RunOutcome(results: [main], notes: notes,
                               defaultModel: (main.identifier, "the \(main.name) model this command trained"),
@@ -579,7 +536,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
             var outcome = Self.outcome(results, tested: test != nil, before: before, source: sourceSet) { chosen in
                 test.flatMap { w.topLossRequest(chosen, on: $0, name: datasetName(targetTest!)) }
             }
-            outcome.notes += everyExampleUsed(targetLabelsPerClass, labels: labelled?.labels ?? [], classNames: labelled?.classNames ?? [], option: "--target-labels-per-class",
+            outcome.notes += labelBudgetNotes(targetLabelsPerClass, labels: labelled?.labels ?? [], classNames: labelled?.classNames ?? [], option: "--target-labels-per-class",
                                               set: "--target-labelled")
             return outcome
         }
@@ -840,7 +797,7 @@ struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
             if !pairs.isEmpty {
                 print("most confused (true -> predicted): " + pairs.map { "\($0.true.printable) -> \($0.predicted.printable) \($0.count)" }.joined(separator: ", "))
             }
-            for note in missingClasses([result]) { print(note.printable) }
+            for note in missingClassNotes([result]) { print(note.printable) }
             if let out { print("error analysis saved to \(out)/predictions.csv and confusions.csv".printable) }
         }
     }
