@@ -63,7 +63,7 @@ struct ExportCommand<D: CommandLineDomain>: ParsableCommand {
             var metrics = try? JSONSerialization.jsonObject(with: InputFile.read(metricsURL, limit: 256 << 20, what: "a metrics file")) as? [String: Any]
             if metrics != nil {
                 // Every row of the run stays (the comparison the model was chosen from); the default is the model exported.
-                metrics!["default_model"] = ["id": id, "reason": record.defaultReason!]
+                metrics!["default_model"] = ["id": id, "reason": record.defaultReason ?? ""]
                 try AtomicFile.write(Data(Output.encode(metrics!).utf8), to: partial.appendingPathComponent("metrics.json"))
             } else if fm.fileExists(atPath: metricsURL.path) {
                 try fm.copyItem(at: metricsURL, to: partial.appendingPathComponent("metrics.json"))

@@ -43,8 +43,11 @@ struct InfoCommand<D: CommandLineDomain>: ParsableCommand {
             if let search = run.record.unfreeze { rows.append(("unfreeze", search.summary)) }
             if let m = saved {
                 rows.append(("classes", m.classNames.joined(separator: ", ")))
-                let what = ["head": "the pretrained backbone as it was", "finetuned": "the backbone with its fine-tuned blocks",
-                            "scratch": "a network trained from scratch"][m.kind.rawValue] ?? m.kind.rawValue
+                let what = switch m.kind {
+                case .head: "the pretrained backbone as it was"
+                case .finetuned: "the backbone with its fine-tuned blocks"
+                case .scratch: "a network trained from scratch"
+                }
                 rows.append(("model", "\(m.headKind.withArticle) head on \(m.headInputs) features of \(what)"))
             }
             if let contract = saved?.contract ?? run.record.contract {
