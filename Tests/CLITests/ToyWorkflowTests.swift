@@ -198,6 +198,14 @@ extension ToyWorkflowTests {
     var trainCSV: String { data.appendingPathComponent("source-train.csv").path }
     var testCSV: String { data.appendingPathComponent("source-test.csv").path }
 
+    /// A toy table of `file`'s header and the data rows `pick` keeps, written under the test folder as `name`.
+    func table(_ name: String, from file: String, rows pick: ([Substring]) -> [Substring]) throws -> URL {
+        let lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n")
+        let url = Self.root.appendingPathComponent(name)
+        try ((lines.prefix(1) + pick(Array(lines.dropFirst()))).joined(separator: "\n") + "\n").write(to: url, atomically: true, encoding: .utf8)
+        return url
+    }
+
     /// `--epochs` is the budget of every training in the run, the from-scratch baseline's too (it used to train at
     /// least 30 epochs and 300 steps whatever `--epochs` said). Without it the baseline keeps its longer schedule.
     func testEpochsSetTheFromScratchBaselinesBudgetToo() throws {
@@ -233,10 +241,7 @@ extension ToyWorkflowTests {
         XCTAssertFalse(fewer.stdout.contains("every one was used"), fewer.stdout)
         XCTAssertFalse(fewer.stdout.contains("fewer examples"), fewer.stdout)
         // One class smaller than K: it is named, with the examples it had.
-        let lines = try String(contentsOfFile: trainCSV, encoding: .utf8).split(separator: "\n")
-        let uneven = Self.root.appendingPathComponent("uneven.csv")
-        try (lines.filter { !$0.hasPrefix("c1,") } + lines.filter { $0.hasPrefix("c1,") }.prefix(10)).joined(separator: "\n")
-            .write(to: uneven, atomically: true, encoding: .utf8)
+        let uneven = try table("uneven.csv", from: trainCSV) { rows in rows.filter { !$0.hasPrefix("c1,") } + rows.filter { $0.hasPrefix("c1,") }.prefix(10) }
         let short = try toy(["extract", "--train", uneven.path, "--labels-per-class", "20", "--no-baseline", "--threads", "1", "--quiet"])
         XCTAssertEqual(short.status, 0, short.stderr)
         XCTAssertTrue(short.stdout.contains("--labels-per-class 20: 1 class of --train has fewer examples, all used (c1 10)"), short.stdout)
@@ -245,9 +250,7 @@ extension ToyWorkflowTests {
     /// 33 training rows in batches of 32 leave a last batch of one sample: the from-scratch network's BatchNorm
     /// made its running variance 0/0 there and every prediction NaN (accuracy 0.20, predict printing -nan).
     func testALastBatchOfOneSampleLeavesTheModelFinite() throws {
-        let lines = try String(contentsOfFile: trainCSV, encoding: .utf8).split(separator: "\n")
-        let small = Self.root.appendingPathComponent("train-33.csv")
-        try lines.prefix(34).joined(separator: "\n").write(to: small, atomically: true, encoding: .utf8)
+        let small = try table("train-33.csv", from: trainCSV) { Array($0.prefix(33)) }
         let run = Self.root.appendingPathComponent("runs-33").path
         try? FileManager.default.removeItem(atPath: run)
         XCTAssertEqual(try toy(["extract", "--train", small.path, "--out", run, "--threads", "1", "--quiet"]).status, 0)
@@ -259,10 +262,7 @@ extension ToyWorkflowTests {
     /// A test set with 2 of the 5 classes: the run says so, and that macro-F1 (scikit-learn's rule) then compares
     /// only rows that predict the same classes.
     func testATestSetWithoutSomeClassesIsNoted() throws {
-        let lines = try String(contentsOfFile: testCSV, encoding: .utf8).split(separator: "\n")
-        let two = Self.root.appendingPathComponent("test-c0-c1.csv")
-        try (lines.prefix(1) + lines.filter { $0.hasPrefix("c0,") || $0.hasPrefix("c1,") }).joined(separator: "\n")
-            .write(to: two, atomically: true, encoding: .utf8)
+        let two = try table("test-c0-c1.csv", from: testCSV) { $0.filter { $0.hasPrefix("c0,") || $0.hasPrefix("c1,") } }
         let r = try toy(["extract", "--train", trainCSV, "--test", two.path, "--no-baseline", "--threads", "1", "--quiet"])
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(r.stdout.contains("test-c0-c1.csv holds 2 of the 5 classes (none of c2, c3, c4): macro-F1 averages"), r.stdout)
@@ -284,11 +284,8 @@ extension ToyWorkflowTests {
     /// Refused before any work: diagnose on sets too small to measure a distance (it said "the target looks like the
     /// source" from 4 and 1 samples), --unfreeze auto on fewer than 50 labelled samples (it trained the probe first).
     func testTooFewSamplesAreRefusedBeforeAnyWork() throws {
-        let lines = try String(contentsOfFile: trainCSV, encoding: .utf8).split(separator: "\n")
-        let small = Self.root.appendingPathComponent("thirty.csv")
-        try (lines.prefix(31).joined(separator: "\n") + "\n").write(to: small, atomically: true, encoding: .utf8)
-        let tiny = Self.root.appendingPathComponent("five.csv")
-        try (lines.prefix(6).joined(separator: "\n") + "\n").write(to: tiny, atomically: true, encoding: .utf8)
+        let small = try table("thirty.csv", from: trainCSV) { Array($0.prefix(30)) }
+        let tiny = try table("five.csv", from: trainCSV) { Array($0.prefix(5)) }
         for (args, message) in [(["diagnose", "--source", trainCSV, "--target", tiny.path], "diagnose needs at least 20 samples in each set"),
                                 (["finetune", "--train", small.path, "--unfreeze", "auto"], "30 samples are too few (it needs 50)")] {
             let r = try toy(args + ["--threads", "1"])
@@ -307,9 +304,7 @@ extension ToyWorkflowTests {
 
     /// Under 50 training samples and no --test there is no validation split: the rows name no set (eval "none").
     func testRowsWithoutAnySetToScoreNameNone() throws {
-        let lines = try String(contentsOfFile: trainCSV, encoding: .utf8).split(separator: "\n").prefix(41)
-        let small = Self.root.appendingPathComponent("forty.csv")
-        try (lines.joined(separator: "\n") + "\n").write(to: small, atomically: true, encoding: .utf8)
+        let small = try table("forty.csv", from: trainCSV) { Array($0.prefix(40)) }
         for row in try results(try toy(["extract", "--train", small.path, "--json", "--threads", "1"])) {
             XCTAssertEqual(row["eval"] as? String, "none", "\(row)")
             XCTAssertEqual(row["eval_set"] as? String, "none", "\(row)")
@@ -536,9 +531,7 @@ extension ToyWorkflowTests {
         XCTAssertEqual(lines.count, 1, overlap.stderr)
         XCTAssertTrue(overlap.stderr.contains("target-test.csv") && overlap.stderr.contains("also in the target test set"), overlap.stderr)
         // Labelled examples of one class only: target-only would be a one-class model. One line, no run.
-        let lines1 = try String(contentsOfFile: pool, encoding: .utf8).split(separator: "\n")
-        let oneClass = Self.root.appendingPathComponent("target-labelled-c0.csv")
-        try (lines1.prefix(1) + lines1.filter { $0.hasPrefix("c0,") }).joined(separator: "\n").write(to: oneClass, atomically: true, encoding: .utf8)
+        let oneClass = try table("target-labelled-c0.csv", from: pool) { $0.filter { $0.hasPrefix("c0,") } }
         let single = try toy(["adapt", "--source", trainCSV, "--target", unlabelled, "--target-labelled", oneClass.path,
                               "--out", Self.root.appendingPathComponent("runs-one-class").path])
         XCTAssertEqual(single.status, 1)

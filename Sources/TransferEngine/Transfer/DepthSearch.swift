@@ -27,7 +27,6 @@ public struct DepthSearch: Codable, Sendable, Equatable {
 
     /// The depths `--unfreeze auto` tries (capped at the backbone's block count): 0 (the head alone) to 4.
     public static let candidates = [0, 1, 2, 3, 4]
-    /// The share of the labelled samples held out to score the depths (Keras's customary validation_split).
     /// `--unfreeze auto` needs this many labelled samples (a fifth of them is held out to score the depths).
     static let minimumSamples = 50
 
@@ -38,6 +37,7 @@ public struct DepthSearch: Codable, Sendable, Equatable {
     /// Refuses too few samples, before any training.
     static func checkEnough(_ count: Int) throws { if count < minimumSamples { throw tooFew(count) } }
 
+    /// The share of the labelled samples held out to score the depths (Keras's customary validation_split).
     public static let heldOutFraction = 0.2
     public static let significance = 0.05
 
