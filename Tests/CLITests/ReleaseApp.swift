@@ -30,6 +30,8 @@ struct ReleaseApp {
         work = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-tests-\(getpid())")
         try? FileManager.default.removeItem(at: work)
         try? FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        TestScratch.removeAtExit(work)
+        TestScratch.removeAtExit(cache)
         Self.emptiedCaches.withLock { emptied in
             if emptied.insert(name).inserted { try? FileManager.default.removeItem(at: cache) }
         }
@@ -117,5 +119,22 @@ extension ReleaseAppTests {
     func accuracy(_ rows: [[String: Any]], _ strategy: String, level: String? = nil, labels: Int? = nil,
                   file: StaticString = #filePath, line: UInt = #line) -> Double {
         Self.app.accuracy(rows, strategy, level: level, labels: labels, file: file, line: line)
+    }
+}
+
+/// Temporary folders of this test process, removed when it exits: each run of the suite used to leave about a
+/// gigabyte of work folders and feature caches under /tmp. `TL_KEEP_TEST_FILES=1` keeps them for a look.
+enum TestScratch {
+    private static let folders = Mutex<Set<URL>>([])
+    private static let registered: Void = { atexit { TestScratch.removeAll() } }()
+
+    static func removeAtExit(_ url: URL) {
+        guard ProcessInfo.processInfo.environment["TL_KEEP_TEST_FILES"] == nil else { return }
+        _ = registered
+        folders.withLock { _ = $0.insert(url.standardizedFileURL) }
+    }
+
+    private static func removeAll() {
+        for url in folders.withLock({ $0 }) { try? FileManager.default.removeItem(at: url) }
     }
 }

@@ -11,6 +11,7 @@ final class ToyWorkflowTests: XCTestCase {
     static let root: URL = {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("toy-tl-tests-\(getpid())")
         try? FileManager.default.removeItem(at: dir)
+        TestScratch.removeAtExit(dir)
         try! ToyData.generate(into: dir.appendingPathComponent("data"), models: dir.appendingPathComponent("models"))
         return dir
     }()
