@@ -79,11 +79,30 @@ public struct DemoPlan: Sendable {
 
 /// Entry point shared by the apps: fixes the OpenBLAS kernel, then parses the command line.
 public enum TransferCLI {
+    /// The command line, with a negative number after a long option joined to it (`--epochs -1` as
+    /// `--epochs=-1`): ArgumentParser reads `-1` as a short flag and said "Missing value for '--epochs <epochs>'";
+    /// now the option's own check names the value.
+    static let arguments = joiningNegativeNumbers(CommandLine.arguments)
+
+    /// `args` with every `--option` followed by a negative number written `--option=<number>`.
+    static func joiningNegativeNumbers(_ args: [String]) -> [String] {
+        var out: [String] = []
+        for arg in args {
+            if let last = out.last, last.hasPrefix("--"), last.count > 2, !last.contains("="), arg.hasPrefix("-"),
+               Double(arg) != nil {
+                out[out.count - 1] = last + "=" + arg
+            } else {
+                out.append(arg)
+            }
+        }
+        return out
+    }
+
     public static func main<D: CommandLineDomain>(_ domain: D.Type) {
         Runtime.prepare()
         var command: ParsableCommand
         do {
-            command = try RootCommand<D>.parseAsRoot()
+            command = try RootCommand<D>.parseAsRoot(Array(arguments.dropFirst()))
         } catch {
             RootCommand<D>.exit(withError: error)
         }

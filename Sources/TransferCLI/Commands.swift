@@ -176,11 +176,11 @@ extension TrainingCommand {
     func run() throws {
         let name = Self.configuration.commandName!
         if let resume = runOptions.resume {
-            try CommonOptions.checkResumeArguments(Array(CommandLine.arguments.dropFirst(2)))
+            try CommonOptions.checkResumeArguments(Array(TransferCLI.arguments.dropFirst(2)))
             let (dir, record) = try RunDirectory.resume(resume, app: D.appName, command: name)
             do {
                 // The run's recorded arguments, read from the folder it started in; the cache is this command's.
-                var replay = try Self.parse(record.arguments)
+                var replay = try Self.parse(TransferCLI.joiningNegativeNumbers(record.arguments))
                 replay.common.adoptInvocationSettings(of: common)
                 if let start = record.directory, !FileManager.default.changeCurrentDirectoryPath(start) {
                     throw EngineError.invalidFile(start, "the run was started in this folder, which is gone; its relative paths cannot be found")
@@ -217,7 +217,7 @@ extension TrainingCommand {
         var record = existingRecord
         if run == nil, let out = runOptions.out {
             try checkNotInput(out, option: "--out", inputs: log.entries.values.map(\.path).sorted(), holdsNoInput: true)
-            let args = Array(CommandLine.arguments.dropFirst(2))
+            let args = Array(TransferCLI.arguments.dropFirst(2))
             let r = RunDirectory.Record(app: D.appName, version: TransferEngineVersion.string, command: name, arguments: args,
                                         seed: common.seed, options: workflows.domain.optionsSummary, contract: contract,
                                         data: log.entries.isEmpty ? nil : log.entries,

@@ -17,7 +17,7 @@ public protocol ContractOptions: ParsableArguments {
 extension ContractOptions {
     /// These options with a run's settings applied. A setting's flag given in `arguments` with another value is
     /// refused, naming both values; flags that change only speed (threads, batch size) are not settings.
-    func applying(_ run: RunContract, runPath: String, arguments: [String] = CommandLine.arguments) throws -> Self {
+    func applying(_ run: RunContract, runPath: String, arguments: [String] = TransferCLI.arguments) throws -> Self {
         let mine = contract
         for (key, value) in run.settings.sorted(by: { $0.key < $1.key }) {
             guard let flags = Self.contractFlags[key], let given = mine[key], given != value else { continue }

@@ -76,5 +76,11 @@ final class CLITests: XCTestCase {
         let r = try Self.run("vision-tl", ["info", "--threads", "0"])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("--threads must be at least 1"), r.stderr)
+        // A negative number is the option's value, checked as such (ArgumentParser alone reads `-1` as a flag and
+        // said "Missing value").
+        let negative = try Self.run("vision-tl", ["info", "--threads", "-2"])
+        XCTAssertNotEqual(negative.status, 0)
+        XCTAssertTrue(negative.stderr.contains("--threads must be at least 1"), negative.stderr)
+        XCTAssertFalse(negative.stderr.contains("Missing value"), negative.stderr)
     }
 }
