@@ -231,6 +231,15 @@ extension ToyWorkflowTests {
         XCTAssertTrue(two.stdout.contains("scratch-20: its training loss ended at") && two.stdout.contains("ln(5) = 1.609: it has learned nothing"), two.stdout)
         XCTAssertFalse(two.stdout.contains("extract-20: its training loss"), two.stdout)
         XCTAssertFalse(defaults.stdout.contains("learned nothing"), defaults.stdout)
+        // A long --epochs gives a long warmup (5 % of 300 epochs: 15), longer than early stopping's patience (5 for
+        // the baseline), which stopped the baseline at epoch 6-7, at chance, while its learning rate was still
+        // ramping up; the patience now counts from the warmup's end.
+        let long = try epochs(["--epochs", "300"], "long")
+        XCTAssertGreaterThan(long.counts["scratch-20.csv"] ?? 0, 15, "\(long.counts)")
+        XCTAssertFalse(long.stdout.contains("learned nothing"), long.stdout)
+        let all = try toy(["extract", "--train", trainCSV, "--test", testCSV, "--epochs", "300", "--threads", "1", "--json", "--quiet"])
+        XCTAssertEqual(all.status, 0, all.stderr)
+        XCTAssertGreaterThan(accuracy(try results(all), "scratch"), 0.6, "the baseline with every label and 300 epochs (chance: 0.2)")
     }
 
     /// A --labels-per-class above every class's count uses every example, and says so (the row keeps the K asked for).

@@ -10,7 +10,8 @@ public struct TrainOptions: Codable, Sendable {
     /// Fraction of all steps spent in linear warmup before the cosine decay.
     public var warmupFraction: Double = 0.05
     public var labelSmoothing: Float = 0
-    /// Epochs without validation improvement before stopping (nil: never stop early).
+    /// Epochs without validation improvement before stopping (nil: never stop early); counted from the end of
+    /// the learning-rate warmup when the warmup is at least this long.
     public var patience: Int? = 8
     /// End with the weights of the epoch with the lowest validation loss (when there is validation data); false:
     /// end with the last epoch's weights, for losses the validation set does not measure (domain alignment).
@@ -136,8 +137,14 @@ public final class Trainer {
         precondition(count > 0, "Trainer.fit: nothing to train on")
         let batchesPerEpoch = (count + options.batchSize - 1) / options.batchSize
         let totalSteps = max(1, batchesPerEpoch * options.epochs)
-        let schedule = WarmupCosineSchedule(baseLR: options.learningRate,
-                                            warmupSteps: Int(Double(totalSteps) * options.warmupFraction))
+        let warmupSteps = Int(Double(totalSteps) * options.warmupFraction)
+        let schedule = WarmupCosineSchedule(baseLR: options.learningRate, warmupSteps: warmupSteps)
+        // Training never stops before the learning rate has reached its value. A warmup shorter than the patience
+        // ends before the patience can run out; one at least as long (a long --epochs: 5 % of 300 epochs is 15, or
+        // a small set's minimum steps) stopped training at chance while the rate was still ramping up, so there
+        // the patience counts from the warmup's end.
+        let warmupEpochs = (warmupSteps + batchesPerEpoch - 1) / batchesPerEpoch
+        let patienceStart = warmupEpochs >= (options.patience ?? Int.max) ? warmupEpochs : 0
         var startEpoch = 0
         var best: (loss: Double, state: [String: Tensor])?
         var badEpochs = 0
@@ -186,7 +193,7 @@ public final class Trainer {
                 if best == nil || vl < best!.loss - 1e-6 {
                     best = (vl, module.stateDict())
                     badEpochs = 0
-                } else {
+                } else if epoch >= patienceStart {
                     badEpochs += 1
                 }
             }
