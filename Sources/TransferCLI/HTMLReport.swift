@@ -125,7 +125,10 @@ struct HTMLReport {
     /// Rows true class, columns predicted, shade by share of the true class, counts written in.
     static func confusion(_ report: ClassificationReport) -> String {
         let k = report.classNames.count, cell = max(14, min(36, 360 / max(k, 1))), left = 110, top = 20
-        var svg = ["<svg width=\"\(max(left + k * cell + 10, 290))\" height=\"\(top + k * cell + 30)\" role=\"img\" aria-label=\"confusion matrix\">"]
+        // Below the grid, each column's class name, slanted so that long names do not overlap.
+        let names = report.classNames.map(short), bottom = top + k * cell
+        let labelHeight = Int(Double(names.map(\.count).max() ?? 0) * 6.5 * 0.71) + 20
+        var svg = ["<svg width=\"\(max(left + k * cell + 10, 290))\" height=\"\(bottom + labelHeight)\" role=\"img\" aria-label=\"confusion matrix\">"]
         for (t, row) in report.confusion.enumerated() {
             let total = max(row.reduce(0, +), 1)
             svg.append("<text x=\"\(left - 4)\" y=\"\(top + t * cell + cell / 2 + 4)\" text-anchor=\"end\">\(esc(short(report.classNames[t])))</text>")
@@ -138,8 +141,11 @@ struct HTMLReport {
                 }
             }
         }
-        svg.append("<text x=\"\(left)\" y=\"12\">predicted →</text><text x=\"4\" y=\"12\">true ↓</text>")
-        svg.append("<text x=\"\(left)\" y=\"\(top + k * cell + 16)\">columns in the order of the rows</text></svg>")
+        for (p, name) in names.enumerated() {
+            let x = left + p * cell + cell / 2 + 4, y = bottom + 8
+            svg.append("<text x=\"\(x)\" y=\"\(y)\" text-anchor=\"end\" transform=\"rotate(-45 \(x) \(y))\">\(esc(name))</text>")
+        }
+        svg.append("<text x=\"\(left)\" y=\"12\">predicted →</text><text x=\"4\" y=\"12\">true ↓</text></svg>")
         return svg.joined()
     }
 

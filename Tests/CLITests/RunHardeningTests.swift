@@ -394,6 +394,12 @@ extension RunHardeningTests {
         XCTAssertEqual(plots, ["alignment-before.svg", "alignment-dann-features.svg", "alignment-source-only-features.svg",
                                "confusion-dann-features.svg", "confusion-oracle-features.svg", "confusion-source-only-features.svg",
                                "learning-dann-features.svg", "learning-oracle-features.svg", "learning-source-only-features.svg"])
+        // Each class is named at its row and under its column.
+        let confusion = try String(contentsOfFile: run + "/plots/confusion-dann-features.svg", encoding: .utf8)
+        let classes = Set(try String(contentsOf: data.appendingPathComponent("source-train.csv"), encoding: .utf8)
+            .split(separator: "\n").dropFirst().map { String($0.split(separator: ",")[0]) })
+        XCTAssertGreaterThan(classes.count, 1)
+        for c in classes { XCTAssertEqual(confusion.components(separatedBy: ">\(c)</text>").count - 1, 2, c) }
         for name in plots {
             let parser = XMLParser(data: try Data(contentsOf: URL(fileURLWithPath: run + "/plots/" + name)))
             XCTAssertTrue(parser.parse(), "\(name): \(parser.parserError.map { "\($0)" } ?? "")")
