@@ -839,7 +839,24 @@ struct PredictCommand<D: CommandLineDomain>: ParsableCommand {
         let domain = w.domain
         var samples: [D.Sample] = []
         for f in files { samples += try domain.predictionSamples(try requirePath(f, "FILE")) }
-        let p = try w.probabilities(m, samples: samples, name: "inputs")
+        // An unreadable input does not cost the others their predictions: when the batch fails, every input is read
+        // on its own, the readable ones are predicted, and each unreadable one is named on a line of its own (exit
+        // status 1). Nothing is read twice when every input is readable.
+        var unreadable: [(input: String, problem: String)] = []
+        let p: Tensor
+        do {
+            p = try w.probabilities(m, samples: samples, name: "inputs")
+        } catch let error where samples.count > 1 {
+            var rng = RNG(seed: 0), readable: [D.Sample] = []
+            for s in samples {
+                do { _ = try domain.batch([s], augment: false, scratch: m.kind == .scratch, rng: &rng); readable.append(s) } catch {
+                    unreadable.append((domain.describe(s), "\(error)"))
+                }
+            }
+            guard !unreadable.isEmpty, !readable.isEmpty else { throw error }
+            samples = readable
+            p = try w.probabilities(m, samples: samples, name: "inputs")
+        }
         let k = m.classNames.count
         var rows: [[String: Any]] = []
         var table = [["input", "label", "probability"] + (1...min(top, k)).flatMap { ["top\($0)", "top\($0)_probability"] }]
@@ -857,7 +874,15 @@ struct PredictCommand<D: CommandLineDomain>: ParsableCommand {
             }
         }
         if let csv { try AtomicFile.write(Data(Output.csv(table).utf8), to: URL(fileURLWithPath: csv)) }
-        if common.json { print(Output.encode(["app": D.appName, "command": "predict", "predictions": rows])) }
+        if common.json {
+            print(Output.encode(["app": D.appName, "command": "predict", "predictions": rows,
+                                 "unreadable": unreadable.map { ["input": $0.input, "problem": $0.problem] }]))
+        }
+        guard unreadable.isEmpty else {
+            for u in unreadable { FileHandle.standardError.write(Data("Error: \(u.problem) (no prediction)\n".printable.utf8)) }
+            FileHandle.standardError.write(Data("\(unreadable.count) of \(unreadable.count + samples.count) inputs could not be read; the others are predicted\n".utf8))
+            throw ExitCode.failure
+        }
     }
 }
 
