@@ -37,7 +37,7 @@ struct CheckDataCommand<D: CommandLineDomain>: ParsableCommand {
             let shared = testKeys.keys.filter { keys[$0] != nil }.sorted()
             if !shared.isEmpty {
                 let count = shared.reduce(0) { $0 + testKeys[$1]!.count }
-                report.warn("\(count) test samples are identical to samples of the data (e.g. \(testKeys[shared[0]]![0]) = \(keys[shared[0]]![0])): they inflate test accuracy",
+                report.warn("\(counted(count, "test samples")) \(count == 1 ? "is" : "are") identical to samples of the data (e.g. \(testKeys[shared[0]]![0]) = \(keys[shared[0]]![0])): they inflate test accuracy",
                             list: "shared_with_test", shared.flatMap { testKeys[$0]! })
             }
         }
@@ -45,7 +45,7 @@ struct CheckDataCommand<D: CommandLineDomain>: ParsableCommand {
             print(Output.encode(report.json))
         } else {
             for line in report.lines { print(line.printable) }
-            print(report.problems.isEmpty ? "usable: yes" : "usable: no (\(report.problems.count) problems)")
+            print(report.problems.isEmpty ? "usable: yes" : "usable: no (\(counted(report.problems.count, "problems")))")
         }
         if !report.problems.isEmpty { throw ExitCode.failure }
     }
@@ -101,8 +101,9 @@ struct DataCheck {
         }
         progress.finish()
         if !unreadable.isEmpty {
-            problem("\(unreadable.count) of \(set.count) samples cannot be read:")
-            for u in unreadable { lines.append("  " + u["problem"]!) }
+            // The problem names the first (the JSON lists them all under "unreadable"); the text lists them all.
+            problem("\(unreadable.count) of \(counted(set.count, "samples")) cannot be read, e.g. " + unreadable[0]["problem"]!)
+            for u in unreadable.dropFirst() { lines.append("  " + u["problem"]!) }
         }
         entry["unreadable"] = unreadable
 
@@ -115,10 +116,12 @@ struct DataCheck {
         if !conflicting.isEmpty {
             problem("\(conflicting.count) \(conflicting.count == 1 ? "group" : "groups") of identical samples carry different labels, e.g. " + names(conflicting[0]).joined(separator: " = "))
         }
-        let duplicates = groups.reduce(0) { $0 + $1.count - 1 }
+        // Those under one label only: identical samples under two labels are the problem above, not said twice.
+        let sameLabel = groups.filter { Set($0.map { set.labels[$0] }).count == 1 }
+        let duplicates = sameLabel.reduce(0) { $0 + $1.count - 1 }
         if duplicates > 0 {
             warn((duplicates == 1 ? "1 sample is an exact duplicate" : "\(duplicates) samples are exact duplicates")
-                 + " of another in \(datasetName(path)), e.g. " + names(groups[0]).joined(separator: " = "))
+                 + " of another in \(datasetName(path)), e.g. " + names(sameLabel[0]).joined(separator: " = "))
         }
         skippedFiles(path, samples: set.samples)
         entry["duplicate_groups"] = groups.map(names)

@@ -79,17 +79,17 @@ public struct DemoPlan: Sendable {
 
 /// Entry point shared by the apps: fixes the OpenBLAS kernel, then parses the command line.
 public enum TransferCLI {
-    /// The command line, with a negative number after a long option joined to it (`--epochs -1` as
-    /// `--epochs=-1`): ArgumentParser reads `-1` as a short flag and said "Missing value for '--epochs <epochs>'";
-    /// now the option's own check names the value.
+    /// The command line, with a value that starts with a minus and a digit after a long option joined to it
+    /// (`--epochs -1` as `--epochs=-1`, `--shard -1/3`): ArgumentParser reads `-1` as a short flag and said "Missing
+    /// value for '--epochs <epochs>'"; now the option's own check names the value. No short flag is a digit.
     static let arguments = joiningNegativeNumbers(CommandLine.arguments)
 
-    /// `args` with every `--option` followed by a negative number written `--option=<number>`.
+    /// `args` with every `--option` followed by `-<digit>...` or `-.<...>` written `--option=<value>`.
     static func joiningNegativeNumbers(_ args: [String]) -> [String] {
         var out: [String] = []
         for arg in args {
-            if let last = out.last, last.hasPrefix("--"), last.count > 2, !last.contains("="), arg.hasPrefix("-"),
-               Double(arg) != nil {
+            if let last = out.last, last.hasPrefix("--"), last.count > 2, !last.contains("="), arg.count > 1,
+               arg.hasPrefix("-"), arg.dropFirst().first!.isNumber || arg.dropFirst().first == "." {
                 out[out.count - 1] = last + "=" + arg
             } else {
                 out.append(arg)

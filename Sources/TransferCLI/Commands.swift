@@ -235,7 +235,7 @@ extension TrainingCommand {
                 try Output.save(outcome, app: D.appName, command: name, to: run, record: &rec)
                 try run.finish()
             }
-            var notes = outcome.notes + missingClassNotes(outcome.results) + learnedNothingNotes(outcome.results)
+            var notes = outcome.notes + missingClassNotes(outcome.results) + notConvergedNotes(outcome.results)
             if let search = outcome.results.compactMap(\.depthSearch).first { notes.append(search.summary) }
             if let (id, reason) = outcome.defaultModel { notes.append("default model: \(id) (\(reason))") }
             if let run { notes.append("run saved to \(run.final.path)") }
@@ -360,6 +360,7 @@ struct ExtractCommand<D: CommandLineDomain>: TrainingCommand {
     func configure(_ options: inout WorkflowOptions, domain: D) throws {
         training.apply(to: &options)
         options.head = task.head
+        options.unfreeze = 0   // extraction trains no block (a one-block backbone was refused for fine-tuning's default 2)
     }
 
     func prepare(_ w: TransferWorkflows<D>, log: DataLog) throws -> () throws -> RunOutcome {
@@ -509,6 +510,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     func configure(_ options: inout WorkflowOptions, domain: D) throws {
         training.apply(to: &options)
         fine.apply(to: &options)
+        if !level.levels.contains(.endToEnd) { options.unfreeze = 0 }   // the feature level trains no block
         options.keepsFrozenActivations = level.levels.contains(.endToEnd)
     }
 
@@ -719,7 +721,7 @@ struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
     var model: String
     @Option(help: "Labelled data: a folder per class, or a table with a label column, or a features folder made by `features` (models of extract and feature-level adapt only).")
     var data: String
-    @Option(help: "Which of the run's models (default: the run's best). Names are listed in run.json.")
+    @Option(help: "Which of the run's models (default: the run's default model, chosen without test labels). Names are listed in run.json.")
     var strategy: String?
     @Option(help: "Folder for the error analysis: predictions.csv (every input with its true and predicted label, the probability, the loss and the top 3), confusions.csv (the confused pairs, most frequent first) and metrics.json.")
     var out: String?
@@ -798,7 +800,7 @@ struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
                 print("most confused (true -> predicted): " + pairs.map { "\($0.true.printable) -> \($0.predicted.printable) \($0.count)" }.joined(separator: ", "))
             }
             for note in missingClassNotes([result]) { print(note.printable) }
-            if let out { print("error analysis saved to \(out)/predictions.csv and confusions.csv".printable) }
+            if let out { print("error analysis saved to \(out)/predictions.csv, confusions.csv and metrics.json".printable) }
         }
     }
 }
@@ -811,7 +813,7 @@ struct PredictCommand<D: CommandLineDomain>: ParsableCommand {
 
     @Option(help: "Run directory made by extract, finetune, adapt or demo.")
     var model: String
-    @Option(help: "Which of the run's models (default: the run's best).")
+    @Option(help: "Which of the run's models (default: the run's default model, chosen without test labels). Names are listed in run.json.")
     var strategy: String?
     @Option(help: "How many labels to show per input.")
     var top = 3
@@ -902,7 +904,7 @@ struct ErrorAnalysis {
             func p(_ c: Int) -> Double { Foundation.exp(Double(logProbabilities[flat: i * k + c])) }
             let ranked = (0..<k).sorted { logProbabilities[flat: i * k + $0] > logProbabilities[flat: i * k + $1] }
             rows.append([inputs[i], classNames[y], classNames[ranked[0]], String(format: "%.6f", p(ranked[0])),
-                         String(format: "%.6f", -Double(logProbabilities[flat: i * k + y]))]
+                         String(format: "%.6f", sampleLoss(logProbabilities[flat: i * k + y]))]
                         + ranked.prefix(shown).flatMap { [classNames[$0], String(format: "%.6f", p($0))] })
         }
         return Output.csv(rows)

@@ -16,15 +16,15 @@ func labelBudgetNotes(_ k: Int?, labels: [Int], classNames: [String], option: St
     return ["\(option) \(k): \(short.count) \(short.count == 1 ? "class" : "classes") of \(set) \(short.count == 1 ? "has" : "have") fewer examples, all used (\(named))"]
 }
 
-/// A note for each trained row whose last epoch's classification loss is above a uniform guess's, ln(classes): it
-/// learned nothing. A learning rate far too high does this without the loss becoming infinite (which stops the run),
-/// and so do too few epochs.
-func learnedNothingNotes(_ results: [StrategyResult]) -> [String] {
+/// A note for each trained row whose last epoch's classification loss is above a uniform guess's, ln(classes): its
+/// training did not converge. A learning rate far too high does this without the loss becoming infinite (which stops
+/// the run; the predictions may still be better than chance), and so do too few epochs.
+func notConvergedNotes(_ results: [StrategyResult]) -> [String] {
     results.compactMap { r in
         guard let last = r.history.last, let classes = r.model?.classNames.count, classes >= 2 else { return nil }
         let loss = last.trainLoss - (last.adaptationLoss ?? 0), guess = Foundation.log(Double(classes))
         guard loss > guess else { return nil }
-        return String(format: "%@: its training loss ended at %.4g, above a uniform guess's ln(%d) = %.3f: it has learned nothing (too few --epochs or too high an --lr do this)",
+        return String(format: "%@: its training loss ended at %.4g, above a uniform guess's ln(%d) = %.3f: its training did not converge (too few --epochs or too high an --lr do this)",
                       r.identifier, loss, classes, guess)
     }
 }

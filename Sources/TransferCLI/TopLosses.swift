@@ -25,13 +25,16 @@ struct TopLossRequest {
     let compute: () throws -> [TopLoss]
 }
 
+/// A sample's cross-entropy from the log-probability of its true class: never -0 or a rounding's -1e-8 (printed as
+/// -0.000), as a cross-entropy is >= 0.
+func sampleLoss(_ logProbability: Float) -> Double { Swift.max(0, 0 - Double(logProbability)) }
+
 extension TransferWorkflows where D: CommandLineDomain {
     /// The `count` samples of `set` with the highest cross-entropy under `model`, highest first (ties by order).
     func topLosses(of model: SavedModel, on set: LabelledSet<D.Sample>, name: String, count: Int = 12) throws -> [TopLoss] {
         let logP = try probabilities(model, samples: set.samples, name: name, log: true)
         let k = model.classNames.count
-        // Never -0 or a rounding's -1e-8 (printed as -0.000): a cross-entropy is >= 0.
-        let losses = set.labels.enumerated().map { Swift.max(0, 0 - Double(logP[flat: $0.offset * k + $0.element])) }
+        let losses = set.labels.enumerated().map { sampleLoss(logP[flat: $0.offset * k + $0.element]) }
         let worst = losses.indices.sorted { losses[$0] != losses[$1] ? losses[$0] > losses[$1] : $0 < $1 }.prefix(count)
         let predicted = logP.argmaxRows()
         return worst.map { i in

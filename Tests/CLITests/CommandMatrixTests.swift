@@ -127,7 +127,7 @@ final class CommandMatrixTests: XCTestCase {
         let rows = predictions.dropFirst()
         let correct = rows.filter { $0[1] == $0[2] }.count
         XCTAssertEqual(Double(correct) / Double(rows.count), evaluated.first?["accuracy"] as? Double ?? -1, accuracy: 1e-9, file: file, line: line)
-        XCTAssertTrue(rows.allSatisfy { Double($0[4])! >= 0 && $0[2] == $0[5] }, "loss >= 0, top1 = predicted", file: file, line: line)
+        XCTAssertTrue(rows.allSatisfy { Double($0[4])! >= 0 && !$0[4].hasPrefix("-") && $0[2] == $0[5] }, "loss >= 0 (not -0.000000), top1 = predicted", file: file, line: line)
         let confusions = try Self.csv(dir.appendingPathComponent("confusions.csv")).dropFirst()
         XCTAssertEqual(confusions.map { Int($0[2])! }.reduce(0, +), rows.count - correct, file: file, line: line)
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("metrics.json").path), file: file, line: line)

@@ -182,8 +182,8 @@ final class FeatureShardTests: XCTestCase {
 
     func testBadShardValuesAreOneLine() throws {
         let p = try prepare()
-        // A value starting with '-' must be attached (--shard=-1/3), or the parser takes it for an option.
-        for bad in [["--shard", "0/3"], ["--shard", "4/3"], ["--shard=-1/3"], ["--shard", "1/0"], ["--shard", "3"], ["--shard", "x/3"],
+        // A value starting with a minus and a digit is the value, attached (--shard=-1/3) or not.
+        for bad in [["--shard", "0/3"], ["--shard", "4/3"], ["--shard=-1/3"], ["--shard", "-1/3"], ["--shard", "1/0"], ["--shard", "3"], ["--shard", "x/3"],
                     ["--shard", "1/3/4"], ["--shard", ""], ["--shard", "1/100000"], ["--shard", " 1/3"]] {
             let out = Self.app.work.appendingPathComponent("features-bad")
             refused(try Self.app.run(["features", "--data", p.train, "--out", out.path] + bad), ["--shard"])

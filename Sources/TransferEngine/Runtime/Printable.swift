@@ -17,3 +17,8 @@ extension String {
             || (0x2066...0x2069).contains(s.value)
     }
 }
+
+/// A count with its noun: "1 block", "2 blocks" (`plural` is the plural form).
+public func counted(_ count: Int, _ plural: String) -> String {
+    "\(count) " + (count == 1 ? ProgressReporter.singular(plural) : plural)
+}

@@ -148,7 +148,7 @@ public enum FeatureShards {
                 throw EngineError.invalidFile(path, "was computed with another backbone or preprocessing (backbone \(m.identity.backbone), \(m.identity.preprocessing); now backbone \(identity.backbone), \(identity.preprocessing)); use another --out")
             }
             guard m.dataset == dataset else { throw EngineError.invalidFile(path, "holds features of other data (another sample list or labels); use another --out") }
-            guard m.shards == n else { throw EngineError.invalidFile(path, "belongs to a split into \(m.shards) shards, not \(n); use the same N for every shard, or another --out") }
+            guard m.shards == n else { throw EngineError.invalidFile(path, "belongs to a split into \(counted(m.shards, "shards")), not \(n); use the same N for every shard, or another --out") }
         }
     }
 

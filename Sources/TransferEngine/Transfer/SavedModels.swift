@@ -34,7 +34,7 @@ extension TransferWorkflows {
     public func checkUnfreeze() throws {
         let blocks = try pretrainedBackbone().blocks.count
         guard options.unfreeze == Int.max || options.unfreeze <= blocks else {
-            throw EngineError.invalidArgument("--unfreeze \(options.unfreeze): the backbone has \(blocks) blocks (give 0-\(blocks), all or auto)")
+            throw EngineError.invalidArgument("--unfreeze \(options.unfreeze): the backbone has \(counted(blocks, "blocks")) (give 0-\(blocks), all or auto)")
         }
     }
 
