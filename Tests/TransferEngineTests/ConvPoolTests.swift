@@ -172,6 +172,36 @@ final class ConvPoolTests: XCTestCase {
         XCTAssertEqual(run(threads: 1), run(threads: 2))
     }
 
+    /// The engine's other parallel reductions split their rows into `Parallel.reductionParts` partials whatever
+    /// the thread count, so they give the same bits on 1, 2 or 3 threads (the split used to follow the threads:
+    /// the speech demo's from-scratch baseline scored 0.44 on one thread and 0.43 on two): a depthwise
+    /// convolution's weight gradient, BatchNorm and LayerNorm (statistics and gradients), the column sums of a
+    /// linear layer's bias gradient. (OpenBLAS's own sgemm can change its split with the thread count for some
+    /// shapes, e.g. a [24, 4096] x [4096, 40] weight gradient on two threads; the engine does not control that.)
+    func testReductionsAreBitIdenticalOnAnyThreadCount() {
+        let xd = randomInput([2, 6, 5, 16], &rng), wd = randomInput([16, 1, 3, 3], &rng), bd = randomInput([16], &rng)
+        let xn = randomInput([2048, 64], &rng), g = randomInput([64], &rng), beta = randomInput([64], &rng)
+        let mean = Variable(Tensor(zeros: [64])), variance = Variable(Tensor(shape: [64], repeating: 1))
+        let rows = randomInput([4096, 40], &rng).value
+        func run(threads: Int) -> [[Float]] {
+            Runtime.setThreads(threads)
+            for v in [xd, wd, bd, xn, g, beta] { v.grad = nil }
+            let depthwise = xd.conv2d(weight: wd, bias: bd, padding: .same, groups: 16)
+            let normalised = xn.batchNorm(weight: g, bias: beta, runningMean: mean, runningVariance: variance,
+                                          useBatchStatistics: true).layerNorm(weight: g, bias: beta)
+            ((depthwise * depthwise).sum() + (normalised * normalised * normalised).sum()).backward()
+            return [depthwise.value.scalars, normalised.value.scalars, sumColumns(rows.pointer, rows: 4096, columns: 40),
+                    ConvolutionPlan.columnSums(rows.pointer, rows: 4096, columns: 40).scalars]
+                + [xd, wd, bd, xn, g, beta].map { $0.grad!.scalars }
+        }
+        let saved = Runtime.threads
+        defer { Runtime.setThreads(saved) }
+        let one = run(threads: 1)
+        for threads in [2, 3] {
+            for (i, (a, b)) in zip(one, run(threads: threads)).enumerated() { XCTAssertEqual(a, b, "result \(i) on \(threads) threads") }
+        }
+    }
+
     // MARK: Gradient checks
 
     func testConvolutionGradients() {

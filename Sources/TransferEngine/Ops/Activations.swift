@@ -195,9 +195,9 @@ func fillRows(_ out: UnsafeMutablePointer<Float>, rows: Int, with row: UnsafePoi
     }
 }
 
-/// Sums of the columns of a [rows, columns] matrix, in parallel partial sums.
+/// Sums of the columns of a [rows, columns] matrix, in `Parallel.reductionParts` parallel partial sums.
 func sumColumns(_ p: UnsafePointer<Float>, rows: Int, columns: Int) -> [Float] {
-    let chunks = max(1, min(Parallel.threadCount, rows * columns / 65536))
+    let chunks = max(1, min(Parallel.reductionParts, rows * columns / 65536))
     var partial = [Float](repeating: 0, count: chunks * columns)
     partial.withUnsafeMutableBufferPointer { buffer in
         let out = buffer.baseAddress!

@@ -485,10 +485,11 @@ struct ConvolutionPlan {
             dx = out
         }
         guard needWeight else { return (dx, nil) }
-        // One partial [KH, KW, C] per part, summed in a fixed order so results do not depend on scheduling.
+        // One partial [KH, KW, C] per part (`Parallel.reductionParts`), summed in a fixed order so results depend
+        // neither on scheduling nor on the thread count.
         // Within an output row, each tap's products are summed over the row's pixels in registers first.
         let taps = kh * kw * c
-        let parts = min(Parallel.threadCount, n * oh)
+        let parts = min(Parallel.reductionParts, n * oh)
         var partial = Tensor(zeros: [max(parts, 1), taps])
         let pp = partial.mutablePointer
         Parallel.forEach(parts) { range in
@@ -539,9 +540,9 @@ struct ConvolutionPlan {
         }
     }
 
-    /// Column sums of a [rows, columns] matrix, in per-thread partials combined in a fixed order.
+    /// Column sums of a [rows, columns] matrix, in `Parallel.reductionParts` partials combined in a fixed order.
     static func columnSums(_ p: UnsafePointer<Float>, rows: Int, columns: Int) -> Tensor {
-        let parts = max(1, min(Parallel.threadCount, rows * columns / 32768))
+        let parts = max(1, min(Parallel.reductionParts, rows * columns / 32768))
         var partial = Tensor(zeros: [parts, columns])
         let pp = partial.mutablePointer
         Parallel.forEach(parts) { range in

@@ -3,11 +3,12 @@ import Foundation
 // LayerNorm and BatchNorm on the tape. Both normalise per feature of the LAST axis, so they apply to [N, C],
 // [B, T, C] and NHWC images alike; each is one fused forward/backward pair.
 
-/// Per-column sums over the rows of a [rows, columns] layout, in Double, split across threads by rows.
+/// Per-column sums over the rows of a [rows, columns] layout, in Double, split by rows into
+/// `Parallel.reductionParts` partials (the same split on any thread count).
 /// `accumulate(rows, into)` adds its rows' contributions into a zeroed `columns`-long accumulator.
 private func columnSums(rows: Int, columns: Int,
                         _ accumulate: (Range<Int>, UnsafeMutablePointer<Double>) -> Void) -> [Double] {
-    let chunks = max(1, min(Parallel.threadCount, rows * columns / 32768))
+    let chunks = max(1, min(Parallel.reductionParts, rows * columns / 32768))
     let partial = UnsafeMutablePointer<Double>.allocate(capacity: chunks * columns)
     partial.initialize(repeating: 0, count: chunks * columns)
     defer { partial.deallocate() }

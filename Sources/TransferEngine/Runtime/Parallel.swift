@@ -5,6 +5,14 @@ public enum Parallel {
     /// Number of worker threads used by `forEach`. Defaults to every core.
     public internal(set) static var threadCount = max(1, ProcessInfo.processInfo.activeProcessorCount)
 
+    /// How many partial sums a parallel reduction (a convolution's weight gradient, column sums for biases and
+    /// normalisation) splits its rows into, whatever the thread count. The order of a float sum decides its last
+    /// bits: a split that followed `--threads` made results depend on it (the speech demo's from-scratch baseline
+    /// scored 0.43 on 2 threads and 0.44 on 1) and a run resumed with another `--threads` did not end as the
+    /// uninterrupted run. Fixed at 2, the split the README's figures were measured with (2-core machines); on more
+    /// cores these sums use two of them, everything else all.
+    public static let reductionParts = 2
+
     /// Runs `body` over `0..<count` split into contiguous chunks, one per thread, when the work is large
     /// enough (`count >= 2 * minimumChunk`); otherwise inline.
     public static func forEach(_ count: Int, minimumChunk: Int = 1, _ body: (Range<Int>) -> Void) {
