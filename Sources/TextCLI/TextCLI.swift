@@ -71,17 +71,4 @@ extension TextDomain.Options: ContractOptions {
         if let v: Bool = try setting(contract, "normalize") { normalize = v }
         if let v = contract["encoder"] { encoder = v }
     }
-
-    /// The run's table layout (columns as run.json records them: 'name' or #index; header) where no flag sets it:
-    /// `evaluate` and `predict` read a table laid out as the training table without the flags repeated.
-    public mutating func adoptLayout(_ recorded: [String: String], arguments: [String]) {
-        func column(_ text: String?) -> String? {
-            guard let text, text.count >= 2 else { return nil }
-            if text.hasPrefix("#") { return String(text.dropFirst()) }
-            return text.hasPrefix("'") && text.hasSuffix("'") ? String(text.dropFirst().dropLast()) : nil
-        }
-        if !Self.given("--label-column", in: arguments), let v = column(recorded["label_column"]) { labelColumn = v }
-        if !Self.given("--text-column", in: arguments), let v = column(recorded["text_column"]) { textColumn = v }
-        if !Self.given("--no-header", in: arguments), recorded["header"] == "false" { noHeader = true }
-    }
 }

@@ -12,19 +12,6 @@ public protocol ContractOptions: ParsableArguments {
     static var contractFlags: [String: [String]] { get }
     /// Takes the settings of a run.
     mutating func adopt(_ contract: [String: String]) throws
-    /// Takes how the run's data was laid out (its run.json `options`, e.g. a table's column names) as defaults for
-    /// the data `evaluate` and `predict` read: a flag given in `arguments` wins, as other data may be laid out
-    /// otherwise. Nothing by default.
-    mutating func adoptLayout(_ recorded: [String: String], arguments: [String])
-}
-
-extension ContractOptions {
-    public mutating func adoptLayout(_ recorded: [String: String], arguments: [String]) {}
-
-    /// Whether `flag` is on `arguments` (`--flag value` or `--flag=value`).
-    public static func given(_ flag: String, in arguments: [String]) -> Bool {
-        arguments.contains { $0 == flag || $0.hasPrefix(flag + "=") }
-    }
 }
 
 extension ContractOptions {
@@ -34,7 +21,7 @@ extension ContractOptions {
         let mine = contract
         for (key, value) in run.settings.sorted(by: { $0.key < $1.key }) {
             guard let flags = Self.contractFlags[key], let given = mine[key], given != value else { continue }
-            if let flag = flags.first(where: { Self.given($0, in: arguments) }) {
+            if let flag = flags.first(where: { f in arguments.contains { $0 == f || $0.hasPrefix(f + "=") } }) {
                 throw EngineError.invalidArgument("\(flag) asks for \(key) \(given), but the run \(runPath) was made with \(key) \(value); leave \(flag) out and the run's value is used")
             }
         }

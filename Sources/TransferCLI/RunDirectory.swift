@@ -244,13 +244,10 @@ struct SavedRun {
     }
 
     /// `given` (the domain options of this command line) with the run's settings applied: what the models were
-    /// trained with. A flag that contradicts the run is refused, naming both values. The run's data layout (a
-    /// table's columns) becomes the default where no flag sets it.
+    /// trained with. A flag that contradicts the run is refused, naming both values.
     func options<O: ContractOptions>(_ given: O, model: SavedModel) throws -> O {
-        var out = given
-        if let contract = model.contract ?? record.contract { out = try given.applying(contract, runPath: folder.path) }
-        out.adoptLayout(record.options, arguments: TransferCLI.arguments)
-        return out
+        guard let contract = model.contract ?? record.contract else { return given }
+        return try given.applying(contract, runPath: folder.path)
     }
 
     /// The model `name` (default: the run's default model).

@@ -86,26 +86,6 @@ final class TextAppTests: XCTestCase, ReleaseAppTests {
         XCTAssertTrue(line.first?.contains("note.txt") == true && line.first?.contains("pos ") == true, p.stdout)
         let predicted = line.first?.split(separator: "\t").dropFirst().first.map(String.init) ?? ""
         XCTAssertTrue(predicted.hasPrefix("pos"), "top label for a joyful note: \(p.stdout)")
-
-        // A run trained on a table with its own column names reads tables laid out alike without the flags again
-        // (run.json records the columns); a flag given still wins.
-        let reviews = data.appendingPathComponent("reviews.csv")
-        try (["id,body,stars"] + zip(positive, negative).enumerated().flatMap { i, pair in
-            ["\(2 * i),\"\(pair.0)\",pos", "\(2 * i + 1),\"\(pair.1)\",neg"] }).joined(separator: "\n").write(to: reviews, atomically: true, encoding: .utf8)
-        let columnsRun = Self.app.work.appendingPathComponent("run-columns").path
-        try? fm.removeItem(atPath: columnsRun)
-        let trained = try text(["extract", "--train", reviews.path, "--text-column", "body", "--label-column", "stars", "--no-baseline",
-                                "--out", columnsRun, "--quiet"])
-        XCTAssertEqual(trained.status, 0, trained.stderr)
-        let evaluated = try text(["evaluate", "--model", columnsRun, "--data", reviews.path, "--json"])
-        XCTAssertEqual(evaluated.status, 0, evaluated.stderr)
-        XCTAssertGreaterThanOrEqual(try results(evaluated).first?["accuracy"] as? Double ?? -1, 0.75, "its own training table: \(evaluated.stdout)")
-        let tablePredicted = try text(["predict", "--model", columnsRun, reviews.path])
-        XCTAssertEqual(tablePredicted.status, 0, tablePredicted.stderr)
-        XCTAssertEqual(tablePredicted.stdout.split(separator: "\n").count, 2 * positive.count, tablePredicted.stdout)
-        let overridden = try text(["evaluate", "--model", columnsRun, "--data", reviews.path, "--text-column", "text"])
-        XCTAssertNotEqual(overridden.status, 0)
-        XCTAssertTrue(overridden.stderr.contains("no column 'text'"), overridden.stderr)
     }
 
     func testBadInputIsOneLineNamingFileAndLine() throws {
