@@ -79,17 +79,20 @@ public struct DemoPlan: Sendable {
 
 /// Entry point shared by the apps: fixes the OpenBLAS kernel, then parses the command line.
 public enum TransferCLI {
-    /// The command line, with a value that starts with a minus and a digit after a long option joined to it
-    /// (`--epochs -1` as `--epochs=-1`, `--shard -1/3`): ArgumentParser reads `-1` as a short flag and said "Missing
-    /// value for '--epochs <epochs>'"; now the option's own check names the value. No short flag is a digit.
+    /// The command line, with a negative number after a long option joined to it (`--epochs -1` as `--epochs=-1`,
+    /// `--shard -1/3`): ArgumentParser reads `-1` as a short flag and said "Missing value for '--epochs
+    /// <epochs>'"; now the option's own check names the value.
     static let arguments = joiningNegativeNumbers(CommandLine.arguments)
 
-    /// `args` with every `--option` followed by `-<digit>...` or `-.<...>` written `--option=<value>`.
+    /// `args` with every `--option` followed by a negative number (`-1`, `-0.5`, `-1/3`) written
+    /// `--option=<number>`; nothing after `--`, and no other argument (a file named `-1.png` stays as it is).
     static func joiningNegativeNumbers(_ args: [String]) -> [String] {
         var out: [String] = []
-        for arg in args {
-            if let last = out.last, last.hasPrefix("--"), last.count > 2, !last.contains("="), arg.count > 1,
-               arg.hasPrefix("-"), arg.dropFirst().first!.isNumber || arg.dropFirst().first == "." {
+        for (i, arg) in args.enumerated() {
+            if arg == "--" { return out + args[i...] }
+            let number = arg.hasPrefix("-") && (Double(arg) != nil || arg.dropFirst().split(separator: "/", omittingEmptySubsequences: false)
+                .allSatisfy { !$0.isEmpty && $0.allSatisfy(\.isNumber) })
+            if number, let last = out.last, last.hasPrefix("--"), last.count > 2, !last.contains("=") {
                 out[out.count - 1] = last + "=" + arg
             } else {
                 out.append(arg)

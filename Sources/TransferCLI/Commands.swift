@@ -881,7 +881,7 @@ struct PredictCommand<D: CommandLineDomain>: ParsableCommand {
                                  "unreadable": unreadable.map { ["input": $0.input, "problem": $0.problem] }]))
         }
         guard unreadable.isEmpty else {
-            for u in unreadable { FileHandle.standardError.write(Data("Error: \(u.problem) (no prediction)\n".printable.utf8)) }
+            for u in unreadable { FileHandle.standardError.write(Data("Error: \(u.problem.printable) (no prediction)\n".utf8)) }
             FileHandle.standardError.write(Data("\(unreadable.count) of \(unreadable.count + samples.count) inputs could not be read; the others are predicted\n".utf8))
             throw ExitCode.failure
         }

@@ -476,6 +476,10 @@ extension ToyWorkflowTests {
         XCTAssertEqual(p.status, 0, p.stderr)
         XCTAssertEqual(p.stdout.split(separator: "\n").count, 300)
         XCTAssertTrue(p.stdout.split(separator: "\n").allSatisfy { $0.split(separator: "\t").count == 3 }, p.stdout)
+        // After `--` every argument is a file, even one that looks like an option followed by a negative number.
+        let dashed = try toy(["predict", "--model", run, "--", "--x.csv", "-1"])
+        XCTAssertNotEqual(dashed.status, 0)
+        XCTAssertTrue(dashed.stderr.contains("--x.csv: no such file"), dashed.stderr)
     }
 
     /// `diagnose` with only its required options: the source's own test split is close to it, the shifted target

@@ -273,21 +273,23 @@ final class VisionAppTests: XCTestCase, ReleaseAppTests {
 
         // A broken file among them costs the others nothing: they are predicted (and in --csv), the broken one is
         // one error line naming it, and the exit status says not everything was predicted.
-        let broken = mixed.appendingPathComponent("broken.png")
+        let broken = mixed.appendingPathComponent("broken.png"), empty = mixed.appendingPathComponent("empty.png")
         try Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A]).write(to: broken)
+        try Data().write(to: empty)
         let csv = Self.app.work.appendingPathComponent("mixed-predictions.csv").path
         let partial = try vision(["predict", "--model", run, mixed.path, "--csv", csv])
         XCTAssertEqual(partial.status, 1, partial.stderr)
         XCTAssertEqual(Set(partial.stdout.split(separator: "\n").map { String($0.split(separator: "\t")[0]) }), Set(predicted), partial.stdout)
         let errors = partial.stderr.split(separator: "\n").filter { $0.hasPrefix("Error: ") }
-        XCTAssertEqual(errors.count, 1, partial.stderr)
-        XCTAssertTrue(errors.first?.contains(broken.path + ":") ?? false, partial.stderr)
-        XCTAssertTrue(partial.stderr.contains("1 of 7 inputs could not be read; the others are predicted"), partial.stderr)
+        XCTAssertEqual(errors.count, 2, partial.stderr)
+        XCTAssertTrue(errors.contains { $0.hasPrefix("Error: " + broken.path + ":") && $0.hasSuffix("(no prediction)") }, partial.stderr)
+        XCTAssertTrue(errors.contains { $0.hasPrefix("Error: " + empty.path + ":") && $0.hasSuffix("(no prediction)") }, partial.stderr)
+        XCTAssertTrue(partial.stderr.split(separator: "\n").contains("2 of 8 inputs could not be read; the others are predicted"), partial.stderr)
         XCTAssertEqual(try String(contentsOfFile: csv, encoding: .utf8).split(separator: "\n").count, 7, "a header and the 6 readable files")
         let json = try vision(["predict", "--model", run, mixed.path, "--json"])
         let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
         XCTAssertEqual((object?["predictions"] as? [Any])?.count, 6, json.stdout)
-        XCTAssertEqual(((object?["unreadable"] as? [[String: String]])?.first)?["input"], broken.path, json.stdout)
+        XCTAssertEqual(Set((object?["unreadable"] as? [[String: String]] ?? []).compactMap { $0["input"] }), [broken.path, empty.path], json.stdout)
         // Nothing readable: the error, as before.
         let only = try vision(["predict", "--model", run, broken.path])
         XCTAssertNotEqual(only.status, 0)
