@@ -125,13 +125,13 @@ struct HTMLReport {
     /// Rows true class, columns predicted, shade by share of the true class, counts written in.
     static func confusion(_ report: ClassificationReport) -> String {
         let k = report.classNames.count, cell = max(14, min(36, 360 / max(k, 1))), left = 110, top = 20
-        // Below the grid, each column's class name, slanted so that long names do not overlap.
+        // Class names left of the rows and, slanted so that long names do not overlap, below the columns.
         let names = report.classNames.map(short), bottom = top + k * cell
         let labelHeight = Int(Double(names.map(\.count).max() ?? 0) * 6.5 * 0.71) + 20
         var svg = ["<svg width=\"\(max(left + k * cell + 10, 290))\" height=\"\(bottom + labelHeight)\" role=\"img\" aria-label=\"confusion matrix\">"]
         for (t, row) in report.confusion.enumerated() {
             let total = max(row.reduce(0, +), 1)
-            svg.append("<text x=\"\(left - 4)\" y=\"\(top + t * cell + cell / 2 + 4)\" text-anchor=\"end\">\(esc(short(report.classNames[t])))</text>")
+            svg.append("<text x=\"\(left - 4)\" y=\"\(top + t * cell + cell / 2 + 4)\" text-anchor=\"end\">\(esc(names[t]))</text>")
             for (p, n) in row.enumerated() {
                 let share = Double(n) / Double(total)
                 let shade = Int(255 - 200 * share)
