@@ -90,15 +90,9 @@ struct DataCheck {
         }
 
         // Every sample through the same loading and preprocessing as training, one at a time.
-        var unreadable: [[String: String]] = []
         let progress = ProgressReporter(label: "reading \(datasetName(path))", total: set.count, unit: "samples")
-        var rng = RNG(seed: 0)
-        for s in set.samples {
-            do { _ = try domain.batch([s], augment: false, scratch: false, rng: &rng) } catch {
-                unreadable.append(["input": domain.describe(s), "problem": "\(error)"])
-            }
-            progress.advance()
-        }
+        let unreadable = domain.unreadable(set.samples, progress: progress)
+            .map { ["input": domain.describe(set.samples[$0.index]), "problem": $0.problem] }
         progress.finish()
         if !unreadable.isEmpty {
             // The problem names the first (the JSON lists them all under "unreadable"); the text lists them all.
@@ -114,7 +108,7 @@ struct DataCheck {
         let conflicting = groups.filter { Set($0.map { set.labels[$0] }).count > 1 }
         func names(_ g: [Int]) -> [String] { g.map { "\(domain.describe(set.samples[$0])) (\(set.classNames[set.labels[$0]]))" } }
         if !conflicting.isEmpty {
-            problem("\(conflicting.count) \(conflicting.count == 1 ? "group" : "groups") of identical samples carry different labels, e.g. " + names(conflicting[0]).joined(separator: " = "))
+            problem("\(counted(conflicting.count, "groups")) of identical samples carry different labels, e.g. " + names(conflicting[0]).joined(separator: " = "))
         }
         // Those under one label only: identical samples under two labels are the problem above, not said twice.
         let sameLabel = groups.filter { Set($0.map { set.labels[$0] }).count == 1 }
@@ -130,7 +124,7 @@ struct DataCheck {
         let alike = Dictionary(grouping: set.classNames) { $0.trimmingCharacters(in: .whitespaces).lowercased() }
             .values.filter { $0.count > 1 }.map { $0.sorted() }.sorted { $0[0] < $1[0] }
         if let first = alike.first {
-            warn("class names that differ only in case or surrounding spaces (\(alike.count) \(alike.count == 1 ? "group" : "groups")), e.g. "
+            warn("class names that differ only in case or surrounding spaces (\(counted(alike.count, "groups"))), e.g. "
                  + first.map { "'\($0)'" }.joined(separator: " and ") + ": one class each, as given")
         }
 

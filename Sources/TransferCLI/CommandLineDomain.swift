@@ -30,6 +30,17 @@ public protocol CommandLineDomain: TransferDomain {
 }
 
 extension CommandLineDomain {
+    /// Each sample read and preprocessed on its own, as training or prediction reads it: the problem of every one
+    /// that cannot be read, by index (`check-data` lists them all; `predict` predicts the others).
+    func unreadable(_ samples: [Sample], scratch: Bool = false, progress: ProgressReporter? = nil) -> [(index: Int, problem: String)] {
+        var rng = RNG(seed: 0), bad: [(index: Int, problem: String)] = []
+        for (i, s) in samples.enumerated() {
+            do { _ = try batch([s], augment: false, scratch: scratch, rng: &rng) } catch { bad.append((i, "\(error)")) }
+            progress?.advance()
+        }
+        return bad
+    }
+
     public func adjust(_ options: inout WorkflowOptions) {}
     public var optionsSummary: [String: String] { [:] }
     public func sizeSummary(_ samples: [Sample]) -> String? { nil }

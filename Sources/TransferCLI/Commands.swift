@@ -849,14 +849,11 @@ struct PredictCommand<D: CommandLineDomain>: ParsableCommand {
         do {
             p = try w.probabilities(m, samples: samples, name: "inputs")
         } catch let error where samples.count > 1 {
-            var rng = RNG(seed: 0), readable: [D.Sample] = []
-            for s in samples {
-                do { _ = try domain.batch([s], augment: false, scratch: m.kind == .scratch, rng: &rng); readable.append(s) } catch {
-                    unreadable.append((domain.describe(s), "\(error)"))
-                }
-            }
-            guard !unreadable.isEmpty, !readable.isEmpty else { throw error }
-            samples = readable
+            let bad = domain.unreadable(samples, scratch: m.kind == .scratch)
+            guard !bad.isEmpty, bad.count < samples.count else { throw error }
+            unreadable = bad.map { (domain.describe(samples[$0.index]), $0.problem) }
+            let skipped = Set(bad.map(\.index))
+            samples = samples.indices.filter { !skipped.contains($0) }.map { samples[$0] }
             p = try w.probabilities(m, samples: samples, name: "inputs")
         }
         let k = m.classNames.count

@@ -13,7 +13,7 @@ func labelBudgetNotes(_ k: Int?, labels: [Int], classNames: [String], option: St
     let short = counts.filter { $0.value < k }.sorted { $0.key < $1.key }
     guard !short.isEmpty else { return [] }
     let named = short.prefix(5).map { "\(classNames[$0.key]) \($0.value)" }.joined(separator: ", ") + (short.count > 5 ? ", ..." : "")
-    return ["\(option) \(k): \(short.count) \(short.count == 1 ? "class" : "classes") of \(set) \(short.count == 1 ? "has" : "have") fewer examples, all used (\(named))"]
+    return ["\(option) \(k): \(counted(short.count, "classes")) of \(set) \(short.count == 1 ? "has" : "have") fewer examples, all used (\(named))"]
 }
 
 /// A note for each trained row whose last epoch's classification loss is above a uniform guess's, ln(classes): its
