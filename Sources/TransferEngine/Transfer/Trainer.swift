@@ -143,7 +143,7 @@ public final class Trainer {
         // ends before the patience can run out; one at least as long (a long --epochs: 5 % of 300 epochs is 15, or
         // a small set's minimum steps) stopped training at chance while the rate was still ramping up, so there
         // the patience counts from the warmup's end.
-        let warmupEpochs = (warmupSteps + batchesPerEpoch - 1) / batchesPerEpoch
+        let warmupEpochs = (warmupSteps + batchesPerEpoch - 1) / max(1, batchesPerEpoch)
         let patienceStart = warmupEpochs >= (options.patience ?? Int.max) ? warmupEpochs : 0
         var startEpoch = 0
         var best: (loss: Double, state: [String: Tensor])?
