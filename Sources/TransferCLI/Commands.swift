@@ -157,6 +157,9 @@ struct RunOutcome {
     var sourceLabels: (labels: [Int], classNames: [String])? = nil
     /// The default model's highest-loss test samples, for report.html (only with a labelled test set).
     var topLosses: TopLossRequest? = nil
+    /// What `diagnose` measured between the two sets named (the demo's shift), for the JSON output.
+    var diagnosis: Diagnosis? = nil
+    struct Diagnosis { var source: String, target: String, measured: DomainDiagnosis }
 }
 
 /// A command that trains: creates (or resumes) a run directory, runs, prints and saves the results.
@@ -240,7 +243,7 @@ extension TrainingCommand {
             if let (id, reason) = outcome.defaultModel { notes.append("default model: \(id) (\(reason))") }
             if let run { notes.append("run saved to \(run.final.path)") }
             Output.print(app: D.appName, command: name, results: outcome.results, defaultModel: outcome.defaultModel,
-                         json: common.json, notes: notes)
+                         diagnosis: outcome.diagnosis, json: common.json, notes: notes)
         } catch {
             // A new run's error would only repeat on --resume; a resumed run keeps its checkpoints (see run()).
             if existing == nil { run?.discard() }
@@ -691,8 +694,10 @@ struct DemoCommand<D: CommandLineDomain>: TrainingCommand {
                 }
             }
             var notes: [String] = []
+            var diagnosis: RunOutcome.Diagnosis?
             if let (source, target, test, s) = shift {
                 let d = try w.diagnose(source: source, target: target)
+                diagnosis = .init(source: datasetName(s.source), target: datasetName(s.target), measured: d)
                 notes.append(String(format: "diagnose %@ -> %@: proxy A-distance %.2f, MMD² %.4f; recommendation: %@",
                                     datasetName(s.source), datasetName(s.target), d.proxyADistance, d.mmd, d.recommendation))
                 let adapted = try w.adapt(source: source, target: target, targetTest: test, methods: s.methods,
@@ -706,7 +711,7 @@ struct DemoCommand<D: CommandLineDomain>: TrainingCommand {
                 }
             }
             return RunOutcome(results: results, notes: notes, before: before, defaultModel: chosen,
-                              sourceLabels: shift.map { ($0.0.labels, $0.0.classNames) })
+                              sourceLabels: shift.map { ($0.0.labels, $0.0.classNames) }, diagnosis: diagnosis)
         }
     }
 }

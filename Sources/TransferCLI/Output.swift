@@ -6,7 +6,7 @@ enum Output {
     /// The stable JSON shape documented in the README (later keys are additive: `eval_set`, `label_free`,
     /// `chosen`, `default_model`, `unfreeze`).
     static func json(app: String, command: String, results: [StrategyResult],
-                     defaultModel: (identifier: String, reason: String)? = nil) -> String {
+                     defaultModel: (identifier: String, reason: String)? = nil, diagnosis: RunOutcome.Diagnosis? = nil) -> String {
         let rows: [[String: Any]] = results.map { r in
             var row: [String: Any] = [
                 "strategy": r.name,
@@ -25,6 +25,12 @@ enum Output {
         }
         var object: [String: Any] = ["app": app, "command": command, "results": rows]
         if let (id, reason) = defaultModel { object["default_model"] = ["id": id, "reason": reason] }
+        if let diagnosis, var d = jsonObject(diagnosis.measured) as? [String: Any] {
+            // As `diagnose --json` prints it, with the two sets it compared.
+            d["source"] = diagnosis.source
+            d["target"] = diagnosis.target
+            object["diagnosis"] = d
+        }
         return encode(object)
     }
 
@@ -107,9 +113,11 @@ enum Output {
 
     /// Prints results as a table (plus notes) or as JSON.
     static func print(app: String, command: String, results: [StrategyResult],
-                      defaultModel: (identifier: String, reason: String)? = nil, json: Bool, notes: [String] = []) {
+                      defaultModel: (identifier: String, reason: String)? = nil, diagnosis: RunOutcome.Diagnosis? = nil,
+                      json: Bool, notes: [String] = []) {
         if json {
-            Swift.print(Output.json(app: app, command: command, results: results, defaultModel: defaultModel))
+            Swift.print(Output.json(app: app, command: command, results: results, defaultModel: defaultModel,
+                                    diagnosis: diagnosis))
         } else {
             Swift.print(table(results))
             for n in notes { Swift.print(n.printable) }
@@ -142,7 +150,8 @@ enum Output {
         record.defaultModel = outcome.defaultModel?.identifier
         record.defaultReason = outcome.defaultModel?.reason
         record.unfreeze = results.compactMap(\.depthSearch).first
-        let summary = Output.json(app: app, command: command, results: results, defaultModel: outcome.defaultModel)
+        let summary = Output.json(app: app, command: command, results: results, defaultModel: outcome.defaultModel,
+                                  diagnosis: outcome.diagnosis)
         var metrics = try JSONSerialization.jsonObject(with: Data(summary.utf8)) as! [String: Any]
         metrics["details"] = detailed
         try run.write(Data(encode(metrics).utf8), to: "metrics.json")

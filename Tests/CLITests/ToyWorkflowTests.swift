@@ -507,6 +507,31 @@ extension ToyWorkflowTests {
         XCTAssertTrue(plain.stdout.contains("proxy A-distance") && plain.stdout.contains("recommendation"), plain.stdout)
     }
 
+    /// `demo --json` (and the run's metrics.json) carries the diagnosis its table's note prints: the numbers
+    /// `diagnose --json` gives for the demo's source and target, with the two sets named (it had none).
+    func testDemoJSONHoldsTheDiagnosisOfItsShift() throws {
+        let out = Self.root.appendingPathComponent("demo-run").path
+        let r = try toy(["demo", "--fixtures", data.path, "--json", "--threads", "1", "--out", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let demo = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+        var diagnosis = try XCTUnwrap(demo["diagnosis"] as? [String: Any], r.stdout)
+        XCTAssertEqual(diagnosis.removeValue(forKey: "source") as? String, "source-train.csv")
+        XCTAssertEqual(diagnosis.removeValue(forKey: "target") as? String, "target-unlabelled.csv")
+        let d = try toy(["diagnose", "--source", trainCSV, "--target", data.appendingPathComponent("target-unlabelled.csv").path,
+                         "--json", "--threads", "1"])
+        XCTAssertEqual(d.status, 0, d.stderr)
+        var alone = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(d.stdout.utf8)) as? [String: Any], d.stdout)
+        alone["app"] = nil; alone["command"] = nil
+        XCTAssertGreaterThan(alone["proxy_a_distance"] as? Double ?? 0, 0.5, "the toy's shift is large")
+        XCTAssertEqual(diagnosis as NSDictionary, alone as NSDictionary)
+        let metrics = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/metrics.json"))) as! [String: Any]
+        // metrics.json holds the same object (its numbers re-encoded, so compared to 1e-12).
+        let saved = try XCTUnwrap(metrics["diagnosis"] as? [String: Any])
+        XCTAssertEqual(Set(saved.keys), Set(diagnosis.keys).union(["source", "target"]))
+        XCTAssertEqual(saved["recommendation"] as? String, alone["recommendation"] as? String)
+        XCTAssertEqual(saved["proxy_a_distance"] as? Double ?? -1, alone["proxy_a_distance"] as! Double, accuracy: 1e-12)
+    }
+
     /// `adapt --target-labelled` with K labels per class: the target-only, supervised and semi rows, each with
     /// labels_per_class K; semi (source labels, K target labels and the unlabelled target) beats the K target labels
     /// alone and source-only, and is the default model. Test examples never train: an overlap is refused.
