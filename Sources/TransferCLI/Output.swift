@@ -4,7 +4,7 @@ import TransferEngine
 /// Results on stdout (a table, or exactly one JSON object) and the artefacts of a run directory.
 enum Output {
     /// The stable JSON shape documented in the README (later keys are additive: `eval_set`, `label_free`,
-    /// `chosen`, `default_model`, `unfreeze`).
+    /// `chosen`, `default_model`, `unfreeze`, `diagnosis`).
     static func json(app: String, command: String, results: [StrategyResult],
                      defaultModel: (identifier: String, reason: String)? = nil, diagnosis: RunOutcome.Diagnosis? = nil) -> String {
         let rows: [[String: Any]] = results.map { r in
