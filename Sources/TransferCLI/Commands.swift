@@ -696,10 +696,10 @@ struct DemoCommand<D: CommandLineDomain>: TrainingCommand {
             var notes: [String] = []
             var diagnosis: RunOutcome.Diagnosis?
             if let (source, target, test, s) = shift {
-                let d = try w.diagnose(source: source, target: target)
-                diagnosis = .init(source: datasetName(s.source), target: datasetName(s.target), measured: d)
+                let d = try w.diagnose(source: source, target: target), from = datasetName(s.source), to = datasetName(s.target)
+                diagnosis = .init(source: from, target: to, measured: d)
                 notes.append(String(format: "diagnose %@ -> %@: proxy A-distance %.2f, MMD² %.4f; recommendation: %@",
-                                    datasetName(s.source), datasetName(s.target), d.proxyADistance, d.mmd, d.recommendation))
+                                    from, to, d.proxyADistance, d.mmd, d.recommendation))
                 let adapted = try w.adapt(source: source, target: target, targetTest: test, methods: s.methods,
                                           levels: s.levels, oracle: true, endToEndMethods: s.endToEndMethods,
                                           evalName: datasetName(s.targetTest))
