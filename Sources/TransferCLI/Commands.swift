@@ -561,14 +561,17 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     static func outcome(_ adapted: [StrategyResult], tested: Bool, before: (source: Tensor, target: Tensor),
                         source: LabelledSet<some Any>, topLosses: (StrategyResult) -> TopLossRequest?) -> RunOutcome {
         var results = adapted
-        var pick = AdaptationSelection.choose(results)
+        let agreement = AdaptationSelection.neighbourAgreement(before.source, labels: source.labels)
+        var pick = AdaptationSelection.choose(results, neighbourAgreement: agreement)
         if let pick, results.filter({ $0.model != nil && $0.labelFree != nil }).count > 1 {
             results.append(AdaptationSelection.autoRow(pick.identifier, of: results))
         }
         if let semi = results.first(where: { $0.strategy == .semi }) {
             // Chosen by what it uses, not by a score: it is the only model trained on the source labels, the
             // target labels and the unlabelled target together.
-            pick = (semi.identifier, "semi-supervised: trained on the source labels, the labelled target examples and the unlabelled target")
+            pick = (semi.identifier, AdaptationSelection.formsNeighbourhoods(agreement)
+                ? "semi-supervised: trained on the source labels, the labelled target examples and the unlabelled target"
+                : String(format: "semi-supervised: trained on the source labels and the labelled target examples, not self-trained on the unlabelled target: the source's classes do not form neighbourhoods in the backbone's features (nearest-neighbour agreement %.2f)", agreement ?? 0))
         }
         let chosen = pick.flatMap { p in results.first { $0.identifier == p.identifier } }
         return RunOutcome(results: results, notes: tested ? [] : ["no --target-test: target accuracy not measured"],
@@ -705,7 +708,7 @@ struct DemoCommand<D: CommandLineDomain>: TrainingCommand {
                                           evalName: datasetName(s.targetTest))
                 results += adapted
                 before = try w.unadaptedFeatures(source: source.samples, target: target)
-                if let pick = AdaptationSelection.choose(adapted) {
+                if let pick = AdaptationSelection.choose(adapted, neighbourAgreement: d.sourceNeighbourAgreement) {
                     results.append(AdaptationSelection.autoRow(pick.identifier, of: adapted))
                     chosen = chosen ?? pick
                 }

@@ -51,6 +51,9 @@ struct DiagnoseCommand<D: CommandLineDomain>: ParsableCommand {
             ("MMD²", String(format: "%.4f (Gaussian kernel, standardised features)", abs(d.mmd) < 5e-5 ? 0 : d.mmd)),  // not "-0.0000"
             ("source classes", mix(d.sourceProportions)),
             ("target, predicted", mix(d.predictedTargetProportions) + String(format: " (total variation %.2f)", d.proportionShift)),
+            ("source neighbours", d.sourceNeighbourAgreement.map {
+                String(format: "%.2f (nearest neighbour of the same class, chance-corrected; adapt keeps source-only below %.2f)", $0,
+                       AdaptationSelection.minimumNeighbourAgreement) } ?? "not measured"),
             ("recommendation", d.recommendation),
         ])
     }

@@ -193,6 +193,44 @@ final class ToyWorkflowTests: XCTestCase {
         }
         XCTAssertGreaterThan(accuracy(rows, "oracle", level: "features"), accuracy(rows, "source-only", level: "features"))
     }
+
+    /// `adapt`'s label-free rule first checks that the source's classes form neighbourhoods in the backbone's
+    /// features, which every method relies on. The toy source does, and a method is chosen; the same source with
+    /// its labels shuffled does not, and the run keeps source-only and says why. No target labels are given.
+    func testAutoKeepsSourceOnlyWhenTheSourceClassesFormNoNeighbourhoods() throws {
+        func defaultModel(_ source: String) throws -> (id: String, reason: String) {
+            let out = try toy(["adapt", "--source", source, "--target", data.appendingPathComponent("target-unlabelled.csv").path,
+                               "--json", "--threads", "1"])
+            XCTAssertEqual(out.status, 0, out.stderr)
+            let obj = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any])
+            let model = try XCTUnwrap(obj["default_model"] as? [String: Any], out.stdout)
+            return (try XCTUnwrap(model["id"] as? String), try XCTUnwrap(model["reason"] as? String))
+        }
+        let clustered = try defaultModel(trainCSV)
+        print("toy adapt, default model: \(clustered)")
+        XCTAssertNotEqual(clustered.id, "source-only-features", clustered.reason)
+        XCTAssertFalse(clustered.reason.contains("neighbourhoods"), clustered.reason)
+        var rng = RNG(seed: 7)
+        let shuffled = try table("shuffled-labels.csv", from: trainCSV) { rows in
+            let labels = rng.permutation(rows.count).map { rows[$0].prefix { $0 != "," } }
+            return zip(rows, labels).map { row, label in Substring(label + row.drop { $0 != "," }) }
+        }
+        let kept = try defaultModel(shuffled.path)
+        print("toy adapt, shuffled source labels, default model: \(kept)")
+        XCTAssertEqual(kept.id, "source-only-features")
+        XCTAssertTrue(kept.reason.contains("do not form neighbourhoods"), kept.reason)
+        let diagnosis = try toy(["diagnose", "--source", shuffled.path, "--target", data.appendingPathComponent("target-unlabelled.csv").path])
+        XCTAssertEqual(diagnosis.status, 0, diagnosis.stderr)
+        XCTAssertTrue(diagnosis.stdout.contains("source neighbours") && diagnosis.stdout.contains("do not form neighbourhoods"), diagnosis.stdout)
+        // With a few target labels the default is semi, which then does not self-train: it is the supervised head.
+        let out = try toy(["adapt", "--source", shuffled.path, "--target", data.appendingPathComponent("target-unlabelled.csv").path,
+                           "--target-labelled", data.appendingPathComponent("target-labelled.csv").path, "--target-labels-per-class", "3",
+                           "--target-test", data.appendingPathComponent("target-test.csv").path, "--method", "source-only", "--json", "--threads", "1"])
+        let rows = try results(out)
+        XCTAssertEqual(accuracy(rows, "semi", level: "features", labels: 3), accuracy(rows, "supervised", level: "features", labels: 3))
+        let reason = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any])?["default_model"] as? [String: Any])["reason"] as? String
+        XCTAssertTrue(reason?.contains("not self-trained") == true, reason ?? "no reason")
+    }
 }
 
 extension ToyWorkflowTests {
@@ -492,9 +530,12 @@ extension ToyWorkflowTests {
         }
         let same = try diagnose(testCSV), shifted = try diagnose(data.appendingPathComponent("target-test.csv").path)
         for key in ["proxy_a_distance", "domain_classifier_error", "mmd", "class_names", "source_proportions",
-                    "predicted_target_proportions", "proportion_shift", "recommendation", "source_samples", "target_samples"] {
+                    "predicted_target_proportions", "proportion_shift", "recommendation", "source_samples", "target_samples",
+                    "source_neighbour_agreement"] {
             XCTAssertNotNil(shifted[key], key)
         }
+        XCTAssertGreaterThan(shifted["source_neighbour_agreement"] as! Double, AdaptationSelection.minimumNeighbourAgreement,
+                             "the toy classes are Gaussian clusters")
         let near = same["proxy_a_distance"] as! Double, far = shifted["proxy_a_distance"] as! Double
         print("toy diagnose: proxy A-distance source test \(near), shifted target \(far); MMD² \(same["mmd"]!) vs \(shifted["mmd"]!)")
         XCTAssertLessThan(near, 0.5)

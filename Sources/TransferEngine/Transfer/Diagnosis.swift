@@ -20,6 +20,10 @@ public struct DomainDiagnosis: Codable, Sendable {
     public var predictedTargetProportions: [Double]
     /// Total variation distance between the two proportions above (0 to 1).
     public var proportionShift: Double
+    /// How well the source's classes form neighbourhoods in the backbone's features (chance-corrected
+    /// nearest-neighbour agreement, `AdaptationSelection.neighbourAgreement`): below
+    /// `AdaptationSelection.minimumNeighbourAgreement`, `adapt`'s auto rule keeps source-only.
+    public var sourceNeighbourAgreement: Double?
     public var recommendation: String
 
     /// Samples each set needs for a distance worth reporting.
@@ -76,14 +80,16 @@ extension TransferWorkflows {
         for y in source.labels { actual[y] += 1 / Double(source.count) }
         let shift = zip(predicted, actual).reduce(0) { $0 + abs($1.0 - $1.1) } / 2
 
+        let agreement = AdaptationSelection.neighbourAgreement(unadapted(source: fS, target: fT).source, labels: source.labels)
         return DomainDiagnosis(sourceSamples: fS.shape[0], targetSamples: fT.shape[0], proxyADistance: pad,
                                domainClassifierError: error, mmd: mmd, classNames: source.classNames,
                                sourceProportions: actual, predictedTargetProportions: predicted, proportionShift: shift,
-                               recommendation: Self.recommendation(pad: pad, proportionShift: shift))
+                               sourceNeighbourAgreement: agreement,
+                               recommendation: Self.recommendation(pad: pad, proportionShift: shift, neighbourAgreement: agreement))
     }
 
     /// The technique that follows from the measured distance (thresholds: see README, "diagnose").
-    static func recommendation(pad: Double, proportionShift: Double) -> String {
+    static func recommendation(pad: Double, proportionShift: Double, neighbourAgreement: Double?) -> String {
         var text: String
         switch pad {
         case ..<0.5:
@@ -97,6 +103,9 @@ extension TransferWorkflows {
             text += String(format: "; the source model sees a class mix on the target far from the source's (total variation %.2f): the target's classes may be unbalanced, where MCC, BNM and SHOT (which assume balanced classes) can hurt", proportionShift)
         } else if proportionShift > 0.2 {
             text += String(format: "; the source model sees a class mix on the target far from the source's (total variation %.2f), but at this distance its predictions there are unreliable: the numbers cannot tell a different class mix from a model that misreads the target", proportionShift)
+        }
+        if let agreement = neighbourAgreement, !AdaptationSelection.formsNeighbourhoods(agreement), pad >= 0.5 {
+            text += String(format: "; but the source's classes do not form neighbourhoods in the backbone's features (nearest-neighbour agreement %.2f, below %.2f), which the unsupervised methods rely on: adapt's auto keeps source-only, and labelled target examples or fine-tuning are where points are to be gained", agreement, AdaptationSelection.minimumNeighbourAgreement)
         }
         return text
     }
