@@ -90,22 +90,28 @@ extension TransferWorkflows {
 
     /// The technique that follows from the measured distance (thresholds: see README, "diagnose").
     static func recommendation(pad: Double, proportionShift: Double, neighbourAgreement: Double?) -> String {
+        // Where the source's classes form no neighbourhoods, unsupervised adaptation has nothing to follow.
+        let clustered = AdaptationSelection.formsNeighbourhoods(neighbourAgreement)
         var text: String
         switch pad {
         case ..<0.5:
             text = String(format: "the target looks like the source (proxy A-distance %.2f): train on the source as it is (extract, or finetune with enough labels); adaptation has little to align", pad)
-        case ..<1.5:
+        case ..<1.5 where clustered:
             text = String(format: "a moderate shift (proxy A-distance %.2f): run adapt with the target as unlabelled data (its auto default keeps source-only when no method agrees more), and fine-tune the top blocks if you have labels", pad)
-        default:
+        case ..<1.5:
+            text = String(format: "a moderate shift (proxy A-distance %.2f): fine-tune the top blocks if you have labels, and label a few target examples (adapt --target-labelled)", pad)
+        case _ where clustered:
             text = String(format: "a large shift (proxy A-distance %.2f: the domains are almost perfectly separable): run adapt (auto), and label a few target examples per class, which at this distance is worth more than any unsupervised method", pad)
+        default:
+            text = String(format: "a large shift (proxy A-distance %.2f: the domains are almost perfectly separable): label a few target examples per class (adapt --target-labelled), which at this distance is worth more than any unsupervised method", pad)
+        }
+        if !clustered, let agreement = neighbourAgreement, pad >= 0.5 {
+            text += String(format: "; unsupervised adaptation has nothing to follow here: the source's classes do not form neighbourhoods in the backbone's features (nearest-neighbour agreement %.2f, below %.2f), and adapt's auto keeps source-only", agreement, AdaptationSelection.minimumNeighbourAgreement)
         }
         if proportionShift > 0.2 && pad < 1.5 {
             text += String(format: "; the source model sees a class mix on the target far from the source's (total variation %.2f): the target's classes may be unbalanced, where MCC, BNM and SHOT (which assume balanced classes) can hurt", proportionShift)
         } else if proportionShift > 0.2 {
             text += String(format: "; the source model sees a class mix on the target far from the source's (total variation %.2f), but at this distance its predictions there are unreliable: the numbers cannot tell a different class mix from a model that misreads the target", proportionShift)
-        }
-        if let agreement = neighbourAgreement, !AdaptationSelection.formsNeighbourhoods(agreement), pad >= 0.5 {
-            text += String(format: "; but the source's classes do not form neighbourhoods in the backbone's features (nearest-neighbour agreement %.2f, below %.2f), which the unsupervised methods rely on: adapt's auto keeps source-only, and labelled target examples or fine-tuning are where points are to be gained", agreement, AdaptationSelection.minimumNeighbourAgreement)
         }
         return text
     }
