@@ -27,10 +27,11 @@ extension TransferWorkflows {
     ///   (`pseudoThreshold`, at most twice the rarest class's count per class) join the labels, `pseudoRounds`
     ///   times. The target labels anchor the classes that unsupervised methods have to guess. When the source's
     ///   classes do not form neighbourhoods in the features (`AdaptationSelection.formsNeighbourhoods`), the
-    ///   supervised head as it is: self-training there moved the sentiment shift by -1.5 to +1.2 points at random. Chosen over the
-    ///   supervised loss plus Minimum Class Confusion (the best unsupervised method on the development shifts),
-    ///   which gained on vision and speech but lost 3-5 points to `supervised` on the sentiment shift, whose
-    ///   target classes are not balanced (MCC's diversity term assumes they are); scripts/few-label-shifts.
+    ///   supervised head as it is: self-training there moved the sentiment shift by -1.5 to +1.2 points at
+    ///   random. Chosen over the supervised loss plus Minimum Class Confusion (the best unsupervised method on the
+    ///   development shifts), which gained on vision and speech but lost 3-5 points to `supervised` on the
+    ///   sentiment shift, whose target classes are not balanced (MCC's diversity term assumes they are);
+    ///   scripts/few-label-shifts.
     /// `labelled` is already reduced to `labelsPerClass`; `fL` are its features.
     func adaptWithTargetLabels(source: LabelledSet<D.Sample>, fS: Tensor, fT: Tensor, labelled: LabelledSet<D.Sample>,
                                fL: Tensor, test: LabelledSet<D.Sample>?, fTest: Tensor?, labelsPerClass: Int?,
