@@ -793,7 +793,7 @@ struct EvaluateCommand<D: CommandLineDomain>: ParsableCommand {
         if let out {
             let folder = URL(fileURLWithPath: out, isDirectory: true)
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-            var metrics = try JSONSerialization.jsonObject(with: Data(Output.json(app: D.appName, command: "evaluate", results: [result]).utf8)) as! [String: Any]
+            var metrics = Output.object(app: D.appName, command: "evaluate", results: [result])
             metrics["report"] = Output.jsonObject(report)
             // All three or none (a full disk left a predictions.csv alone, which then needed --overwrite).
             try AtomicFile.write(zip(Self.analysisFiles, [analysis.predictionsCSV, analysis.confusionsCSV, Output.encode(metrics)])

@@ -7,6 +7,13 @@ enum Output {
     /// `chosen`, `default_model`, `unfreeze`, `diagnosis`).
     static func json(app: String, command: String, results: [StrategyResult],
                      defaultModel: (identifier: String, reason: String)? = nil, diagnosis: RunOutcome.Diagnosis? = nil) -> String {
+        encode(object(app: app, command: command, results: results, defaultModel: defaultModel, diagnosis: diagnosis))
+    }
+
+    /// The object `json` prints, for files that hold it with more keys (metrics.json): built once, encoded once,
+    /// so their numbers are the printed ones to the last digit.
+    static func object(app: String, command: String, results: [StrategyResult],
+                       defaultModel: (identifier: String, reason: String)? = nil, diagnosis: RunOutcome.Diagnosis? = nil) -> [String: Any] {
         let rows: [[String: Any]] = results.map { r in
             var row: [String: Any] = [
                 "strategy": r.name,
@@ -31,7 +38,7 @@ enum Output {
             d["target"] = diagnosis.target
             object["diagnosis"] = d
         }
-        return encode(object)
+        return object
     }
 
     /// An Encodable value as a JSON object (snake_case keys unless told), for embedding in hand-built JSON; non-finite
@@ -150,9 +157,8 @@ enum Output {
         record.defaultModel = outcome.defaultModel?.identifier
         record.defaultReason = outcome.defaultModel?.reason
         record.unfreeze = results.compactMap(\.depthSearch).first
-        let summary = Output.json(app: app, command: command, results: results, defaultModel: outcome.defaultModel,
-                                  diagnosis: outcome.diagnosis)
-        var metrics = try JSONSerialization.jsonObject(with: Data(summary.utf8)) as! [String: Any]
+        var metrics = Output.object(app: app, command: command, results: results, defaultModel: outcome.defaultModel,
+                                    diagnosis: outcome.diagnosis)
         metrics["details"] = detailed
         try run.write(Data(encode(metrics).utf8), to: "metrics.json")
         let losses = try outcome.topLosses.map { ($0.model, $0.set, try $0.compute()) }

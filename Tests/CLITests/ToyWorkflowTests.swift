@@ -566,11 +566,9 @@ extension ToyWorkflowTests {
         XCTAssertGreaterThan(alone["proxy_a_distance"] as? Double ?? 0, 0.5, "the toy's shift is large")
         XCTAssertEqual(diagnosis as NSDictionary, alone as NSDictionary)
         let metrics = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/metrics.json"))) as! [String: Any]
-        // metrics.json holds the same object (its numbers re-encoded, so compared to 1e-12).
-        let saved = try XCTUnwrap(metrics["diagnosis"] as? [String: Any])
-        XCTAssertEqual(Set(saved.keys), Set(diagnosis.keys).union(["source", "target"]))
-        XCTAssertEqual(saved["recommendation"] as? String, alone["recommendation"] as? String)
-        XCTAssertEqual(saved["proxy_a_distance"] as? Double ?? -1, alone["proxy_a_distance"] as! Double, accuracy: 1e-12)
+        // metrics.json holds the same object, to the last digit (it used to be re-encoded, which changed some).
+        XCTAssertEqual(metrics["diagnosis"] as? NSDictionary, demo["diagnosis"] as? NSDictionary)
+        XCTAssertEqual(metrics["results"] as? NSArray, demo["results"] as? NSArray)
     }
 
     /// `adapt --target-labelled` with K labels per class: the target-only, supervised and semi rows, each with
