@@ -160,6 +160,8 @@ struct RunOutcome {
     /// What `diagnose` measured between the two sets named (the demo's shift), for the JSON output.
     var diagnosis: Diagnosis? = nil
     struct Diagnosis { var source: String, target: String, measured: DomainDiagnosis }
+    /// The source's neighbour agreement that `adapt`'s label-free rule checked (`AdaptationSelection`).
+    var neighbourAgreement: Double? = nil
 }
 
 /// A command that trains: creates (or resumes) a run directory, runs, prints and saves the results.
@@ -243,7 +245,7 @@ extension TrainingCommand {
             if let (id, reason) = outcome.defaultModel { notes.append("default model: \(id) (\(reason))") }
             if let run { notes.append("run saved to \(run.final.path)") }
             Output.print(app: D.appName, command: name, results: outcome.results, defaultModel: outcome.defaultModel,
-                         diagnosis: outcome.diagnosis, json: common.json, notes: notes)
+                         diagnosis: outcome.diagnosis, neighbourAgreement: outcome.neighbourAgreement, json: common.json, notes: notes)
         } catch {
             // A new run's error would only repeat on --resume; a resumed run keeps its checkpoints (see run()).
             if existing == nil { run?.discard() }
@@ -576,7 +578,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         let chosen = pick.flatMap { p in results.first { $0.identifier == p.identifier } }
         return RunOutcome(results: results, notes: tested ? [] : ["no --target-test: target accuracy not measured"],
                           before: before, defaultModel: pick, sourceLabels: (source.labels, source.classNames),
-                          topLosses: chosen.flatMap(topLosses))
+                          topLosses: chosen.flatMap(topLosses), neighbourAgreement: agreement)
     }
 
     /// `adapt` with a features folder (made by `features`) for `--source`, `--target` and/or `--target-test` (a
@@ -714,7 +716,8 @@ struct DemoCommand<D: CommandLineDomain>: TrainingCommand {
                 }
             }
             return RunOutcome(results: results, notes: notes, before: before, defaultModel: chosen,
-                              sourceLabels: shift.map { ($0.0.labels, $0.0.classNames) }, diagnosis: diagnosis)
+                              sourceLabels: shift.map { ($0.0.labels, $0.0.classNames) }, diagnosis: diagnosis,
+                              neighbourAgreement: diagnosis?.measured.sourceNeighbourAgreement)
         }
     }
 }

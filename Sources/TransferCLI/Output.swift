@@ -4,16 +4,19 @@ import TransferEngine
 /// Results on stdout (a table, or exactly one JSON object) and the artefacts of a run directory.
 enum Output {
     /// The stable JSON shape documented in the README (later keys are additive: `eval_set`, `label_free`,
-    /// `chosen`, `default_model`, `unfreeze`, `diagnosis`).
+    /// `chosen`, `default_model`, `unfreeze`, `diagnosis`, `source_neighbour_agreement`).
     static func json(app: String, command: String, results: [StrategyResult],
-                     defaultModel: (identifier: String, reason: String)? = nil, diagnosis: RunOutcome.Diagnosis? = nil) -> String {
-        encode(object(app: app, command: command, results: results, defaultModel: defaultModel, diagnosis: diagnosis))
+                     defaultModel: (identifier: String, reason: String)? = nil, diagnosis: RunOutcome.Diagnosis? = nil,
+                     neighbourAgreement: Double? = nil) -> String {
+        encode(object(app: app, command: command, results: results, defaultModel: defaultModel, diagnosis: diagnosis,
+                      neighbourAgreement: neighbourAgreement))
     }
 
     /// The object `json` prints, for files that hold it with more keys (metrics.json): built once, encoded once,
     /// so their numbers are the printed ones to the last digit.
     static func object(app: String, command: String, results: [StrategyResult],
-                       defaultModel: (identifier: String, reason: String)? = nil, diagnosis: RunOutcome.Diagnosis? = nil) -> [String: Any] {
+                       defaultModel: (identifier: String, reason: String)? = nil, diagnosis: RunOutcome.Diagnosis? = nil,
+                       neighbourAgreement: Double? = nil) -> [String: Any] {
         let rows: [[String: Any]] = results.map { r in
             var row: [String: Any] = [
                 "strategy": r.name,
@@ -32,6 +35,7 @@ enum Output {
         }
         var object: [String: Any] = ["app": app, "command": command, "results": rows]
         if let (id, reason) = defaultModel { object["default_model"] = ["id": id, "reason": reason] }
+        if let neighbourAgreement { object["source_neighbour_agreement"] = neighbourAgreement }
         if let diagnosis, var d = jsonObject(diagnosis.measured) as? [String: Any] {
             // As `diagnose --json` prints it, with the two sets it compared.
             d["source"] = diagnosis.source
@@ -121,10 +125,10 @@ enum Output {
     /// Prints results as a table (plus notes) or as JSON.
     static func print(app: String, command: String, results: [StrategyResult],
                       defaultModel: (identifier: String, reason: String)? = nil, diagnosis: RunOutcome.Diagnosis? = nil,
-                      json: Bool, notes: [String] = []) {
+                      neighbourAgreement: Double? = nil, json: Bool, notes: [String] = []) {
         if json {
             Swift.print(Output.json(app: app, command: command, results: results, defaultModel: defaultModel,
-                                    diagnosis: diagnosis))
+                                    diagnosis: diagnosis, neighbourAgreement: neighbourAgreement))
         } else {
             Swift.print(table(results))
             for n in notes { Swift.print(n.printable) }
@@ -158,7 +162,7 @@ enum Output {
         record.defaultReason = outcome.defaultModel?.reason
         record.unfreeze = results.compactMap(\.depthSearch).first
         var metrics = Output.object(app: app, command: command, results: results, defaultModel: outcome.defaultModel,
-                                    diagnosis: outcome.diagnosis)
+                                    diagnosis: outcome.diagnosis, neighbourAgreement: outcome.neighbourAgreement)
         metrics["details"] = detailed
         try run.write(Data(encode(metrics).utf8), to: "metrics.json")
         let losses = try outcome.topLosses.map { ($0.model, $0.set, try $0.compute()) }

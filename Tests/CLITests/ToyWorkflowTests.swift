@@ -204,7 +204,10 @@ final class ToyWorkflowTests: XCTestCase {
             XCTAssertEqual(out.status, 0, out.stderr)
             let obj = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any])
             let model = try XCTUnwrap(obj["default_model"] as? [String: Any], out.stdout)
-            return (try XCTUnwrap(model["id"] as? String), try XCTUnwrap(model["reason"] as? String))
+            let agreement = try XCTUnwrap(obj["source_neighbour_agreement"] as? Double, out.stdout)
+            let reason = try XCTUnwrap(model["reason"] as? String)
+            XCTAssertTrue(reason.contains(String(format: "agreement %.2f", agreement)), "the number the reason gives: \(reason)")
+            return (try XCTUnwrap(model["id"] as? String), reason)
         }
         let clustered = try defaultModel(trainCSV)
         print("toy adapt, default model: \(clustered)")
