@@ -456,10 +456,14 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
                              lambda 2/(1+exp(-10p))-1), coral (Deep CORAL), adabn (BatchNorm statistics re-estimated \
                              on the target), pseudo (self-training on confident pseudo-labels), mcc (Minimum Class \
                              Confusion, temperature 2.5), shot (information maximisation + nearest-centroid pseudo-labels, \
-                             classifier fixed), bnm (Batch Nuclear-norm Maximisation); auto (the default) runs them \
-                             all and chooses the run's default model without target labels: the one that agrees most \
-                             with the average prediction of all of them on the target (ensemble validation), or \
-                             source-only when none agrees more than it does. \
+                             classifier fixed), bnm (Batch Nuclear-norm Maximisation), propagate (the other \
+                             feature-level methods' average prediction on the target spread along the target's 10 \
+                             nearest neighbours, then a head trained on the source and those labels; feature level \
+                             only); \
+                             auto (the default) runs them all and chooses the run's default model without target \
+                             labels: where the source's classes form neighbourhoods in the backbone's features and a \
+                             method agrees with the average prediction more than source-only does (ensemble \
+                             validation), propagate; otherwise source-only. \
                              Levels: features (a head with a 256-wide bottleneck on cached features) and end-to-end \
                              (the backbone's top blocks trained too). With --target-test, the target-supervised oracle \
                              (5-fold cross-validation on that set) is reported as well.

@@ -191,6 +191,11 @@ final class ToyWorkflowTests: XCTestCase {
                 XCTAssertGreaterThan(a, base + 0.02, "\(m) at \(level) level")
             }
         }
+        // Label propagation from the other methods' average prediction: feature level only.
+        let propagated = accuracy(rows, "propagate", level: "features")
+        print("toy features: propagate \(propagated) vs source-only \(accuracy(rows, "source-only", level: "features"))")
+        XCTAssertGreaterThan(propagated, accuracy(rows, "source-only", level: "features") + 0.02)
+        XCTAssertFalse(rows.contains { $0["strategy"] as? String == "propagate" && $0["level"] as? String == "end-to-end" })
         XCTAssertGreaterThan(accuracy(rows, "oracle", level: "features"), accuracy(rows, "source-only", level: "features"))
     }
 

@@ -1,4 +1,4 @@
-import TransferEngine
+@testable import TransferEngine
 import XCTest
 
 /// The neighbourhood check of the label-free selection rule (`AdaptationSelection.neighbourAgreement`).
@@ -56,5 +56,33 @@ final class SelectionTests: XCTestCase {
         let first = try XCTUnwrap(AdaptationSelection.neighbourAgreement(x, labels: y))
         XCTAssertEqual(first, AdaptationSelection.neighbourAgreement(x, labels: y))
         XCTAssertGreaterThan(first, 0.9)
+    }
+
+    /// A candidate with a model and an ensemble agreement `agreement` (the only score `choose` reads).
+    func candidate(_ strategy: Strategy, _ agreement: Double) -> StrategyResult {
+        var rng = RNG(seed: 1)
+        let model = SavedModel(kind: .head, head: ClassifierHead(kind: .linear, inputs: 2, classes: 2, rng: &rng), classNames: ["a", "b"])
+        var r = StrategyResult(strategy: strategy, level: .features, eval: "t", labelsPerClass: nil, report: nil,
+                               trainSeconds: 0, history: [], model: model)
+        r.labelFree = LabelFreeScores(reverseValidation: 0, informationMaximisation: 0, meanEntropy: 0,
+                                      agreementWithSourceOnly: nil, ensembleAgreement: agreement, predictedProportions: [])
+        return r
+    }
+
+    /// Where a method agrees with the candidates' average clearly more than source-only does, the rule takes
+    /// propagate (that average refined on the target's neighbourhoods), whatever propagate's own agreement; where
+    /// none does, or the source fails the neighbourhood check, source-only; without propagate, the best method.
+    func testPropagateIsChosenWhereTheEnsembleSupportsAdapting() throws {
+        let supported = [candidate(.sourceOnly, 0.50), candidate(.dann, 0.80), candidate(.mcc, 0.70), candidate(.propagate, 0.60)]
+        let pick = try XCTUnwrap(AdaptationSelection.choose(supported, neighbourAgreement: 0.9))
+        XCTAssertEqual(pick.identifier, "propagate-features")
+        XCTAssertTrue(pick.reason.contains("dann-features agrees most") && pick.reason.contains("of the 3 candidates")
+                      && pick.reason.contains("passed the check"), pick.reason)
+        XCTAssertEqual(AdaptationSelection.choose(Array(supported.dropLast()), neighbourAgreement: 0.9)?.identifier, "dann-features")
+        let unsupported = [candidate(.sourceOnly, 0.80), candidate(.dann, 0.805), candidate(.propagate, 0.95)]
+        XCTAssertEqual(AdaptationSelection.choose(unsupported, neighbourAgreement: 0.9)?.identifier, "source-only-features")
+        let gated = try XCTUnwrap(AdaptationSelection.choose(supported, neighbourAgreement: 0.3))
+        XCTAssertEqual(gated.identifier, "source-only-features")
+        XCTAssertTrue(gated.reason.contains("would have chosen propagate-features"), gated.reason)
     }
 }

@@ -4,7 +4,7 @@ import Foundation
 public enum Strategy: String, Codable, Sendable {
     case scratch, extract, finetune
     /// Adaptation methods (`AdaptationMethod`).
-    case sourceOnly = "source-only", dann, coral, adabn, pseudo, mcc, shot, bnm
+    case sourceOnly = "source-only", dann, coral, adabn, pseudo, mcc, shot, bnm, propagate
     /// The adaptation row the label-free rule chose (`chosen` names it).
     case auto
     /// Target-supervised cross-validation on the labelled target test set (reports only).
@@ -24,6 +24,7 @@ public enum Strategy: String, Codable, Sendable {
         case .mcc: self = .mcc
         case .shot: self = .shot
         case .bnm: self = .bnm
+        case .propagate: self = .propagate
         }
     }
 }
