@@ -80,7 +80,6 @@ extension TransferWorkflows {
         let fT = try features(target, name: "target")
         let fTest = try test.map { try features($0.samples, name: evalName) }
         let fL = try labelled.map { try features($0.samples, name: "labelled target") }   // every set read before training
-        let propagating = methods.contains(.propagate) && levels.contains(.features)
         if levels.contains(.features) {
             results += try adaptFeatures(source: source, fS: fS, fT: fT, test: test, fTest: fTest,
                                          methods: Self.seedingPropagation(methods), settings: settings, evalName: evalName)
@@ -89,12 +88,8 @@ extension TransferWorkflows {
             results += try adaptEndToEnd(source: source, target: target, fS: fS, fT: fT, test: test,
                                          methods: endToEndMethods ?? methods, settings: settings, evalName: evalName)
         }
-        var predictions = try targetPredictions(results, target: target, fT: fT)
-        if propagating {
-            try addPropagation(&results, predictions: &predictions, source: source, fS: fS, fT: fT, test: test,
-                               fTest: fTest, evalName: evalName)
-        }
-        try scoreWithoutLabels(&results, predictions: predictions, source: source, fS: fS, fT: fT)
+        try propagateAndScore(&results, propagating: methods.contains(.propagate) && levels.contains(.features),
+                              source: source, fS: fS, target: target, fT: fT, test: test, fTest: fTest, evalName: evalName)
         if let labelled, let fL {
             // After the label-free scores: these rows use target labels, so they are not candidates of the label-free rule.
             results += try adaptWithTargetLabels(source: source, fS: fS, fT: fT, labelled: labelled, fL: fL, test: test,
@@ -124,12 +119,8 @@ extension TransferWorkflows {
         let test = try targetTest?.relabelled(to: source.classNames)
         var results = try adaptFeatures(source: source, fS: fS, fT: fT, test: test, fTest: fTest,
                                         methods: Self.seedingPropagation(methods), settings: settings, evalName: evalName)
-        var predictions = try targetPredictions(results, target: nil, fT: fT)
-        if methods.contains(.propagate) {
-            try addPropagation(&results, predictions: &predictions, source: source, fS: fS, fT: fT, test: test,
-                               fTest: fTest, evalName: evalName)
-        }
-        try scoreWithoutLabels(&results, predictions: predictions, source: source, fS: fS, fT: fT)
+        try propagateAndScore(&results, propagating: methods.contains(.propagate), source: source, fS: fS, target: nil,
+                              fT: fT, test: test, fTest: fTest, evalName: evalName)
         if oracle, let test, let fTest {
             results.append(try self.oracle(test: test, fTest: fTest, settings: settings, evalName: evalName))
         }
@@ -276,6 +267,18 @@ extension TransferWorkflows {
     /// `methods` with AdaBN in front when propagate is the only one: it needs predictions to start from.
     static func seedingPropagation(_ methods: [AdaptationMethod]) -> [AdaptationMethod] {
         methods == [.propagate] ? [.adabn, .propagate] : methods
+    }
+
+    /// Every candidate's predictions on the target; with `propagating`, the propagate row from them; then the
+    /// label-free scores of all of them.
+    func propagateAndScore<S>(_ results: inout [StrategyResult], propagating: Bool, source: LabelledSet<S>, fS: Tensor,
+                              target: [D.Sample]?, fT: Tensor, test: LabelledSet<S>?, fTest: Tensor?, evalName: String) throws {
+        var predictions = try targetPredictions(results, target: target, fT: fT)
+        if propagating {
+            try addPropagation(&results, predictions: &predictions, source: source, fS: fS, fT: fT, test: test,
+                               fTest: fTest, evalName: evalName)
+        }
+        try scoreWithoutLabels(&results, predictions: predictions, source: source, fS: fS, fT: fT)
     }
 
     /// `propagate`: the other feature-level candidates' predictions on the target (`predictions`), summed (their
