@@ -576,8 +576,8 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
             // Chosen by what it uses, not by a score: it is the only model trained on the source labels, the
             // target labels and the unlabelled target together.
             pick = (semi.identifier, AdaptationSelection.formsNeighbourhoods(agreement)
-                ? "semi-supervised: trained on the source labels, the labelled target examples and the unlabelled target"
-                : String(format: "semi-supervised: trained on the source labels and the labelled target examples, not self-trained on the unlabelled target: the source's classes do not form neighbourhoods in the backbone's features (nearest-neighbour agreement %.2f)", agreement ?? 0))
+                ? "semi-supervised: the labelled target examples and the supervised model's predictions propagated along the unlabelled target's nearest neighbours, then trained on those and the source labels"
+                : String(format: "semi-supervised: trained on the source labels and the labelled target examples, the unlabelled target not used: the source's classes do not form neighbourhoods in the backbone's features (nearest-neighbour agreement %.2f)", agreement ?? 0))
         }
         let chosen = pick.flatMap { p in results.first { $0.identifier == p.identifier } }
         return RunOutcome(results: results, notes: tested ? [] : ["no --target-test: target accuracy not measured"],

@@ -230,14 +230,14 @@ final class ToyWorkflowTests: XCTestCase {
         let diagnosis = try toy(["diagnose", "--source", shuffled.path, "--target", data.appendingPathComponent("target-unlabelled.csv").path])
         XCTAssertEqual(diagnosis.status, 0, diagnosis.stderr)
         XCTAssertTrue(diagnosis.stdout.contains("source neighbours") && diagnosis.stdout.contains("do not form neighbourhoods"), diagnosis.stdout)
-        // With a few target labels the default is semi, which then does not self-train: it is the supervised head.
+        // With a few target labels the default is semi, which then does not use the unlabelled target: it is the supervised head.
         let out = try toy(["adapt", "--source", shuffled.path, "--target", data.appendingPathComponent("target-unlabelled.csv").path,
                            "--target-labelled", data.appendingPathComponent("target-labelled.csv").path, "--target-labels-per-class", "3",
                            "--target-test", data.appendingPathComponent("target-test.csv").path, "--method", "source-only", "--json", "--threads", "1"])
         let rows = try results(out)
         XCTAssertEqual(accuracy(rows, "semi", level: "features", labels: 3), accuracy(rows, "supervised", level: "features", labels: 3))
         let reason = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any])?["default_model"] as? [String: Any])["reason"] as? String
-        XCTAssertTrue(reason?.contains("not self-trained") == true, reason ?? "no reason")
+        XCTAssertTrue(reason?.contains("the unlabelled target not used") == true, reason ?? "no reason")
     }
 }
 
@@ -667,7 +667,7 @@ extension ToyWorkflowTests {
     }
 
     /// `finetune --unfreeze auto`, `adapt --target-labelled` and `adapt` from features folders killed midway resume
-    /// to the bytes of uninterrupted runs (the depth search's and the self-training's trainings each checkpoint under
+    /// to the bytes of uninterrupted runs (the depth search's and the few-label rows' trainings each checkpoint under
     /// their own names); their runs then serve `evaluate` and `predict` in the minimal form.
     func testDepthSearchAndFewLabelRunsResumeToTheSameBytes() throws {
         let runs = Self.root.appendingPathComponent("runs-resume-new")

@@ -54,6 +54,12 @@ public struct Tensor: @unchecked Sendable {
 
     public init(_ scalar: Float) { self.init(shape: [], scalars: [scalar]) }
 
+    /// [labels.count, classes]: row i is 1 at column labels[i] and 0 elsewhere (labels already checked to lie in 0..<classes).
+    public init(oneHot labels: [Int], classes: Int) {
+        self.init(zeros: [labels.count, classes])
+        for (i, c) in labels.enumerated() { storage.pointer[i * classes + c] = 1 }
+    }
+
     static func elementCount(_ shape: [Int]) -> Int {
         var n = 1
         for d in shape {

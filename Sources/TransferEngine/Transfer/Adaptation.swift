@@ -296,15 +296,27 @@ extension TransferWorkflows {
         }
         guard let seeds else { throw EngineError.invalidArgument("propagate starts from the other methods' predictions, and none ran") }
         let data = FeatureDomains(source: fS, target: fT, test: fTest)
-        let labels = LabelPropagation.propagate(seeds, over: (fT - data.targetStatistics.mean) / data.targetStatistics.scale).argmaxRows()
         var rng = RNG(seed: options.seed &+ UInt64(AdaptationMethod.allCases.firstIndex(of: .propagate)!))
-        let (head, history, _) = try trainHead(features: Tensor.concatenateRows([fS, data.targetAligned]),
-                                               labels: source.labels + labels, classes: source.classNames.count,
-                                               kind: .mlp, name: "adapt-features-propagate", rng: &rng)
+        let (head, history) = try trainOnPropagated(seeds, data: data, features: fS, labels: source.labels,
+                                                    classes: source.classNames.count, name: "adapt-features-propagate", rng: &rng)
         let row = try headResult(.propagate, head, data, aligned: true, test, start, history, evalName,
                                  classNames: source.classNames)
         predictions[row.identifier] = try probabilities(row.model!, features: fT, name: "target through \(row.identifier)")
         results.insert(row, at: results.lastIndex { $0.level == .features }.map { $0 + 1 } ?? results.count)
+    }
+
+    /// A head trained on the labelled rows (`x`, `y`) and every target sample with the label its seed propagates
+    /// to (`LabelPropagation`): `seeds` holds a row of class scores per target sample (`data.target`), then one per
+    /// row of `anchors` (further target samples, e.g. labelled ones), all on one nearest-neighbour graph of the
+    /// target's features standardised with the target's own statistics.
+    func trainOnPropagated(_ seeds: Tensor, anchors: Tensor? = nil, data: FeatureDomains, features x: Tensor, labels y: [Int],
+                           classes: Int, name: String, rng: inout RNG) throws -> (ClassifierHead, [EpochLog]) {
+        let nodes = anchors.map { Tensor.concatenateRows([data.target, $0]) } ?? data.target
+        let propagated = LabelPropagation.propagate(seeds, over: (nodes - data.targetStatistics.mean) / data.targetStatistics.scale)
+        let labels = propagated.argmaxRows().prefix(data.target.shape[0])
+        let (head, history, _) = try trainHead(features: Tensor.concatenateRows([x, data.targetAligned]), labels: y + labels,
+                                               classes: classes, kind: .mlp, name: name, rng: &rng)
+        return (head, history)
     }
 
     /// The target loss of MCC, BNM or SHOT, on a batch of target representations from `target(indices, training, rng)`
