@@ -54,4 +54,12 @@ final class LabelPropagationTests: XCTestCase {
         // Without neighbours' weight (alpha 0) the seeds come back unchanged.
         XCTAssertEqual(LabelPropagation.propagate(y, over: x, alpha: 0).argmaxRows(), y.argmaxRows())
     }
+
+    /// The labelled examples' seeds of `semi`: one 1 per row, at the label's column.
+    func testOneHotRows() {
+        let t = Tensor(oneHot: [2, 0, 1], classes: 3)
+        XCTAssertEqual(t.shape, [3, 3])
+        XCTAssertEqual(t.scalars, [0, 0, 1, 1, 0, 0, 0, 1, 0])
+        XCTAssertEqual(Tensor(oneHot: [], classes: 4).shape, [0, 4])
+    }
 }
