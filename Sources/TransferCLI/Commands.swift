@@ -576,7 +576,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
             // Chosen by what it uses, not by a score: it is the only model trained on the source labels, the
             // target labels and the unlabelled target together.
             pick = (semi.identifier, AdaptationSelection.formsNeighbourhoods(agreement)
-                ? "semi-supervised: the labelled target examples and the supervised model's predictions propagated along the unlabelled target's nearest neighbours, then trained on those and the source labels"
+                ? "semi-supervised: the labelled target examples and the supervised model's predictions propagated along the unlabelled target's nearest neighbours and balanced to the source's class proportions, then trained on those and the source labels"
                 : String(format: "semi-supervised: trained on the source labels and the labelled target examples, the unlabelled target not used: the source's classes do not form neighbourhoods in the backbone's features (nearest-neighbour agreement %.2f)", agreement ?? 0))
         }
         let chosen = pick.flatMap { p in results.first { $0.identifier == p.identifier } }

@@ -62,4 +62,33 @@ final class LabelPropagationTests: XCTestCase {
         XCTAssertEqual(t.scalars, [0, 0, 1, 1, 0, 0, 0, 1, 0])
         XCTAssertEqual(Tensor(oneHot: [], classes: 4).shape, [0, 4])
     }
+
+    /// Balancing: scores in which class 0 outscores class 1 on every row (its argmax takes them all) are rescaled
+    /// so the classes' total scores match the proportions while each row still sums to 1 and the rows keep their
+    /// order of preference; with equal proportions the half of the rows most in favour of class 1 go to class 1.
+    func testBalanceGivesEachClassItsShare() {
+        let n = 8
+        // Row i: class 1's score grows with i but never reaches class 0's.
+        let scores = Tensor(shape: [n, 2], scalars: (0..<n).flatMap { i -> [Float] in
+            let p1 = 0.05 + 0.05 * Float(i)
+            return [1 - p1, p1]
+        })
+        XCTAssertEqual(scores.argmaxRows(), Array(repeating: 0, count: n))
+        XCTAssertEqual(LabelPropagation.balance(scores, proportions: [1, 1]).argmaxRows(), [0, 0, 0, 0, 1, 1, 1, 1])
+        for proportions in [[1.0, 1.0], [3.0, 1.0], [0.25, 0.75]] {
+            let q = LabelPropagation.balance(scores, proportions: proportions)
+            let total = proportions.reduce(0, +)
+            for c in 0..<2 {
+                let sum = (0..<n).reduce(Float(0)) { $0 + q[flat: $1 * 2 + c] }
+                XCTAssertEqual(Double(sum), Double(n) * proportions[c] / total, accuracy: 1e-3, "\(proportions)")
+            }
+            for i in 0..<n { XCTAssertEqual(q[flat: i * 2] + q[flat: i * 2 + 1], 1, accuracy: 1e-5) }
+            for i in 1..<n { XCTAssertGreaterThan(q[flat: i * 2 + 1], q[flat: (i - 1) * 2 + 1], "\(proportions)") }
+        }
+        // A class that scores 0 everywhere stays at 0; the others share the rows.
+        let absent = Tensor(shape: [2, 3], scalars: [0.7, 0, 0.3, 0.6, 0, 0.4])
+        let q = LabelPropagation.balance(absent, proportions: [1, 1, 1])
+        XCTAssertEqual(q[flat: 1], 0); XCTAssertEqual(q[flat: 4], 0)
+        XCTAssertEqual(q.argmaxRows(), [0, 2])
+    }
 }

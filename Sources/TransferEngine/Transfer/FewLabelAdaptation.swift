@@ -24,16 +24,16 @@ extension TransferWorkflows {
     ///   with its own statistics (as the adaptation methods do) and the target examples repeated until both
     ///   domains weigh the same in the loss (MME's and FixMatch-style labelled batches are half source, half target);
     /// - `semi`: the supervised head's predictions on the unlabelled target and the labelled target examples (as
-    ///   one-hot anchors) propagated along the target's nearest-neighbour graph (as `propagate` does without
-    ///   labels), then a head trained on the labelled rows of `supervised` and every unlabelled target sample with
-    ///   its propagated label. The target labels anchor the classes that unsupervised methods have to guess. When
-    ///   the source's classes do not form neighbourhoods in the features (`AdaptationSelection.formsNeighbourhoods`),
-    ///   the supervised head as it is: the target's neighbourhoods are not to be trusted there (self-training moved
-    ///   the sentiment shift by -1.5 to +1.2 points at random). Chosen on scripts/few-label-shifts over
-    ///   self-training from the supervised head (confident predictions, 3 rounds: 2.0-2.7 points lower on MNIST ->
-    ///   optdigits, level on the speech voices over 13 seeds) and over the supervised loss plus Minimum Class
-    ///   Confusion, which lost 3-5 points to `supervised` on the sentiment shift, whose target classes are not
-    ///   balanced (MCC's diversity term assumes they are).
+    ///   one-hot anchors) propagated along the target's nearest-neighbour graph and balanced to the source's class
+    ///   proportions (as `propagate` does without labels), then a head trained on the labelled rows of `supervised`
+    ///   and every unlabelled target sample with its propagated label. The target labels anchor the classes that
+    ///   unsupervised methods have to guess. When the source's classes do not form neighbourhoods in the features
+    ///   (`AdaptationSelection.formsNeighbourhoods`), the supervised head as it is: the target's neighbourhoods are
+    ///   not to be trusted there (self-training moved the sentiment shift by -1.5 to +1.2 points at random). Chosen
+    ///   on scripts/few-label-shifts over self-training from the supervised head (confident predictions, 3 rounds:
+    ///   2.0-2.7 points lower on MNIST -> optdigits, level on the speech voices over 13 seeds) and over the
+    ///   supervised loss plus Minimum Class Confusion, which lost 3-5 points to `supervised` on the sentiment shift,
+    ///   whose target classes are not balanced (MCC's diversity term assumes they are).
     /// `labelled` is already reduced to `labelsPerClass`; `fL` are its features.
     func adaptWithTargetLabels(source: LabelledSet<D.Sample>, fS: Tensor, fT: Tensor, labelled: LabelledSet<D.Sample>,
                                fL: Tensor, test: LabelledSet<D.Sample>?, fTest: Tensor?, labelsPerClass: Int?,

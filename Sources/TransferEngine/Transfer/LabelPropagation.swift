@@ -86,4 +86,31 @@ public enum LabelPropagation {
         }
         return Tensor(shape: [n, classes], scalars: out)
     }
+
+    /// `scores` [N, K] (non-negative, e.g. propagated scores) rescaled so the classes take the shares `proportions`
+    /// (K values, summing to anything positive) of the N rows, while each row still sums to 1: Sinkhorn-Knopp,
+    /// alternately scaling the columns to N x proportion and the rows to 1 (`iterations` rounds, ending on the rows).
+    /// Its argmax is a labelling in which no class takes another's samples merely because it scores higher everywhere
+    /// (the classes' total scores match the proportions; their argmax counts only approximately).
+    /// A class whose column is all 0 stays 0.
+    public static func balance(_ scores: Tensor, proportions: [Double], iterations: Int = iterations) -> Tensor {
+        let n = scores.shape[0], classes = scores.shape[1]
+        precondition(proportions.count == classes, "one proportion per class")
+        let total = proportions.reduce(0, +)
+        var q = (0..<n * classes).map { Double(scores[flat: $0]) }
+        for _ in 0..<iterations {
+            for c in 0..<classes {
+                let sum = (0..<n).reduce(0) { $0 + q[$1 * classes + c] }
+                guard sum > 0 else { continue }
+                let scale = Double(n) * proportions[c] / total / sum
+                for i in 0..<n { q[i * classes + c] *= scale }
+            }
+            for i in 0..<n {
+                let sum = (0..<classes).reduce(0) { $0 + q[i * classes + $1] }
+                guard sum > 0 else { continue }
+                for c in 0..<classes { q[i * classes + c] /= sum }
+            }
+        }
+        return Tensor(shape: [n, classes], scalars: q.map { Float($0) })
+    }
 }

@@ -98,7 +98,7 @@ public enum AdaptationSelection {
             choice = (baseline, best.strategy == baseline.strategy ? evidence
                 : "no method agrees with the candidates' average prediction \(pct(margin)) more than source-only does (\(pct(score(baseline))); best \(best.identifier) \(pct(score(best)))): keeping source-only")
         } else if let refined {
-            choice = (refined, "\(refined.identifier): the candidates' average prediction on the target, propagated along the target's nearest neighbours; \(evidence)")
+            choice = (refined, "\(refined.identifier): the candidates' average prediction on the target, propagated along the target's nearest neighbours and balanced to the source's class proportions; \(evidence)")
         } else {
             choice = (best, evidence)
         }
