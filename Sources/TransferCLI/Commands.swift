@@ -492,6 +492,8 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     var pseudoThreshold: Float = AdaptationOptions().pseudoThreshold
     @Option(help: "Self-training rounds (feature level).")
     var pseudoRounds: Int = AdaptationOptions().pseudoRounds
+    @Flag(help: "The target's classes are known not to come in the source's proportions: propagate and semi do not balance their labels to them (DANN, MCC, SHOT and BNM still assume they do).")
+    var imbalancedTarget = false
     @OptionGroup var fine: FineTuneOptions
     @OptionGroup var training: TrainingFlags
     @OptionGroup var runOptions: RunOptions
@@ -504,6 +506,9 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         }
         if !(pseudoThreshold > 0 && pseudoThreshold <= 1) { throw ValidationError("--pseudo-threshold must be in (0, 1], got \(pseudoThreshold)") }
         if pseudoRounds < 0 { throw ValidationError("--pseudo-rounds must be >= 0, got \(pseudoRounds)") }
+        if imbalancedTarget, targetLabelled == nil, !(method.methods.contains(.propagate) && level.levels.contains(.features)) {
+            throw ValidationError("--imbalanced-target changes only propagate and semi: it needs propagate at the feature level (--method auto or a list with propagate) or --target-labelled")
+        }
         if let k = targetLabelsPerClass {
             if k < 1 { throw ValidationError("--target-labels-per-class must be >= 1, got \(k)") }
             if targetLabelled == nil { throw ValidationError("--target-labels-per-class needs --target-labelled") }
@@ -544,7 +549,8 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
                                       targetLabelsPerClass: targetLabelsPerClass, settings: settings,
                                       evalName: test.map { _ in datasetName(targetTest!) } ?? "none")
             let before = try w.unadaptedFeatures(source: sourceSet.samples, target: targetSamples)
-            var outcome = Self.outcome(results, tested: test != nil, before: before, source: sourceSet) { chosen in
+            var outcome = Self.outcome(results, tested: test != nil, before: before, source: sourceSet,
+                                       balanced: settings.balancePropagatedLabels) { chosen in
                 test.flatMap { w.topLossRequest(chosen, on: $0, name: datasetName(targetTest!)) }
             }
             outcome.notes += labelBudgetNotes(targetLabelsPerClass, labels: labelled?.labels ?? [], classNames: labelled?.classNames ?? [], option: "--target-labels-per-class",
@@ -559,16 +565,17 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         s.coralWeight = coralWeight
         s.pseudoThreshold = pseudoThreshold
         s.pseudoRounds = pseudoRounds
+        s.balancePropagatedLabels = !imbalancedTarget
         return s
     }
 
     /// The run's default model, chosen without target labels (`AdaptationSelection`), its auto row, and the rest
     /// of what the run saves.
     static func outcome(_ adapted: [StrategyResult], tested: Bool, before: (source: Tensor, target: Tensor),
-                        source: LabelledSet<some Any>, topLosses: (StrategyResult) -> TopLossRequest?) -> RunOutcome {
+                        source: LabelledSet<some Any>, balanced: Bool, topLosses: (StrategyResult) -> TopLossRequest?) -> RunOutcome {
         var results = adapted
         let agreement = AdaptationSelection.neighbourAgreement(before.source, labels: source.labels)
-        var pick = AdaptationSelection.choose(results, neighbourAgreement: agreement)
+        var pick = AdaptationSelection.choose(results, neighbourAgreement: agreement, balanced: balanced)
         if let pick, results.filter({ $0.model != nil && $0.labelFree != nil }).count > 1 {
             results.append(AdaptationSelection.autoRow(pick.identifier, of: results))
         }
@@ -576,7 +583,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
             // Chosen by what it uses, not by a score: it is the only model trained on the source labels, the
             // target labels and the unlabelled target together.
             pick = (semi.identifier, AdaptationSelection.formsNeighbourhoods(agreement)
-                ? "semi-supervised: the labelled target examples and the supervised model's predictions propagated along the unlabelled target's nearest neighbours and balanced to the source's class proportions, then trained on those and the source labels"
+                ? "semi-supervised: the labelled target examples and the supervised model's predictions propagated along the unlabelled target's nearest neighbours\(balanced ? " and balanced to the source's class proportions" : ""), then trained on those and the source labels"
                 : String(format: "semi-supervised: trained on the source labels and the labelled target examples, the unlabelled target not used: the source's classes do not form neighbourhoods in the backbone's features (nearest-neighbour agreement %.2f)", agreement ?? 0))
         }
         let chosen = pick.flatMap { p in results.first { $0.identifier == p.identifier } }
@@ -610,7 +617,8 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
             let results = try w.adapt(source: source.set, features: fS, target: fT, targetTest: testSet, testFeatures: fTest,
                                       methods: methods, oracle: testSet != nil, settings: settings,
                                       evalName: targetTest.map(datasetName) ?? "none")
-            return Self.outcome(results, tested: testSet != nil, before: w.unadapted(source: fS, target: fT), source: source.set) { chosen in
+            return Self.outcome(results, tested: testSet != nil, before: w.unadapted(source: fS, target: fT), source: source.set,
+                                balanced: settings.balancePropagatedLabels) { chosen in
                 testSamples.flatMap { w.topLossRequest(chosen, on: $0, name: datasetName(targetTest!)) }
             }
         }

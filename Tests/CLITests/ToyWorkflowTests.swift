@@ -423,6 +423,58 @@ extension ToyWorkflowTests {
         }
     }
 
+    /// `propagate` balances its labels to the source's class proportions unless told the target is imbalanced
+    /// (`balancePropagatedLabels` false, `--imbalanced-target`). Two well-separated classes (16 features, as the toy backbone gives), balanced in the source,
+    /// 9 : 1 in the target: balancing to 1 : 1 relabels a good part of the larger class, and without it propagate
+    /// keeps them.
+    func testPropagateBalancesItsLabelsUnlessTheTargetIsImbalanced() throws {
+        let saved = ProcessInfo.processInfo.environment["TL_MODELS_DIR"]
+        setenv("TL_MODELS_DIR", Self.root.appendingPathComponent("models").path, 1)
+        defer { if let saved { setenv("TL_MODELS_DIR", saved, 1) } else { unsetenv("TL_MODELS_DIR") } }
+        let w = TransferWorkflows(domain: try ToyDomain(), options: WorkflowOptions())
+        var rng = RNG(seed: 5)
+        func points(_ counts: [Int], shift: Float) -> (Tensor, [Int]) {
+            var values: [Float] = [], labels: [Int] = []
+            for (c, n) in counts.enumerated() {
+                for _ in 0..<n {
+                    values += (0..<16).map { d in (d == 0 ? (c == 0 ? -3 : 3) : 0) + shift + rng.normal() * 0.7 }
+                    labels.append(c)
+                }
+            }
+            return (Tensor(shape: [labels.count, 16], scalars: values), labels)
+        }
+        let (fS, yS) = points([60, 60], shift: 0), (fT, _) = points([180, 20], shift: 0.5), (fTest, yTest) = points([180, 20], shift: 0.5)
+        let source = LabelledSet(samples: Array(0..<yS.count), labels: yS, classNames: ["a", "b"], source: "source")
+        let test = LabelledSet(samples: Array(0..<yTest.count), labels: yTest, classNames: ["a", "b"], source: "test")
+        func propagate(balanced: Bool) throws -> Double {
+            var settings = AdaptationOptions()
+            settings.balancePropagatedLabels = balanced
+            let rows = try w.adapt(source: source, features: fS, target: fT, targetTest: test, testFeatures: fTest,
+                                   methods: [.sourceOnly, .adabn, .propagate], oracle: false, settings: settings, evalName: "test")
+            return try XCTUnwrap(rows.first { $0.strategy == .propagate }?.accuracy)
+        }
+        let balanced = try propagate(balanced: true), kept = try propagate(balanced: false)
+        print("toy 9:1 target: propagate balanced \(balanced), not balanced \(kept)")
+        XCTAssertGreaterThan(kept, 0.95)
+        XCTAssertLessThan(balanced, kept - 0.05)
+        // The app's flag, and the default model's reason saying which was done.
+        let target = data.appendingPathComponent("target-unlabelled.csv").path
+        func reason(_ extra: [String]) throws -> (id: String, reason: String) {
+            let out = try toy(["adapt", "--source", trainCSV, "--target", target, "--json", "--threads", "1"] + extra)
+            XCTAssertEqual(out.status, 0, out.stderr)
+            let model = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any])?["default_model"] as? [String: Any])
+            return (try XCTUnwrap(model["id"] as? String), try XCTUnwrap(model["reason"] as? String))
+        }
+        let plain = try reason([]), flagged = try reason(["--imbalanced-target"])
+        XCTAssertEqual(plain.id, "propagate-features", plain.reason)
+        XCTAssertTrue(plain.reason.contains("balanced to the source's class proportions"), plain.reason)
+        XCTAssertEqual(flagged.id, "propagate-features", flagged.reason)
+        XCTAssertTrue(flagged.reason.contains("propagated along") && !flagged.reason.contains("balanced"), flagged.reason)
+        let refused = try toy(["adapt", "--source", trainCSV, "--target", target, "--method", "dann", "--imbalanced-target"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("--imbalanced-target changes only propagate and semi"), refused.stderr)
+    }
+
     /// Each workflow trains a copy of the pretrained backbone of its own: a fine-tuned model keeps its weights
     /// while later workflows fine-tune, adapt end to end and re-estimate BatchNorm-free statistics, and the
     /// pretrained backbone is never changed (when they shared one backbone, each reset it for the next).

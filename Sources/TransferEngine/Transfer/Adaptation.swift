@@ -43,6 +43,9 @@ public struct AdaptationOptions: Sendable {
     /// SHOT: weight of the information-maximisation loss and of the nearest-centroid pseudo-label loss (Liang et al. 2020).
     public var shotIMWeight: Float = 1
     public var shotPseudoWeight: Float = 0.3
+    /// `propagate` and `semi` balance their propagated labels to the source's class proportions (the target's classes
+    /// are assumed to come in them, as the other methods assume); false for a target known to be otherwise.
+    public var balancePropagatedLabels = true
 
     public init() {}
 }
@@ -89,7 +92,8 @@ extension TransferWorkflows {
                                          methods: endToEndMethods ?? methods, settings: settings, evalName: evalName)
         }
         try propagateAndScore(&results, propagating: methods.contains(.propagate) && levels.contains(.features),
-                              source: source, fS: fS, target: target, fT: fT, test: test, fTest: fTest, evalName: evalName)
+                              source: source, fS: fS, target: target, fT: fT, test: test, fTest: fTest,
+                              settings: settings, evalName: evalName)
         if let labelled, let fL {
             // After the label-free scores: these rows use target labels, so they are not candidates of the label-free rule.
             results += try adaptWithTargetLabels(source: source, fS: fS, fT: fT, labelled: labelled, fL: fL, test: test,
@@ -120,7 +124,7 @@ extension TransferWorkflows {
         var results = try adaptFeatures(source: source, fS: fS, fT: fT, test: test, fTest: fTest,
                                         methods: Self.seedingPropagation(methods), settings: settings, evalName: evalName)
         try propagateAndScore(&results, propagating: methods.contains(.propagate), source: source, fS: fS, target: nil,
-                              fT: fT, test: test, fTest: fTest, evalName: evalName)
+                              fT: fT, test: test, fTest: fTest, settings: settings, evalName: evalName)
         if oracle, let test, let fTest {
             results.append(try self.oracle(test: test, fTest: fTest, settings: settings, evalName: evalName))
         }
@@ -272,11 +276,12 @@ extension TransferWorkflows {
     /// Every candidate's predictions on the target; with `propagating`, the propagate row from them; then the
     /// label-free scores of all of them.
     func propagateAndScore<S>(_ results: inout [StrategyResult], propagating: Bool, source: LabelledSet<S>, fS: Tensor,
-                              target: [D.Sample]?, fT: Tensor, test: LabelledSet<S>?, fTest: Tensor?, evalName: String) throws {
+                              target: [D.Sample]?, fT: Tensor, test: LabelledSet<S>?, fTest: Tensor?,
+                              settings: AdaptationOptions, evalName: String) throws {
         var predictions = try targetPredictions(results, target: target, fT: fT)
         if propagating {
             try addPropagation(&results, predictions: &predictions, source: source, fS: fS, fT: fT, test: test,
-                               fTest: fTest, evalName: evalName)
+                               fTest: fTest, settings: settings, evalName: evalName)
         }
         try scoreWithoutLabels(&results, predictions: predictions, source: source, fS: fS, fT: fT)
     }
@@ -288,7 +293,8 @@ extension TransferWorkflows {
     /// pseudo-labelling does, and its row joins the feature-level rows. (With the end-to-end models' predictions in the seeds too, the vision and speech demos
     /// scored 2.7 and 3.3 points lower.)
     func addPropagation<S>(_ results: inout [StrategyResult], predictions: inout [String: Tensor], source: LabelledSet<S>,
-                           fS: Tensor, fT: Tensor, test: LabelledSet<S>?, fTest: Tensor?, evalName: String) throws {
+                           fS: Tensor, fT: Tensor, test: LabelledSet<S>?, fTest: Tensor?, settings: AdaptationOptions,
+                           evalName: String) throws {
         let start = Date()
         var seeds: Tensor?
         for r in results where r.level == .features {
@@ -298,6 +304,7 @@ extension TransferWorkflows {
         let data = FeatureDomains(source: fS, target: fT, test: fTest)
         var rng = RNG(seed: options.seed &+ UInt64(AdaptationMethod.allCases.firstIndex(of: .propagate)!))
         let (head, history) = try trainOnPropagated(seeds, data: data, features: fS, labels: source.labels,
+                                                    balanced: settings.balancePropagatedLabels,
                                                     classes: source.classNames.count, name: "adapt-features-propagate", rng: &rng)
         let row = try headResult(.propagate, head, data, aligned: true, test, start, history, evalName,
                                  classNames: source.classNames)
@@ -308,19 +315,20 @@ extension TransferWorkflows {
     /// A head trained on the labelled rows (`x`, `y`) and every target sample with the label its seed propagates
     /// to (`LabelPropagation`): `seeds` holds a row of class scores per target sample (`data.target`), then one per
     /// row of `anchors` (further target samples, e.g. labelled ones), all on one nearest-neighbour graph of the
-    /// target's features standardised with the target's own statistics. The target samples' propagated scores are
-    /// balanced to the class proportions of `y` before their argmax (`LabelPropagation.balance`): the covariate-shift
+    /// target's features standardised with the target's own statistics. With `balanced`, the target samples'
+    /// propagated scores are balanced to the class proportions of `y` before their argmax (`LabelPropagation.balance`): the covariate-shift
     /// assumption of the other methods, that the target's classes come in the source's proportions. Without it a
     /// class the seeds slightly favour everywhere took its neighbours' samples: propagate 0.761 -> 0.797 on the speech
     /// voices, 0.672 -> 0.689 on MNIST -> optdigits, 0.612 -> 0.628 on the reverse, 0.913 -> 0.903 on the reverse
     /// voices (seeds 42, 1, 2); `semi` on vision at 1 / 3 labels per class 0.630 -> 0.687, 0.712 -> 0.765.
     func trainOnPropagated(_ seeds: Tensor, anchors: Tensor? = nil, data: FeatureDomains, features x: Tensor, labels y: [Int],
-                           classes: Int, name: String, rng: inout RNG) throws -> (ClassifierHead, [EpochLog]) {
+                           balanced: Bool, classes: Int, name: String, rng: inout RNG) throws -> (ClassifierHead, [EpochLog]) {
         let nodes = anchors.map { Tensor.concatenateRows([data.target, $0]) } ?? data.target
         let propagated = LabelPropagation.propagate(seeds, over: (nodes - data.targetStatistics.mean) / data.targetStatistics.scale)
         var counts = [Double](repeating: 0, count: classes)
         for label in y { counts[label] += 1 }
-        let labels = LabelPropagation.balance(propagated.rows(0..<data.target.shape[0]), proportions: counts).argmaxRows()
+        let target = propagated.rows(0..<data.target.shape[0])
+        let labels = (balanced ? LabelPropagation.balance(target, proportions: counts) : target).argmaxRows()
         let (head, history, _) = try trainHead(features: Tensor.concatenateRows([x, data.targetAligned]), labels: y + labels,
                                                classes: classes, kind: .mlp, name: name, rng: &rng)
         return (head, history)

@@ -68,7 +68,8 @@ extension TransferWorkflows {
         let agreement = AdaptationSelection.neighbourAgreement(unadapted(source: fS, target: fT).source, labels: source.labels)
         let (head, history) = AdaptationSelection.formsNeighbourhoods(agreement)
             ? try trainOnPropagated(Tensor.concatenateRows([probabilities(supervised, fTa), Tensor(oneHot: labelled.labels, classes: classes)]),
-                                    anchors: fL, data: data, features: x, labels: y, classes: classes, name: "semi-\(tag)", rng: &r)
+                                    anchors: fL, data: data, features: x, labels: y, balanced: settings.balancePropagatedLabels,
+                                    classes: classes, name: "semi-\(tag)", rng: &r)
             : (supervised, supervisedHistory)
         results.append(try headResult(.semi, head, data, aligned: true, test, start, history, evalName,
                                       classNames: source.classNames))
