@@ -289,9 +289,10 @@ extension TransferWorkflows {
     /// `propagate`: the other feature-level candidates' predictions on the target (`predictions`), summed (their
     /// average, up to scale: propagation is linear in its seeds), spread along the target's nearest-neighbour graph
     /// (`LabelPropagation`, on its features standardised with its own statistics) and balanced to the source's class
-    /// proportions; a head is then trained on the source and every target sample with its propagated label, as
-    /// pseudo-labelling does, and its row joins the feature-level rows. (With the end-to-end models' predictions in the seeds too, the vision and speech demos
-    /// scored 2.7 and 3.3 points lower.)
+    /// proportions (unless `settings.balancePropagatedLabels` is false); a head is then trained on the source and
+    /// every target sample with its propagated label, as pseudo-labelling does, and its row joins the feature-level
+    /// rows. (With the end-to-end models' predictions in the seeds too, the vision and speech demos scored 2.7 and 3.3
+    /// points lower.)
     func addPropagation<S>(_ results: inout [StrategyResult], predictions: inout [String: Tensor], source: LabelledSet<S>,
                            fS: Tensor, fT: Tensor, test: LabelledSet<S>?, fTest: Tensor?, settings: AdaptationOptions,
                            evalName: String) throws {
@@ -316,19 +317,23 @@ extension TransferWorkflows {
     /// to (`LabelPropagation`): `seeds` holds a row of class scores per target sample (`data.target`), then one per
     /// row of `anchors` (further target samples, e.g. labelled ones), all on one nearest-neighbour graph of the
     /// target's features standardised with the target's own statistics. With `balanced`, the target samples'
-    /// propagated scores are balanced to the class proportions of `y` before their argmax (`LabelPropagation.balance`): the covariate-shift
-    /// assumption of the other methods, that the target's classes come in the source's proportions. Without it a
-    /// class the seeds slightly favour everywhere took its neighbours' samples: propagate 0.761 -> 0.797 on the speech
-    /// voices, 0.672 -> 0.689 on MNIST -> optdigits, 0.612 -> 0.628 on the reverse, 0.913 -> 0.903 on the reverse
-    /// voices (seeds 42, 1, 2); `semi` on vision at 1 / 3 labels per class 0.630 -> 0.687, 0.712 -> 0.765.
+    /// propagated scores are balanced to the class proportions of `y` before their argmax (`LabelPropagation.balance`):
+    /// the covariate-shift assumption of the other methods, that the target's classes come in the source's
+    /// proportions. Without it a class the seeds slightly favour everywhere took its neighbours' samples: propagate
+    /// 0.761 -> 0.797 on the speech voices, 0.672 -> 0.689 on MNIST -> optdigits, 0.612 -> 0.628 on the reverse,
+    /// 0.913 -> 0.903 on the reverse voices (seeds 42, 1, 2); `semi` on vision at 1 / 3 labels per class 0.630 ->
+    /// 0.687, 0.712 -> 0.765.
     func trainOnPropagated(_ seeds: Tensor, anchors: Tensor? = nil, data: FeatureDomains, features x: Tensor, labels y: [Int],
                            balanced: Bool, classes: Int, name: String, rng: inout RNG) throws -> (ClassifierHead, [EpochLog]) {
         let nodes = anchors.map { Tensor.concatenateRows([data.target, $0]) } ?? data.target
         let propagated = LabelPropagation.propagate(seeds, over: (nodes - data.targetStatistics.mean) / data.targetStatistics.scale)
-        var counts = [Double](repeating: 0, count: classes)
-        for label in y { counts[label] += 1 }
-        let target = propagated.rows(0..<data.target.shape[0])
-        let labels = (balanced ? LabelPropagation.balance(target, proportions: counts) : target).argmaxRows()
+        var target = propagated.rows(0..<data.target.shape[0])
+        if balanced {
+            var counts = [Double](repeating: 0, count: classes)
+            for label in y { counts[label] += 1 }
+            target = LabelPropagation.balance(target, proportions: counts)
+        }
+        let labels = target.argmaxRows()
         let (head, history, _) = try trainHead(features: Tensor.concatenateRows([x, data.targetAligned]), labels: y + labels,
                                                classes: classes, kind: .mlp, name: name, rng: &rng)
         return (head, history)
