@@ -446,17 +446,22 @@ extension ToyWorkflowTests {
         let (fS, yS) = points([60, 60], shift: 0), (fT, _) = points([180, 20], shift: 0.5), (fTest, yTest) = points([180, 20], shift: 0.5)
         let source = LabelledSet(samples: Array(0..<yS.count), labels: yS, classNames: ["a", "b"], source: "source")
         let test = LabelledSet(samples: Array(0..<yTest.count), labels: yTest, classNames: ["a", "b"], source: "test")
-        func propagate(balanced: Bool) throws -> Double {
+        func propagate(balanced: Bool, rounds: Int = 1) throws -> Double {
             var settings = AdaptationOptions()
             settings.balancePropagatedLabels = balanced
+            settings.propagationRounds = rounds
             let rows = try w.adapt(source: source, features: fS, target: fT, targetTest: test, testFeatures: fTest,
                                    methods: [.sourceOnly, .adabn, .propagate], oracle: false, settings: settings, evalName: "test")
             return try XCTUnwrap(rows.first { $0.strategy == .propagate }?.accuracy)
         }
+        // One round (the property under test); then the default two, where the flag must still pay.
         let balanced = try propagate(balanced: true), kept = try propagate(balanced: false)
-        print("toy 9:1 target: propagate balanced \(balanced), not balanced \(kept)")
+        let rounds = AdaptationOptions().propagationRounds
+        let balancedR = try propagate(balanced: true, rounds: rounds), keptR = try propagate(balanced: false, rounds: rounds)
+        print("toy 9:1 target: propagate balanced \(balanced), not balanced \(kept); \(rounds) rounds: \(balancedR), \(keptR)")
         XCTAssertGreaterThan(kept, 0.95)
         XCTAssertLessThan(balanced, kept - 0.05)
+        XCTAssertLessThan(balancedR, keptR - 0.05)
         // The app's flag, and the default model's reason saying which was done.
         let target = data.appendingPathComponent("target-unlabelled.csv").path
         func reason(_ extra: [String]) throws -> (id: String, reason: String) {
@@ -473,6 +478,12 @@ extension ToyWorkflowTests {
         let refused = try toy(["adapt", "--source", trainCSV, "--target", target, "--method", "dann", "--imbalanced-target"])
         XCTAssertNotEqual(refused.status, 0)
         XCTAssertTrue(refused.stderr.contains("--imbalanced-target changes only propagate and semi"), refused.stderr)
+        let noRound = try toy(["adapt", "--source", trainCSV, "--target", target, "--propagate-rounds", "0"])
+        XCTAssertNotEqual(noRound.status, 0)
+        XCTAssertTrue(noRound.stderr.contains("--propagate-rounds must be >= 1, got 0"), noRound.stderr)
+        let unused = try toy(["adapt", "--source", trainCSV, "--target", target, "--method", "dann", "--propagate-rounds", "3"])
+        XCTAssertNotEqual(unused.status, 0)
+        XCTAssertTrue(unused.stderr.contains("--propagate-rounds changes only propagate and semi"), unused.stderr)
     }
 
     /// Each workflow trains a copy of the pretrained backbone of its own: a fine-tuned model keeps its weights
