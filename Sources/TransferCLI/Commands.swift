@@ -492,8 +492,8 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     var pseudoThreshold: Float = AdaptationOptions().pseudoThreshold
     @Option(help: "Self-training rounds (feature level).")
     var pseudoRounds: Int = AdaptationOptions().pseudoRounds
-    @Option(help: "Rounds of propagate and semi: each after the first propagates the previous round's predictions.")
-    var propagateRounds: Int = AdaptationOptions().propagationRounds
+    @Option(help: "Rounds of propagate and semi: each after the first propagates the previous round's predictions (default: 2, or 1 with --imbalanced-target).")
+    var propagateRounds: Int?
     @Flag(help: "The target's classes are known not to come in the source's proportions: propagate and semi do not balance their labels to them (DANN, MCC, SHOT and BNM still assume they do).")
     var imbalancedTarget = false
     @OptionGroup var fine: FineTuneOptions
@@ -508,10 +508,10 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         }
         if !(pseudoThreshold > 0 && pseudoThreshold <= 1) { throw ValidationError("--pseudo-threshold must be in (0, 1], got \(pseudoThreshold)") }
         if pseudoRounds < 0 { throw ValidationError("--pseudo-rounds must be >= 0, got \(pseudoRounds)") }
-        if propagateRounds < 1 { throw ValidationError("--propagate-rounds must be >= 1, got \(propagateRounds)") }
+        if let rounds = propagateRounds, rounds < 1 { throw ValidationError("--propagate-rounds must be >= 1, got \(rounds)") }
         let propagates = targetLabelled != nil || (method.methods.contains(.propagate) && level.levels.contains(.features))
         for (flag, given) in [("--imbalanced-target", imbalancedTarget),
-                              ("--propagate-rounds", propagateRounds != AdaptationOptions().propagationRounds)] where given && !propagates {
+                              ("--propagate-rounds", propagateRounds != nil)] where given && !propagates {
             throw ValidationError("\(flag) changes only propagate and semi: it needs propagate at the feature level (--method auto or a list with propagate) or --target-labelled")
         }
         if let k = targetLabelsPerClass {

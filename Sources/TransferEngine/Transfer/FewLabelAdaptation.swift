@@ -69,7 +69,7 @@ extension TransferWorkflows {
         let (head, history) = AdaptationSelection.formsNeighbourhoods(agreement)
             ? try trainOnPropagated(Tensor.concatenateRows([probabilities(supervised, fTa), Tensor(oneHot: labelled.labels, classes: classes)]),
                                     anchors: fL, data: data, features: x, labels: y, balanced: settings.balancePropagatedLabels,
-                                    rounds: settings.propagationRounds,
+                                    rounds: settings.effectivePropagationRounds,
                                     classes: classes, name: "semi-\(tag)", rng: &r)
             : (supervised, supervisedHistory)
         results.append(try headResult(.semi, head, data, aligned: true, test, start, history, evalName,
