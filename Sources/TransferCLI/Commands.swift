@@ -555,7 +555,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
                                       evalName: test.map { _ in datasetName(targetTest!) } ?? "none")
             let before = try w.unadaptedFeatures(source: sourceSet.samples, target: targetSamples)
             var outcome = Self.outcome(results, tested: test != nil, before: before, source: sourceSet,
-                                       balanced: settings.balancePropagatedLabels) { chosen in
+                                       settings: settings) { chosen in
                 test.flatMap { w.topLossRequest(chosen, on: $0, name: datasetName(targetTest!)) }
             }
             outcome.notes += labelBudgetNotes(targetLabelsPerClass, labels: labelled?.labels ?? [], classNames: labelled?.classNames ?? [], option: "--target-labels-per-class",
@@ -578,10 +578,10 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     /// The run's default model, chosen without target labels (`AdaptationSelection`), its auto row, and the rest
     /// of what the run saves.
     static func outcome(_ adapted: [StrategyResult], tested: Bool, before: (source: Tensor, target: Tensor),
-                        source: LabelledSet<some Any>, balanced: Bool, topLosses: (StrategyResult) -> TopLossRequest?) -> RunOutcome {
+                        source: LabelledSet<some Any>, settings: AdaptationOptions, topLosses: (StrategyResult) -> TopLossRequest?) -> RunOutcome {
         var results = adapted
         let agreement = AdaptationSelection.neighbourAgreement(before.source, labels: source.labels)
-        var pick = AdaptationSelection.choose(results, neighbourAgreement: agreement, balanced: balanced)
+        var pick = AdaptationSelection.choose(results, neighbourAgreement: agreement, settings: settings)
         if let pick, results.filter({ $0.model != nil && $0.labelFree != nil }).count > 1 {
             results.append(AdaptationSelection.autoRow(pick.identifier, of: results))
         }
@@ -589,7 +589,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
             // Chosen by what it uses, not by a score: it is the only model trained on the source labels, the
             // target labels and the unlabelled target together.
             pick = (semi.identifier, AdaptationSelection.formsNeighbourhoods(agreement)
-                ? "semi-supervised: the labelled target examples and the supervised model's predictions propagated along the unlabelled target's nearest neighbours\(balanced ? " and balanced to the source's class proportions" : ""), then trained on those and the source labels"
+                ? "semi-supervised: the labelled target examples and the supervised model's predictions propagated along the unlabelled target's nearest neighbours\(settings.propagationSummary), then trained on those and the source labels"
                 : String(format: "semi-supervised: trained on the source labels and the labelled target examples, the unlabelled target not used: the source's classes do not form neighbourhoods in the backbone's features (nearest-neighbour agreement %.2f)", agreement ?? 0))
         }
         let chosen = pick.flatMap { p in results.first { $0.identifier == p.identifier } }
@@ -624,7 +624,7 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
                                       methods: methods, oracle: testSet != nil, settings: settings,
                                       evalName: targetTest.map(datasetName) ?? "none")
             return Self.outcome(results, tested: testSet != nil, before: w.unadapted(source: fS, target: fT), source: source.set,
-                                balanced: settings.balancePropagatedLabels) { chosen in
+                                settings: settings) { chosen in
                 testSamples.flatMap { w.topLossRequest(chosen, on: $0, name: datasetName(targetTest!)) }
             }
         }

@@ -471,7 +471,7 @@ extension ToyWorkflowTests {
         }
         let plain = try reason([]), flagged = try reason(["--imbalanced-target"])
         XCTAssertEqual(plain.id, "propagate-features", plain.reason)
-        XCTAssertTrue(plain.reason.contains("balanced to the source's class proportions"), plain.reason)
+        XCTAssertTrue(plain.reason.contains("balanced to the source's class proportions, in 2 rounds"), plain.reason)
         XCTAssertEqual(flagged.id, "propagate-features", flagged.reason)
         XCTAssertTrue(flagged.reason.contains("propagated along") && !flagged.reason.contains("balanced"), flagged.reason)
         let refused = try toy(["adapt", "--source", trainCSV, "--target", target, "--method", "dann", "--imbalanced-target"])

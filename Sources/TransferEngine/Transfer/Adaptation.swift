@@ -53,6 +53,11 @@ public struct AdaptationOptions: Sendable {
     /// trained on the source too, whose predictions lean back towards the source's class proportions (on the
     /// label-shifted shifts, unbalanced, a second round cost 3.3 points on speech and 5.6 on vision).
     public var effectivePropagationRounds: Int { propagationRounds ?? (balancePropagatedLabels ? 2 : 1) }
+    /// What `propagate` and `semi` did after propagating, for the default model's reason ("propagated along ...").
+    public var propagationSummary: String {
+        (balancePropagatedLabels ? " and balanced to the source's class proportions" : "")
+            + (effectivePropagationRounds > 1 ? ", in \(effectivePropagationRounds) rounds" : "")
+    }
 
     public init() {}
 }
@@ -332,7 +337,11 @@ extension TransferWorkflows {
     /// 0.687, 0.712 -> 0.765.
     ///
     /// `rounds` > 1: each further round starts again from the previous round's head, its predictions on the target
-    /// as the target's seeds (the anchors keep theirs), propagated, balanced and trained on the same way.
+    /// as the target's seeds (the anchors keep theirs), propagated, balanced and trained on the same way. Two rounds
+    /// against one (seeds 42, 1, 2): propagate 0.689 -> 0.718 on MNIST -> optdigits, 0.628 -> 0.658 on the reverse,
+    /// 0.797 -> 0.806 on the speech voices, 0.903 -> 0.910 on the reverse; semi on vision at 1 / 3 / 5 labels per
+    /// class 0.687 / 0.765 / 0.786 -> 0.737 / 0.778 / 0.817, on speech 0.828 / 0.833 / 0.861 -> 0.828 / 0.817 /
+    /// 0.833. Three rounds gained nothing more on vision and cost speech 1-3 points.
     func trainOnPropagated(_ seeds: Tensor, anchors: Tensor? = nil, data: FeatureDomains, features x: Tensor, labels y: [Int],
                            balanced: Bool, rounds: Int, classes: Int, name: String, rng: inout RNG) throws -> (ClassifierHead, [EpochLog]) {
         guard rounds >= 1 else { throw EngineError.invalidArgument("propagation needs at least 1 round, got \(rounds)") }

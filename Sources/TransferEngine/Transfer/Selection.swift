@@ -79,10 +79,10 @@ public enum AdaptationSelection {
 
     /// Picks among `results` (those with a model and label-free scores). `neighbourAgreement`: the source's
     /// `neighbourAgreement` on its pretrained features, standardised as the head sees them (nil: not measured).
-    /// `balanced`: whether `propagate` balanced its labels (`AdaptationOptions.balancePropagatedLabels`), for the
-    /// sentence. Returns the identifier and a sentence saying why.
+    /// `settings`: the run's, for the sentence about `propagate` (`AdaptationOptions.propagationSummary`). Returns the
+    /// identifier and a sentence saying why.
     public static func choose(_ results: [StrategyResult], neighbourAgreement: Double?,
-                              balanced: Bool = true) -> (identifier: String, reason: String)? {
+                              settings: AdaptationOptions = AdaptationOptions()) -> (identifier: String, reason: String)? {
         let candidates = results.filter { $0.model != nil && $0.labelFree?.ensembleAgreement != nil }
         func score(_ r: StrategyResult) -> Double { r.labelFree!.ensembleAgreement! }
         func pct(_ x: Double) -> String { String(format: "%.1f%%", 100 * x) }
@@ -100,7 +100,7 @@ public enum AdaptationSelection {
             choice = (baseline, best.strategy == baseline.strategy ? evidence
                 : "no method agrees with the candidates' average prediction \(pct(margin)) more than source-only does (\(pct(score(baseline))); best \(best.identifier) \(pct(score(best)))): keeping source-only")
         } else if let refined {
-            choice = (refined, "\(refined.identifier): the candidates' average prediction on the target, propagated along the target's nearest neighbours\(balanced ? " and balanced to the source's class proportions" : ""); \(evidence)")
+            choice = (refined, "\(refined.identifier): the candidates' average prediction on the target, propagated along the target's nearest neighbours\(settings.propagationSummary); \(evidence)")
         } else {
             choice = (best, evidence)
         }
