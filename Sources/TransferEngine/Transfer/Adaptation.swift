@@ -347,11 +347,11 @@ extension TransferWorkflows {
         guard rounds >= 1 else { throw EngineError.invalidArgument("propagation needs at least 1 round, got \(rounds)") }
         let n = data.target.shape[0]
         let nodes = anchors.map { Tensor.concatenateRows([data.target, $0]) } ?? data.target
-        let graph = (nodes - data.targetStatistics.mean) / data.targetStatistics.scale
+        let graph = LabelPropagation.Graph((nodes - data.targetStatistics.mean) / data.targetStatistics.scale)
         var counts = [Double](repeating: 0, count: classes)
         for label in y { counts[label] += 1 }
         func train(_ seeds: Tensor, name: String) throws -> (ClassifierHead, [EpochLog]) {
-            var target = LabelPropagation.propagate(seeds, over: graph).rows(0..<n)
+            var target = LabelPropagation.propagate(seeds, on: graph).rows(0..<n)
             if balanced { target = LabelPropagation.balance(target, proportions: counts) }
             let (head, history, _) = try trainHead(features: Tensor.concatenateRows([x, data.targetAligned]),
                                                    labels: y + target.argmaxRows(), classes: classes, kind: .mlp,

@@ -51,23 +51,40 @@ public enum LabelPropagation {
         return result
     }
 
+    /// The symmetrically normalised k-nearest-neighbour graph of `features` [N, d] that `propagate` spreads scores
+    /// along: W + W^T as adjacency lists (a mutual neighbour's two weights add up), then D^-1/2 W D^-1/2.
+    public struct Graph: Sendable {
+        let edges: [[(Int, Double)]]
+        public var count: Int { edges.count }
+
+        public init(_ features: Tensor, k: Int = neighbours) {
+            let n = features.shape[0]
+            var edges = [[(Int, Double)]](repeating: [], count: n)
+            for (i, list) in nearestNeighbours(features, k: k).enumerated() {
+                for (j, s) in list where s > 0 {
+                    edges[i].append((j, Double(s)))
+                    edges[j].append((i, Double(s)))
+                }
+            }
+            let degree = edges.map { $0.reduce(0) { $0 + $1.1 } }
+            let scale = degree.map { $0 > 0 ? 1 / $0.squareRoot() : 0 }
+            for i in 0..<n { edges[i] = edges[i].map { ($0.0, $0.1 * scale[i] * scale[$0.0]) } }
+            self.edges = edges
+        }
+    }
+
     /// Propagates `seeds` [N, K] (e.g. class probabilities) over the k-nearest-neighbour graph of `features` [N, d];
     /// returns the propagated scores [N, K], each row normalised to sum to 1 (a row that received nothing keeps its seed).
     public static func propagate(_ seeds: Tensor, over features: Tensor, k: Int = neighbours, alpha: Double = alpha,
                                  iterations: Int = iterations) -> Tensor {
+        propagate(seeds, on: Graph(features, k: k), alpha: alpha, iterations: iterations)
+    }
+
+    /// `propagate` on a graph already built (several propagations over the same samples build it once).
+    public static func propagate(_ seeds: Tensor, on graph: Graph, alpha: Double = alpha, iterations: Int = iterations) -> Tensor {
         let n = seeds.shape[0], classes = seeds.shape[1]
-        precondition(features.shape[0] == n, "one seed row per sample")
-        // W + W^T as adjacency lists (a mutual neighbour's two weights add up), then D^-1/2 W D^-1/2.
-        var edges = [[(Int, Double)]](repeating: [], count: n)
-        for (i, list) in nearestNeighbours(features, k: k).enumerated() {
-            for (j, s) in list where s > 0 {
-                edges[i].append((j, Double(s)))
-                edges[j].append((i, Double(s)))
-            }
-        }
-        let degree = edges.map { $0.reduce(0) { $0 + $1.1 } }
-        let scale = degree.map { $0 > 0 ? 1 / $0.squareRoot() : 0 }
-        for i in 0..<n { edges[i] = edges[i].map { ($0.0, $0.1 * scale[i] * scale[$0.0]) } }
+        precondition(graph.count == n, "one seed row per sample")
+        let edges = graph.edges
         let y = (0..<n * classes).map { Double(seeds[flat: $0]) }
         var f = y, next = y
         for _ in 0..<iterations {
