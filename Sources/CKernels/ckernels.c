@@ -351,6 +351,121 @@ DEFINE_GELU(avx2, T_AVX2, v8, vi8, 8)
 DEFINE_GELU(sse2, T_SSE2, v4, vi4, 4)
 
 // ---------------------------------------------------------------------------------------------------------------
+// Training-time elementwise and per-channel loops (ReLU-like clamps, BatchNorm on batch statistics). They compute
+// exactly what the engine's Swift loops did, in the same order and without fused multiply-adds (so results are
+// bit-identical to them), in the widest vectors the CPU has. Per-channel sums accumulate in doubles, eight (AVX-512),
+// four (AVX2) or two (SSE2) channels per vector; channels beyond the last whole vector go through scalar code.
+
+#pragma clang fp contract(off)
+
+typedef double d8 __attribute__((vector_size(64), aligned(8)));
+typedef double d4 __attribute__((vector_size(32), aligned(8)));
+typedef double d2 __attribute__((vector_size(16), aligned(8)));
+typedef float h8 __attribute__((vector_size(32), aligned(4)));
+typedef float h4 __attribute__((vector_size(16), aligned(4)));
+typedef float h2 __attribute__((vector_size(8), aligned(4)));
+
+// As Swift's min(max(x, lo), hi): lo when lo >= x, then hi when hi < y (a NaN passes through).
+static inline float clamp1(float x, float lo, float hi) {
+    float y = lo >= x ? lo : x;
+    return hi < y ? hi : y;
+}
+
+#define SELECT(V, VI, mask, a, b) ((V)(((VI)(mask) & (VI)(a)) | (~(VI)(mask) & (VI)(b))))
+
+#define DEFINE_TRAINING_LOOPS(SUFFIX, TARGET, V, VI, L, H, D, DL)                                              \
+    TARGET static void clamp_##SUFFIX(const float *x, float *y, size_t n, float lo, float hi) {               \
+        V vlo = SPLAT(V, lo), vhi = SPLAT(V, hi);                                                              \
+        size_t i = 0;                                                                                          \
+        for (; i + L <= n; i += L) {                                                                           \
+            V v = LOAD(V, x + i);                                                                              \
+            v = SELECT(V, VI, vlo >= v, vlo, v);                                                               \
+            STORE(V, y + i, SELECT(V, VI, vhi < v, vhi, v));                                                   \
+        }                                                                                                      \
+        for (; i < n; i++) y[i] = clamp1(x[i], lo, hi);                                                        \
+    }                                                                                                          \
+    TARGET static void clamp_backward_##SUFFIX(const float *x, const float *g, float *dx, size_t n, float lo,   \
+                                               float hi, int upper) {                                          \
+        V vlo = SPLAT(V, lo), vhi = SPLAT(V, hi), zero = SPLAT(V, 0.0f);                                       \
+        size_t i = 0;                                                                                          \
+        for (; i + L <= n; i += L) {                                                                           \
+            V v = LOAD(V, x + i);                                                                              \
+            VI inside = v > vlo;                                                                               \
+            if (upper) inside &= v < vhi;                                                                      \
+            STORE(V, dx + i, SELECT(V, VI, inside, LOAD(V, g + i), zero));                                     \
+        }                                                                                                      \
+        for (; i < n; i++) dx[i] = (x[i] > lo && (!upper || x[i] < hi)) ? g[i] : 0;                            \
+    }                                                                                                          \
+    /* acc[j] += x[r][j] (centered: (x - mean[j])^2) in doubles, rows in order. */                             \
+    TARGET static void channel_sums_##SUFFIX(const float *x, size_t rows, size_t c, const double *mean,        \
+                                             double *acc) {                                                    \
+        size_t whole = c - c % DL;                                                                             \
+        for (size_t r = 0; r < rows; r++) {                                                                    \
+            const float *xr = x + r * c;                                                                       \
+            for (size_t j = 0; j < whole; j += DL) {                                                           \
+                D v = __builtin_convertvector(LOAD(H, xr + j), D);                                             \
+                if (mean) { v -= LOAD(D, mean + j); v = v * v; }                                               \
+                STORE(D, acc + j, LOAD(D, acc + j) + v);                                                       \
+            }                                                                                                  \
+            for (size_t j = whole; j < c; j++) {                                                               \
+                double v = (double)xr[j];                                                                      \
+                if (mean) { v -= mean[j]; v = v * v; }                                                         \
+                acc[j] += v;                                                                                   \
+            }                                                                                                  \
+        }                                                                                                      \
+    }                                                                                                          \
+    /* y = x * scale[j] + shift[j]. */                                                                         \
+    TARGET static void channel_affine_##SUFFIX(const float *x, size_t rows, size_t c, const float *scale,      \
+                                               const float *shift, float *y) {                                 \
+        size_t whole = c - c % L;                                                                              \
+        for (size_t r = 0; r < rows; r++) {                                                                    \
+            const float *xr = x + r * c;                                                                       \
+            float *yr = y + r * c;                                                                             \
+            for (size_t j = 0; j < whole; j += L)                                                              \
+                STORE(V, yr + j, LOAD(V, xr + j) * LOAD(V, scale + j) + LOAD(V, shift + j));                   \
+            for (size_t j = whole; j < c; j++) yr[j] = xr[j] * scale[j] + shift[j];                            \
+        }                                                                                                      \
+    }                                                                                                          \
+    /* acc[j] += g; acc[c + j] += (double)(g * (x - mean[j]) * rstd[j]). */                                    \
+    TARGET static void batchnorm_grad_sums_##SUFFIX(const float *x, const float *g, size_t rows, size_t c,    \
+                                                    const float *mean, const float *rstd, double *acc) {       \
+        size_t whole = c - c % DL;                                                                             \
+        for (size_t r = 0; r < rows; r++) {                                                                    \
+            const float *xr = x + r * c, *gr = g + r * c;                                                      \
+            for (size_t j = 0; j < whole; j += DL) {                                                           \
+                H gv = LOAD(H, gr + j);                                                                        \
+                H t = gv * (LOAD(H, xr + j) - LOAD(H, mean + j)) * LOAD(H, rstd + j);                          \
+                STORE(D, acc + j, LOAD(D, acc + j) + __builtin_convertvector(gv, D));                          \
+                STORE(D, acc + c + j, LOAD(D, acc + c + j) + __builtin_convertvector(t, D));                   \
+            }                                                                                                  \
+            for (size_t j = whole; j < c; j++) {                                                               \
+                acc[j] += (double)gr[j];                                                                       \
+                acc[c + j] += (double)(gr[j] * (xr[j] - mean[j]) * rstd[j]);                                   \
+            }                                                                                                  \
+        }                                                                                                      \
+    }                                                                                                          \
+    /* dx = scale[j] * (g - a[j] - (x - mean[j]) * rstd[j] * b[j]). */                                         \
+    TARGET static void batchnorm_backward_##SUFFIX(const float *x, const float *g, size_t rows, size_t c,     \
+                                                   const float *scale, const float *a, const float *b,         \
+                                                   const float *mean, const float *rstd, float *dx) {          \
+        size_t whole = c - c % L;                                                                              \
+        for (size_t r = 0; r < rows; r++) {                                                                    \
+            const float *xr = x + r * c, *gr = g + r * c;                                                      \
+            float *dr = dx + r * c;                                                                            \
+            for (size_t j = 0; j < whole; j += L) {                                                            \
+                V t = (LOAD(V, xr + j) - LOAD(V, mean + j)) * LOAD(V, rstd + j) * LOAD(V, b + j);              \
+                STORE(V, dr + j, LOAD(V, scale + j) * (LOAD(V, gr + j) - LOAD(V, a + j) - t));                 \
+            }                                                                                                  \
+            for (size_t j = whole; j < c; j++)                                                                 \
+                dr[j] = scale[j] * (gr[j] - a[j] - (xr[j] - mean[j]) * rstd[j] * b[j]);                        \
+        }                                                                                                      \
+    }
+
+DEFINE_TRAINING_LOOPS(avx512, T_AVX512, v16, vi16, 16, h8, d8, 8)
+DEFINE_TRAINING_LOOPS(avx2, T_AVX2, v8, vi8, 8, h4, d4, 4)
+DEFINE_TRAINING_LOOPS(sse2, T_SSE2, v4, vi4, 4, h2, d2, 2)
+
+// ---------------------------------------------------------------------------------------------------------------
 // Dispatch
 
 enum { ISA_UNKNOWN = 0, ISA_SSE2, ISA_AVX2, ISA_AVX512 };
@@ -406,3 +521,27 @@ void ck_conv_direct(const float *x, size_t h, size_t w, size_t cin, const float 
 }
 
 void ck_gelu(const float *x, const float *bias, float *y, size_t n) { DISPATCH(gelu, x, bias, y, n) }
+
+void ck_clamp(const float *x, float *y, size_t n, float lo, float hi) { DISPATCH(clamp, x, y, n, lo, hi) }
+
+void ck_clamp_backward(const float *x, const float *g, float *dx, size_t n, float lo, float hi, int upper) {
+    DISPATCH(clamp_backward, x, g, dx, n, lo, hi, upper)
+}
+
+void ck_channel_sums(const float *x, size_t rows, size_t c, const double *mean, double *acc) {
+    DISPATCH(channel_sums, x, rows, c, mean, acc)
+}
+
+void ck_channel_affine(const float *x, size_t rows, size_t c, const float *scale, const float *shift, float *y) {
+    DISPATCH(channel_affine, x, rows, c, scale, shift, y)
+}
+
+void ck_batchnorm_grad_sums(const float *x, const float *g, size_t rows, size_t c, const float *mean,
+                            const float *rstd, double *acc) {
+    DISPATCH(batchnorm_grad_sums, x, g, rows, c, mean, rstd, acc)
+}
+
+void ck_batchnorm_backward(const float *x, const float *g, size_t rows, size_t c, const float *scale,
+                           const float *a, const float *b, const float *mean, const float *rstd, float *dx) {
+    DISPATCH(batchnorm_backward, x, g, rows, c, scale, a, b, mean, rstd, dx)
+}

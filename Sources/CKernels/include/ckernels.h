@@ -47,6 +47,28 @@ void ck_conv_direct(const float *x, size_t h, size_t w, size_t cin, const float 
 /// bias row aligned with x). Phi through erf (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7). y may equal x.
 void ck_gelu(const float *x, const float *bias, float *y, size_t n);
 
+/// Clamp of n values as Swift's min(max(x, lo), hi) (a NaN passes through; hi = +infinity for ReLU). y may equal x.
+void ck_clamp(const float *x, float *y, size_t n, float lo, float hi);
+
+/// Its gradient: dx = g where lo < x (and x < hi when `upper` is non-zero), else 0.
+void ck_clamp_backward(const float *x, const float *g, float *dx, size_t n, float lo, float hi, int upper);
+
+/// Per-channel sums of a [rows, c] matrix added to acc[c] in doubles, rows in order: x, or (x - mean[j])^2 when
+/// `mean` (doubles) is not NULL.
+void ck_channel_sums(const float *x, size_t rows, size_t c, const double *mean, double *acc);
+
+/// y[r][j] = x[r][j] * scale[j] + shift[j] (no fused multiply-add). y may equal x.
+void ck_channel_affine(const float *x, size_t rows, size_t c, const float *scale, const float *shift, float *y);
+
+/// BatchNorm's gradient sums: acc[j] += g, acc[c + j] += g * (x - mean[j]) * rstd[j] (products in float, sums in
+/// doubles, rows in order).
+void ck_batchnorm_grad_sums(const float *x, const float *g, size_t rows, size_t c, const float *mean,
+                            const float *rstd, double *acc);
+
+/// BatchNorm's input gradient on batch statistics: dx = scale[j] * (g - a[j] - (x - mean[j]) * rstd[j] * b[j]).
+void ck_batchnorm_backward(const float *x, const float *g, size_t rows, size_t c, const float *scale,
+                           const float *a, const float *b, const float *mean, const float *rstd, float *dx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 // LayerNorm and BatchNorm on the tape. Both normalise per feature of the LAST axis, so they apply to [N, C],
@@ -193,11 +194,13 @@ extension Variable {
         // updates nothing (PyTorch refuses it).
         if useBatchStatistics && rows > 1 {
             let s = columnSums(rows: rows, columns: c) { range, acc in
-                for r in range { let xr = px + r * c; for j in 0..<c { acc[j] += Double(xr[j]) } }
+                ck_channel_sums(px + range.lowerBound * c, range.count, c, nil, acc)
             }
             let m = s.map { $0 / Double(rows) }
-            let ss = columnSums(rows: rows, columns: c) { range, acc in
-                for r in range { let xr = px + r * c; for j in 0..<c { let d = Double(xr[j]) - m[j]; acc[j] += d * d } }
+            let ss = m.withUnsafeBufferPointer { pm in
+                columnSums(rows: rows, columns: c) { range, acc in
+                    ck_channel_sums(px + range.lowerBound * c, range.count, c, pm.baseAddress, acc)
+                }
             }
             for j in 0..<c {
                 statMean[j] = Float(m[j])
@@ -223,10 +226,12 @@ extension Variable {
         let scale = channelScale, shift = channelShift, mean = statMean, rstd = statRstd
         var y = Tensor(uninitializedShape: x.shape)
         let py = y.mutablePointer
-        Parallel.forEach(rows, minimumChunk: max(1, 16384 / max(c, 1))) { range in
-            for r in range {
-                let xr = px + r * c, yr = py + r * c
-                for j in 0..<c { yr[j] = xr[j] * scale[j] + shift[j] }
+        scale.withUnsafeBufferPointer { ps in
+            shift.withUnsafeBufferPointer { pt in
+                Parallel.forEach(rows, minimumChunk: max(1, 16384 / max(c, 1))) { range in
+                    ck_channel_affine(px + range.lowerBound * c, range.count, c, ps.baseAddress!, pt.baseAddress!,
+                                      py + range.lowerBound * c)
+                }
             }
         }
 
@@ -240,12 +245,11 @@ extension Variable {
             // Σ g and Σ g·x̂ per channel: the bias and weight gradients, and the batch-statistics terms of dx.
             var sumG = [Double](repeating: 0, count: c), sumGX = [Double](repeating: 0, count: c)
             if needSums {
-                let both = columnSums(rows: rows, columns: 2 * c) { range, acc in
-                    for r in range {
-                        let xr = px + r * c, gr = pg + r * c
-                        for j in 0..<c {
-                            acc[j] += Double(gr[j])
-                            acc[c + j] += Double(gr[j] * (xr[j] - mean[j]) * rstd[j])
+                let both = mean.withUnsafeBufferPointer { pm in
+                    rstd.withUnsafeBufferPointer { pr in
+                        columnSums(rows: rows, columns: 2 * c) { range, acc in
+                            ck_batchnorm_grad_sums(px + range.lowerBound * c, pg + range.lowerBound * c, range.count, c,
+                                                   pm.baseAddress!, pr.baseAddress!, acc)
                         }
                     }
                 }
@@ -257,12 +261,13 @@ extension Variable {
                 if useBatchStatistics {
                     // dx = weight·rstd · (g - Σg/M - x̂ · Σ(g·x̂)/M): the batch mean and variance depend on x.
                     let a = sumG.map { Float($0 / Double(rows)) }, b = sumGX.map { Float($0 / Double(rows)) }
-                    Parallel.forEach(rows, minimumChunk: max(1, 16384 / max(c, 1))) { range in
-                        for r in range {
-                            let xr = px + r * c, gr = pg + r * c, dr = o + r * c
-                            for j in 0..<c {
-                                dr[j] = scale[j] * (gr[j] - a[j] - (xr[j] - mean[j]) * rstd[j] * b[j])
-                            }
+                    let constants = scale + a + b + mean + rstd  // five rows of c, one buffer
+                    constants.withUnsafeBufferPointer { k in
+                        let k = k.baseAddress!
+                        Parallel.forEach(rows, minimumChunk: max(1, 16384 / max(c, 1))) { range in
+                            let at = range.lowerBound * c
+                            ck_batchnorm_backward(px + at, pg + at, range.count, c, k, k + c, k + 2 * c, k + 3 * c,
+                                                  k + 4 * c, o + at)
                         }
                     }
                 } else {
