@@ -351,6 +351,99 @@ DEFINE_GELU(avx2, T_AVX2, v8, vi8, 8)
 DEFINE_GELU(sse2, T_SSE2, v4, vi4, 4)
 
 // ---------------------------------------------------------------------------------------------------------------
+// Convolution with few input channels (a spectrogram's or an image's first layer) for training: im2col would write
+// kh * kw * cin floats per pixel for a GEMM with a tiny inner size. One image at a time, zero-padded into a scratch
+// buffer first so that the loops need no bounds; weights packed [kh][kw][cin][cout_pad], cout_pad a multiple of 16.
+
+// Zero-padded copy of x [h, w, c] into p [hp, wp, c] (row iy of x at row iy + top, column ix at ix + left).
+static void pad_image(const float *x, size_t h, size_t w, size_t c, size_t top, size_t left, size_t hp, size_t wp,
+                      float *p) {
+    memset(p, 0, hp * wp * c * sizeof(float));
+    for (size_t iy = 0; iy < h && iy + top < hp; iy++) {
+        size_t n = w + left <= wp ? w : wp - left;
+        memcpy(p + ((iy + top) * wp + left) * c, x + iy * w * c, n * c * sizeof(float));
+    }
+}
+
+#define FEW_TILE 8
+
+#define DEFINE_CONV_FEW(SUFFIX, TARGET, V, L)                                                                  \
+    /* y = bias + sum of taps, tiles of FEW_TILE pixels of one output row x one vector of outputs. */          \
+    TARGET static void conv_few_##SUFFIX(const float *xp, size_t wp, size_t cin, const float *wt,             \
+                                         size_t cout_pad, const float *bias, size_t cout, size_t kh, size_t kw, \
+                                         size_t stride, size_t oh, size_t ow, float *y) {                      \
+        for (size_t oy = 0; oy < oh; oy++)                                                                     \
+            for (size_t ox0 = 0; ox0 < ow; ox0 += FEW_TILE) {                                                  \
+                size_t n = ow - ox0 < FEW_TILE ? ow - ox0 : FEW_TILE;                                          \
+                const float *xr[FEW_TILE];                                                                     \
+                for (size_t r = 0; r < FEW_TILE; r++)                                                          \
+                    xr[r] = xp + ((oy * stride) * wp + (ox0 + (r < n ? r : n - 1)) * stride) * cin;             \
+                for (size_t o0 = 0; o0 < cout; o0 += L) {                                                      \
+                    V acc[FEW_TILE];                                                                           \
+                    V b0 = SPLAT(V, 0.0f);                                                                     \
+                    if (bias) {                                                                                \
+                        if (o0 + L <= cout) b0 = LOAD(V, bias + o0);                                           \
+                        else { float t[L] = {0}; memcpy(t, bias + o0, (cout - o0) * sizeof(float)); b0 = LOAD(V, t); } \
+                    }                                                                                          \
+                    for (size_t r = 0; r < FEW_TILE; r++) acc[r] = b0;                                         \
+                    for (size_t ky = 0; ky < kh; ky++)                                                         \
+                        for (size_t kx = 0; kx < kw; kx++)                                                     \
+                            for (size_t ci = 0; ci < cin; ci++) {                                              \
+                                V wv = LOAD(V, wt + ((ky * kw + kx) * cin + ci) * cout_pad + o0);              \
+                                size_t off = (ky * wp + kx) * cin + ci;                                        \
+                                for (size_t r = 0; r < FEW_TILE; r++) acc[r] += xr[r][off] * wv;               \
+                            }                                                                                  \
+                    for (size_t r = 0; r < n; r++) {                                                           \
+                        float *out = y + (oy * ow + ox0 + r) * cout + o0;                                      \
+                        if (o0 + L <= cout) STORE(V, out, acc[r]);                                             \
+                        else memcpy(out, &acc[r], (cout - o0) * sizeof(float));                                \
+                    }                                                                                          \
+                }                                                                                              \
+            }                                                                                                  \
+    }                                                                                                          \
+    /* dw[t][o] += sum over pixels of tap t's input x g[pixel][o], for taps [t0, t0 + G), one output vector. */  \
+    TARGET static inline __attribute__((always_inline)) void conv_few_grad_taps_##SUFFIX(                      \
+        const float *xp, size_t wp, size_t cin, const float *g, size_t cout, size_t o0, const size_t *offsets,  \
+        size_t t0, size_t G, size_t stride, size_t oh, size_t ow, float *dw, size_t cout_pad) {               \
+        V acc[8];                                                                                              \
+        for (size_t i = 0; i < 8; i++) acc[i] = i < G ? LOAD(V, dw + (t0 + i) * cout_pad + o0) : SPLAT(V, 0.0f); \
+        size_t o[8];                                                                                           \
+        for (size_t i = 0; i < 8; i++) o[i] = offsets[t0 + (i < G ? i : 0)];                                   \
+        int whole = o0 + L <= cout;                                                                            \
+        for (size_t oy = 0; oy < oh; oy++)                                                                     \
+            for (size_t ox = 0; ox < ow; ox++) {                                                               \
+                const float *gp = g + (oy * ow + ox) * cout + o0;                                              \
+                V gv;                                                                                          \
+                if (whole) gv = LOAD(V, gp);                                                                   \
+                else { float t[L] = {0}; memcpy(t, gp, (cout - o0) * sizeof(float)); gv = LOAD(V, t); }        \
+                const float *xq = xp + ((oy * stride) * wp + ox * stride) * cin;                               \
+                for (size_t i = 0; i < 8; i++)                                                                 \
+                    if (i < G) acc[i] += xq[o[i]] * gv;                                                        \
+            }                                                                                                  \
+        for (size_t i = 0; i < G; i++) STORE(V, dw + (t0 + i) * cout_pad + o0, acc[i]);                         \
+    }                                                                                                          \
+    TARGET static void conv_few_grad_##SUFFIX(const float *xp, size_t wp, size_t cin, const float *g,         \
+                                              size_t cout, size_t kh, size_t kw, size_t stride, size_t oh,     \
+                                              size_t ow, float *dw, size_t cout_pad) {                         \
+        size_t taps = kh * kw * cin, offsets[taps];                                                            \
+        for (size_t ky = 0; ky < kh; ky++)                                                                     \
+            for (size_t kx = 0; kx < kw; kx++)                                                                 \
+                for (size_t ci = 0; ci < cin; ci++) offsets[(ky * kw + kx) * cin + ci] = (ky * wp + kx) * cin + ci; \
+        for (size_t o0 = 0; o0 < cout; o0 += L)                                                                \
+            for (size_t t0 = 0; t0 < taps; t0 += 8) {                                                          \
+                size_t G = taps - t0 < 8 ? taps - t0 : 8;                                                      \
+                if (G == 8)                                                                                    \
+                    conv_few_grad_taps_##SUFFIX(xp, wp, cin, g, cout, o0, offsets, t0, 8, stride, oh, ow, dw, cout_pad); \
+                else                                                                                           \
+                    conv_few_grad_taps_##SUFFIX(xp, wp, cin, g, cout, o0, offsets, t0, G, stride, oh, ow, dw, cout_pad); \
+            }                                                                                                  \
+    }
+
+DEFINE_CONV_FEW(avx512, T_AVX512, v16, 16)
+DEFINE_CONV_FEW(avx2, T_AVX2, v8, 8)
+DEFINE_CONV_FEW(sse2, T_SSE2, v4, 4)
+
+// ---------------------------------------------------------------------------------------------------------------
 // Training-time elementwise and per-channel loops (ReLU-like clamps, BatchNorm on batch statistics). They compute
 // exactly what the engine's Swift loops did, in the same order and without fused multiply-adds (so results are
 // bit-identical to them), in the widest vectors the CPU has. Per-channel sums accumulate in doubles, eight (AVX-512),
@@ -396,24 +489,6 @@ static inline float clamp1(float x, float lo, float hi) {
         }                                                                                                      \
         for (; i < n; i++) dx[i] = (x[i] > lo && (!upper || x[i] < hi)) ? g[i] : 0;                            \
     }                                                                                                          \
-    /* acc[j] += x[r][j] (centered: (x - mean[j])^2) in doubles, rows in order. */                             \
-    TARGET static void channel_sums_##SUFFIX(const float *x, size_t rows, size_t c, const double *mean,        \
-                                             double *acc) {                                                    \
-        size_t whole = c - c % DL;                                                                             \
-        for (size_t r = 0; r < rows; r++) {                                                                    \
-            const float *xr = x + r * c;                                                                       \
-            for (size_t j = 0; j < whole; j += DL) {                                                           \
-                D v = __builtin_convertvector(LOAD(H, xr + j), D);                                             \
-                if (mean) { v -= LOAD(D, mean + j); v = v * v; }                                               \
-                STORE(D, acc + j, LOAD(D, acc + j) + v);                                                       \
-            }                                                                                                  \
-            for (size_t j = whole; j < c; j++) {                                                               \
-                double v = (double)xr[j];                                                                      \
-                if (mean) { v -= mean[j]; v = v * v; }                                                         \
-                acc[j] += v;                                                                                   \
-            }                                                                                                  \
-        }                                                                                                      \
-    }                                                                                                          \
     /* y = x * scale[j] + shift[j]. */                                                                         \
     TARGET static void channel_affine_##SUFFIX(const float *x, size_t rows, size_t c, const float *scale,      \
                                                const float *shift, float *y) {                                 \
@@ -424,24 +499,6 @@ static inline float clamp1(float x, float lo, float hi) {
             for (size_t j = 0; j < whole; j += L)                                                              \
                 STORE(V, yr + j, LOAD(V, xr + j) * LOAD(V, scale + j) + LOAD(V, shift + j));                   \
             for (size_t j = whole; j < c; j++) yr[j] = xr[j] * scale[j] + shift[j];                            \
-        }                                                                                                      \
-    }                                                                                                          \
-    /* acc[j] += g; acc[c + j] += (double)(g * (x - mean[j]) * rstd[j]). */                                    \
-    TARGET static void batchnorm_grad_sums_##SUFFIX(const float *x, const float *g, size_t rows, size_t c,    \
-                                                    const float *mean, const float *rstd, double *acc) {       \
-        size_t whole = c - c % DL;                                                                             \
-        for (size_t r = 0; r < rows; r++) {                                                                    \
-            const float *xr = x + r * c, *gr = g + r * c;                                                      \
-            for (size_t j = 0; j < whole; j += DL) {                                                           \
-                H gv = LOAD(H, gr + j);                                                                        \
-                H t = gv * (LOAD(H, xr + j) - LOAD(H, mean + j)) * LOAD(H, rstd + j);                          \
-                STORE(D, acc + j, LOAD(D, acc + j) + __builtin_convertvector(gv, D));                          \
-                STORE(D, acc + c + j, LOAD(D, acc + c + j) + __builtin_convertvector(t, D));                   \
-            }                                                                                                  \
-            for (size_t j = whole; j < c; j++) {                                                               \
-                acc[j] += (double)gr[j];                                                                       \
-                acc[c + j] += (double)(gr[j] * (xr[j] - mean[j]) * rstd[j]);                                   \
-            }                                                                                                  \
         }                                                                                                      \
     }                                                                                                          \
     /* dx = scale[j] * (g - a[j] - (x - mean[j]) * rstd[j] * b[j]). */                                         \
@@ -464,6 +521,115 @@ static inline float clamp1(float x, float lo, float hi) {
 DEFINE_TRAINING_LOOPS(avx512, T_AVX512, v16, vi16, 16, h8, d8, 8)
 DEFINE_TRAINING_LOOPS(avx2, T_AVX2, v8, vi8, 8, h4, d4, 4)
 DEFINE_TRAINING_LOOPS(sse2, T_SSE2, v4, vi4, 4, h2, d2, 2)
+
+// Per-channel sums in doubles over rows in order. The accumulators of a block of NV vectors (DL channels each) stay
+// in registers for the whole row loop (in memory, each row's add waited for the previous row's store); blocks
+// of up to 4 vectors cover the whole vectors of a row, a scalar pass the channels after them.
+
+// acc[j] += x[r][j], or (x[r][j] - mean[j])^2 when mean is not NULL.
+#define DEFINE_CHANNEL_SUMS_BLOCK(SUFFIX, TARGET, H, D, DL, NV)                                                \
+    TARGET static inline __attribute__((always_inline)) void channel_sums_##SUFFIX##_##NV(                      \
+        const float *x, size_t rows, size_t c, const double *mean, double *acc) {                              \
+        D a[NV], m[NV];                                                                                        \
+        for (size_t v = 0; v < NV; v++) {                                                                      \
+            a[v] = LOAD(D, acc + v * DL);                                                                      \
+            m[v] = mean ? LOAD(D, mean + v * DL) : (D){0};                                                     \
+        }                                                                                                      \
+        if (mean) {                                                                                            \
+            for (size_t r = 0; r < rows; r++)                                                                  \
+                for (size_t v = 0; v < NV; v++) {                                                              \
+                    D d = __builtin_convertvector(LOAD(H, x + r * c + v * DL), D) - m[v];                      \
+                    a[v] += d * d;                                                                             \
+                }                                                                                              \
+        } else {                                                                                               \
+            for (size_t r = 0; r < rows; r++)                                                                  \
+                for (size_t v = 0; v < NV; v++) a[v] += __builtin_convertvector(LOAD(H, x + r * c + v * DL), D); \
+        }                                                                                                      \
+        for (size_t v = 0; v < NV; v++) STORE(D, acc + v * DL, a[v]);                                          \
+    }
+
+// acc[j] += g, acc[c + j] += (double)(g * (x - mean[j]) * rstd[j]) (the products in float).
+#define DEFINE_GRAD_SUMS_BLOCK(SUFFIX, TARGET, H, D, DL, NV)                                                   \
+    TARGET static inline __attribute__((always_inline)) void grad_sums_##SUFFIX##_##NV(                         \
+        const float *x, const float *g, size_t rows, size_t c, const float *mean, const float *rstd,           \
+        double *acc, double *accx) {                                                                           \
+        D a[NV], b[NV];                                                                                        \
+        H m[NV], s[NV];                                                                                        \
+        for (size_t v = 0; v < NV; v++) {                                                                      \
+            a[v] = LOAD(D, acc + v * DL);                                                                      \
+            b[v] = LOAD(D, accx + v * DL);                                                                     \
+            m[v] = LOAD(H, mean + v * DL);                                                                     \
+            s[v] = LOAD(H, rstd + v * DL);                                                                     \
+        }                                                                                                      \
+        for (size_t r = 0; r < rows; r++)                                                                      \
+            for (size_t v = 0; v < NV; v++) {                                                                  \
+                H gv = LOAD(H, g + r * c + v * DL);                                                            \
+                H t = gv * (LOAD(H, x + r * c + v * DL) - m[v]) * s[v];                                        \
+                a[v] += __builtin_convertvector(gv, D);                                                        \
+                b[v] += __builtin_convertvector(t, D);                                                         \
+            }                                                                                                  \
+        for (size_t v = 0; v < NV; v++) {                                                                      \
+            STORE(D, acc + v * DL, a[v]);                                                                      \
+            STORE(D, accx + v * DL, b[v]);                                                                     \
+        }                                                                                                      \
+    }
+
+#define DEFINE_CHANNEL_SUMS(SUFFIX, TARGET, H, D, DL)                                                          \
+    DEFINE_CHANNEL_SUMS_BLOCK(SUFFIX, TARGET, H, D, DL, 1)                                                     \
+    DEFINE_CHANNEL_SUMS_BLOCK(SUFFIX, TARGET, H, D, DL, 2)                                                     \
+    DEFINE_CHANNEL_SUMS_BLOCK(SUFFIX, TARGET, H, D, DL, 3)                                                     \
+    DEFINE_CHANNEL_SUMS_BLOCK(SUFFIX, TARGET, H, D, DL, 4)                                                     \
+    DEFINE_GRAD_SUMS_BLOCK(SUFFIX, TARGET, H, D, DL, 1)                                                        \
+    DEFINE_GRAD_SUMS_BLOCK(SUFFIX, TARGET, H, D, DL, 2)                                                        \
+    DEFINE_GRAD_SUMS_BLOCK(SUFFIX, TARGET, H, D, DL, 3)                                                        \
+    DEFINE_GRAD_SUMS_BLOCK(SUFFIX, TARGET, H, D, DL, 4)                                                        \
+    TARGET static void channel_sums_##SUFFIX(const float *x, size_t rows, size_t c, const double *mean,        \
+                                             double *acc) {                                                    \
+        size_t j = 0;                                                                                          \
+        for (; j + 4 * DL <= c; j += 4 * DL)                                                                   \
+            channel_sums_##SUFFIX##_4(x + j, rows, c, mean ? mean + j : NULL, acc + j);                        \
+        switch ((c - j) / DL) {                                                                                \
+        case 3: channel_sums_##SUFFIX##_3(x + j, rows, c, mean ? mean + j : NULL, acc + j); break;             \
+        case 2: channel_sums_##SUFFIX##_2(x + j, rows, c, mean ? mean + j : NULL, acc + j); break;             \
+        case 1: channel_sums_##SUFFIX##_1(x + j, rows, c, mean ? mean + j : NULL, acc + j); break;             \
+        default: break;                                                                                        \
+        }                                                                                                      \
+        for (j = c - c % DL; j < c; j++) {                                                                     \
+            double t = acc[j];                                                                                 \
+            for (size_t r = 0; r < rows; r++) {                                                                \
+                double v = (double)x[r * c + j];                                                               \
+                if (mean) { v -= mean[j]; v = v * v; }                                                         \
+                t += v;                                                                                        \
+            }                                                                                                  \
+            acc[j] = t;                                                                                        \
+        }                                                                                                      \
+    }                                                                                                          \
+    TARGET static void batchnorm_grad_sums_##SUFFIX(const float *x, const float *g, size_t rows, size_t c,    \
+                                                    const float *mean, const float *rstd, double *acc) {       \
+        size_t j = 0;                                                                                          \
+        for (; j + 4 * DL <= c; j += 4 * DL)                                                                   \
+            grad_sums_##SUFFIX##_4(x + j, g + j, rows, c, mean + j, rstd + j, acc + j, acc + c + j);           \
+        switch ((c - j) / DL) {                                                                                \
+        case 3: grad_sums_##SUFFIX##_3(x + j, g + j, rows, c, mean + j, rstd + j, acc + j, acc + c + j); break; \
+        case 2: grad_sums_##SUFFIX##_2(x + j, g + j, rows, c, mean + j, rstd + j, acc + j, acc + c + j); break; \
+        case 1: grad_sums_##SUFFIX##_1(x + j, g + j, rows, c, mean + j, rstd + j, acc + j, acc + c + j); break; \
+        default: break;                                                                                        \
+        }                                                                                                      \
+        for (j = c - c % DL; j < c; j++) {                                                                     \
+            double t = acc[j], u = acc[c + j];                                                                 \
+            for (size_t r = 0; r < rows; r++) {                                                                \
+                float gr = g[r * c + j];                                                                       \
+                t += (double)gr;                                                                               \
+                u += (double)(gr * (x[r * c + j] - mean[j]) * rstd[j]);                                        \
+            }                                                                                                  \
+            acc[j] = t;                                                                                        \
+            acc[c + j] = u;                                                                                    \
+        }                                                                                                      \
+    }
+
+DEFINE_CHANNEL_SUMS(avx512, T_AVX512, h8, d8, 8)
+DEFINE_CHANNEL_SUMS(avx2, T_AVX2, h4, d4, 4)
+DEFINE_CHANNEL_SUMS(sse2, T_SSE2, h2, d2, 2)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Dispatch
@@ -544,4 +710,20 @@ void ck_batchnorm_grad_sums(const float *x, const float *g, size_t rows, size_t 
 void ck_batchnorm_backward(const float *x, const float *g, size_t rows, size_t c, const float *scale,
                            const float *a, const float *b, const float *mean, const float *rstd, float *dx) {
     DISPATCH(batchnorm_backward, x, g, rows, c, scale, a, b, mean, rstd, dx)
+}
+
+void ck_conv_few(const float *x, size_t h, size_t w, size_t cin, const float *wt, size_t cout_pad, const float *bias,
+                 size_t cout, size_t kh, size_t kw, size_t stride, size_t pad_top, size_t pad_left, size_t oh,
+                 size_t ow, float *scratch, float *y) {
+    size_t hp = (oh - 1) * stride + kh, wp = (ow - 1) * stride + kw;
+    pad_image(x, h, w, cin, pad_top, pad_left, hp, wp, scratch);
+    DISPATCH(conv_few, scratch, wp, cin, wt, cout_pad, bias, cout, kh, kw, stride, oh, ow, y)
+}
+
+void ck_conv_few_weight_grad(const float *x, size_t h, size_t w, size_t cin, const float *g, size_t cout, size_t kh,
+                             size_t kw, size_t stride, size_t pad_top, size_t pad_left, size_t oh, size_t ow,
+                             float *scratch, float *dw, size_t cout_pad) {
+    size_t hp = (oh - 1) * stride + kh, wp = (ow - 1) * stride + kw;
+    pad_image(x, h, w, cin, pad_top, pad_left, hp, wp, scratch);
+    DISPATCH(conv_few_grad, scratch, wp, cin, g, cout, kh, kw, stride, oh, ow, dw, cout_pad)
 }

@@ -113,6 +113,11 @@ final class ConvPoolTests: XCTestCase {
             ([1, 10, 9, 2], [3, 2, 2, 4], (3, 2), [1, 0, 2, 1], (2, 2), 1),
             ([2, 6, 5, 37], [37, 1, 3, 3], (2, 1), [1, 1, 0, 2], (1, 2), 37),  // two SIMD blocks and a tail
             ([1, 5, 9, 20], [20, 1, 3, 3], (1, 1), [1, 1, 1, 1], (1, 1), 20),  // paired interior pixels
+            // few input channels (ck_conv_few): a spectrogram's first layer; two vectors and a tail, stride 2,
+            // asymmetric padding; a rectangular kernel with stride 3 and more than one tile of pixels per row
+            ([2, 11, 19, 1], [16, 1, 3, 3], (1, 1), [1, 1, 1, 1], (1, 1), 1),
+            ([1, 9, 10, 2], [37, 2, 3, 3], (2, 2), [0, 2, 1, 0], (1, 1), 1),
+            ([2, 13, 29, 4], [20, 4, 5, 3], (3, 3), [2, 1, 0, 2], (1, 1), 1),
         ]
         var worst: Float = 0
         for (xs, ws, st, pads, dil, groups) in configs {
@@ -156,7 +161,14 @@ final class ConvPoolTests: XCTestCase {
     /// Chunks of images depend on the shapes only, not on the threads that take them: one thread and two give
     /// the same bits (the weight gradient is summed chunk by chunk in chunk order).
     func testConvolutionIsBitIdenticalOnOneThreadAndTwo() {
-        let x = randomInput([7, 9, 8, 5], &rng), w = randomInput([6, 5, 3, 3], &rng), b = randomInput([6], &rng)
+        // im2col + GEMM (5 input channels) and the few-channel kernel (2)
+        for (x, w, b) in [(randomInput([7, 9, 8, 5], &rng), randomInput([6, 5, 3, 3], &rng), randomInput([6], &rng)),
+                          (randomInput([7, 9, 8, 2], &rng), randomInput([17, 2, 3, 3], &rng), randomInput([17], &rng))] {
+            bitIdenticalOnOneThreadAndTwo(x, w, b)
+        }
+    }
+
+    func bitIdenticalOnOneThreadAndTwo(_ x: Variable, _ w: Variable, _ b: Variable) {
         func run(threads: Int) -> [[Float]] {
             Runtime.setThreads(threads)
             for v in [x, w, b] { v.grad = nil }
@@ -165,7 +177,7 @@ final class ConvPoolTests: XCTestCase {
             return [y.value.scalars, x.grad!.scalars, w.grad!.scalars, b.grad!.scalars]
         }
         let saved = (ConvolutionPlan.workspaceBytes, Runtime.threads)
-        ConvolutionPlan.workspaceBytes = 2 * 9 * 8 * 45 * 4   // two images per chunk: four chunks
+        ConvolutionPlan.workspaceBytes = 2 * 9 * 8 * 9 * x.shape[3] * 4   // two images per chunk: four chunks
         defer { ConvolutionPlan.workspaceBytes = saved.0; Runtime.setThreads(saved.1) }
         XCTAssertEqual(ConvolutionPlan(input: x.shape, weight: w.shape, strides: (1, 1), padding: .symmetric(1),
                                        dilations: (1, 1), groups: 1).chunks, 4)
@@ -209,6 +221,9 @@ final class ConvPoolTests: XCTestCase {
         let x = randomInput([2, 5, 6, 3], &rng), w = randomInput([4, 3, 3, 3], &rng, scale: 0.5), b = randomInput([4], &rng)
         worst = max(worst, checkGradients([x, w, b]) { x.conv2d(weight: w, bias: b) })
         worst = max(worst, checkGradients([x, w]) { x.conv2d(weight: w, stride: 2, padding: .same) })
+        // One input channel and 18 outputs: the few-channel kernel's whole vectors (16 lanes) and its tail.
+        let x1c = randomInput([2, 6, 5, 1], &rng), w18 = randomInput([18, 1, 3, 3], &rng, scale: 0.5), b18 = randomInput([18], &rng)
+        worst = max(worst, checkGradients([x1c, w18, b18], samples: 120) { x1c.conv2d(weight: w18, bias: b18, padding: .symmetric(1)) })
         worst = max(worst, checkGradients([x, w, b]) {
             x.conv2d(weight: w, bias: b, strides: (2, 1), padding: .explicit(top: 0, bottom: 2, left: 1, right: 0), dilations: (1, 2))
         })

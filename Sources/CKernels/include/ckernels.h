@@ -47,6 +47,21 @@ void ck_conv_direct(const float *x, size_t h, size_t w, size_t cin, const float 
 /// bias row aligned with x). Phi through erf (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7). y may equal x.
 void ck_gelu(const float *x, const float *bias, float *y, size_t n);
 
+/// Convolution of one NHWC image x [h, w, cin] with few input channels (training's first layers; no im2col):
+/// y [oh, ow, cout] = bias + sum over taps, weights packed [kh][kw][cin][cout_pad] (cout_pad a multiple of 16,
+/// padding zero), stride `stride` both ways, padding pad_top/pad_left (bottom/right follow from oh/ow), no dilation.
+/// `scratch` holds ((oh - 1) * stride + kh) x ((ow - 1) * stride + kw) x cin floats (the zero-padded image).
+/// `bias` may be NULL. Fused multiply-adds where the CPU has them.
+void ck_conv_few(const float *x, size_t h, size_t w, size_t cin, const float *wt, size_t cout_pad, const float *bias,
+                 size_t cout, size_t kh, size_t kw, size_t stride, size_t pad_top, size_t pad_left, size_t oh,
+                 size_t ow, float *scratch, float *y);
+
+/// Its weight gradient for one image: dw [kh][kw][cin][cout_pad] += sum over output pixels of the tap's input times
+/// g [oh, ow, cout] (pixels in order). Same sizes and scratch as ck_conv_few.
+void ck_conv_few_weight_grad(const float *x, size_t h, size_t w, size_t cin, const float *g, size_t cout, size_t kh,
+                             size_t kw, size_t stride, size_t pad_top, size_t pad_left, size_t oh, size_t ow,
+                             float *scratch, float *dw, size_t cout_pad);
+
 /// Clamp of n values as Swift's min(max(x, lo), hi) (a NaN passes through; hi = +infinity for ReLU). y may equal x.
 void ck_clamp(const float *x, float *y, size_t n, float lo, float hi);
 

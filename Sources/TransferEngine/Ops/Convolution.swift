@@ -119,6 +119,10 @@ struct ConvolutionPlan {
     let isPointwise: Bool
     /// One filter per channel: a direct kernel vectorised over channels beats a GEMM with inner size KH*KW.
     let isDepthwise: Bool
+    /// Few input channels, no dilation, square stride (a first layer): `ck_conv_few` computes it from the padded
+    /// image directly, forward and weight gradient, instead of im2col writing kh·kw·cin floats per pixel for a GEMM
+    /// with an inner size of 9-36 (measured on the speech scratch CNN's first layer: see `forward`).
+    let isFewChannels: Bool
     /// Images per im2col chunk: the batch in the fewest equal chunks whose patch matrix stays under
     /// `workspaceBytes`, so it is still in cache when the GEMM reads it. Chunks depend on the shapes only (not on
     /// the thread count), so the weight gradient's per-chunk sums add up in the same order on any machine.
@@ -144,6 +148,7 @@ struct ConvolutionPlan {
         isPointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1
             && g.top == 0 && g.bottom == 0 && g.left == 0 && g.right == 0
         isDepthwise = groups > 1 && cg == 1 && og == 1
+        isFewChannels = groups == 1 && cg <= 4 && !isPointwise && g.dh == 1 && g.dw == 1 && g.sh == g.sw
         let perImage = max(1, g.oh * g.ow * kg * MemoryLayout<Float>.stride)
         let most = max(1, min(g.n, ConvolutionPlan.workspaceBytes / perImage))
         let fewest = max(1, (g.n + most - 1) / most)
@@ -162,6 +167,22 @@ struct ConvolutionPlan {
             // [C, 1, KH, KW] -> [KH, KW, C]: the taps of one kernel position are contiguous like the channels.
             let wr = weight.permuted([2, 3, 0, 1])
             withExtendedLifetime(wr) { depthwiseForward(px, wr.pointer, bias?.pointer, py) }
+            return y
+        }
+        if isFewChannels {
+            let (packed, outPad) = packedFewChannelWeights(weight)
+            packed.withUnsafeBufferPointer { pw in
+                Parallel.forEach(g.n) { images in
+                    var scratch = [Float](repeating: 0, count: paddedImageCount)
+                    scratch.withUnsafeMutableBufferPointer { ps in
+                        for n in images {
+                            ck_conv_few(px + n * g.h * g.w * g.c, g.h, g.w, g.c, pw.baseAddress, outPad, bias?.pointer,
+                                        outputs, g.kh, g.kw, g.sh, g.top, g.left, g.oh, g.ow, ps.baseAddress,
+                                        py + n * pixels * outputs)
+                        }
+                    }
+                }
+            }
             return y
         }
         // The bias goes in first and the GEMM adds to it (beta 1): one pass over the output instead of two.
@@ -195,6 +216,53 @@ struct ConvolutionPlan {
             }
         }
         return y
+    }
+
+    /// Floats of one zero-padded image for `ck_conv_few`.
+    var paddedImageCount: Int { ((g.oh - 1) * g.sh + g.kh) * ((g.ow - 1) * g.sw + g.kw) * g.c }
+
+    /// [O, C, KH, KW] -> [KH][KW][C][O rounded up to 16], padding zero, as `ck_conv_few` reads it.
+    func packedFewChannelWeights(_ weight: Tensor) -> (weights: [Float], outPad: Int) {
+        let outPad = (outputs + 15) / 16 * 16, taps = g.kh * g.kw * cg
+        var packed = [Float](repeating: 0, count: taps * outPad)
+        let pw = weight.pointer
+        for o in 0..<outputs { for t in 0..<taps {
+            let (ky, kx, ci) = (t / (g.kw * cg), t / cg % g.kw, t % cg)
+            packed[t * outPad + o] = pw[((o * cg + ci) * g.kh + ky) * g.kw + kx]
+        } }
+        return (packed, outPad)
+    }
+
+    /// The weight gradient of a few-channel convolution: each chunk of images (the im2col chunks, so the partition
+    /// does not depend on the thread count) into its own slot, summed in chunk order.
+    func fewChannelsWeightGradient(_ gy: Tensor, _ x: Tensor) -> Tensor {
+        let outPad = (outputs + 15) / 16 * 16, taps = g.kh * g.kw * cg, slot = taps * outPad
+        let pixels = g.oh * g.ow, px = x.pointer, pg = gy.pointer
+        var partial = [Float](repeating: 0, count: chunks * slot)
+        partial.withUnsafeMutableBufferPointer { pp in
+            let pp = pp.baseAddress!
+            Parallel.forEach(chunks) { range in
+                var scratch = [Float](repeating: 0, count: paddedImageCount)
+                scratch.withUnsafeMutableBufferPointer { ps in
+                    for chunk in range {
+                        for n in chunk * imagesPerChunk..<min(g.n, (chunk + 1) * imagesPerChunk) {
+                            ck_conv_few_weight_grad(px + n * g.h * g.w * g.c, g.h, g.w, g.c, pg + n * pixels * outputs,
+                                                    outputs, g.kh, g.kw, g.sh, g.top, g.left, g.oh, g.ow, ps.baseAddress,
+                                                    pp + chunk * slot, outPad)
+                        }
+                    }
+                }
+            }
+        }
+        var dw = Tensor(uninitializedShape: [outputs, cg, g.kh, g.kw])
+        let pdw = dw.mutablePointer
+        for o in 0..<outputs { for t in 0..<taps {
+            var sum = partial[t * outPad + o]
+            for chunk in 1..<max(1, chunks) { sum += partial[chunk * slot + t * outPad + o] }
+            let (ky, kx, ci) = (t / (g.kw * cg), t / cg % g.kw, t % cg)
+            pdw[((o * cg + ci) * g.kh + ky) * g.kw + kx] = sum
+        } }
+        return dw
     }
 
     /// Writes the patches of images `images` for channels [channelOffset, channelOffset + cg) as rows of `kg`
@@ -274,6 +342,10 @@ struct ConvolutionPlan {
     func backward(_ gy: Tensor, _ x: Tensor, _ weight: Tensor, input needInput: Bool, weight needWeight: Bool)
         -> (input: Tensor?, weight: Tensor?) {
         if isDepthwise { return depthwiseBackward(gy, x, weight, input: needInput, weight: needWeight) }
+        if isFewChannels && needWeight {
+            let dx = needInput ? backward(gy, x, weight, input: true, weight: false).input : nil
+            return (dx, fewChannelsWeightGradient(gy, x))
+        }
         let pg = gy.pointer, px = x.pointer
         let pixels = g.oh * g.ow
         // Zeroed once: col2im adds into it (a per-pixel clear would be a memset call per few channels).
