@@ -457,6 +457,19 @@ typedef double d2 __attribute__((vector_size(16), aligned(8)));
 typedef float h8 __attribute__((vector_size(32), aligned(4)));
 typedef float h4 __attribute__((vector_size(16), aligned(4)));
 typedef float h2 __attribute__((vector_size(8), aligned(4)));
+typedef int hi8 __attribute__((vector_size(32), aligned(4)));
+typedef int hi4 __attribute__((vector_size(16), aligned(4)));
+typedef int hi2 __attribute__((vector_size(8), aligned(4)));
+
+// The gradient mask of a clamp fused after an affine map: pre = x * scale + shift, computed as the forward pass
+// did (no fused multiply-add), so the mask is the one the unfused clamp's backward pass saw.
+#define FUSED_MASK(V, VI, pre, f)                                                                              \
+    ({                                                                                                         \
+        VI in_ = (VI)((pre) > SPLAT(V, (f)->lo));                                                              \
+        if ((f)->upper) in_ &= (VI)((pre) < SPLAT(V, (f)->hi));                                                \
+        in_;                                                                                                   \
+    })
+static inline int fused_passes(float pre, const ck_fused_clamp *f) { return pre > f->lo && (!f->upper || pre < f->hi); }
 
 // As Swift's min(max(x, lo), hi): lo when lo >= x, then hi when hi < y (a NaN passes through).
 static inline float clamp1(float x, float lo, float hi) {
@@ -489,32 +502,45 @@ static inline float clamp1(float x, float lo, float hi) {
         }                                                                                                      \
         for (; i < n; i++) dx[i] = (x[i] > lo && (!upper || x[i] < hi)) ? g[i] : 0;                            \
     }                                                                                                          \
-    /* y = x * scale[j] + shift[j]. */                                                                         \
+    /* y = clamp(x * scale[j] + shift[j], lo, hi) (infinite bounds: the identity, NaN and infinities included). */ \
     TARGET static void channel_affine_##SUFFIX(const float *x, size_t rows, size_t c, const float *scale,      \
-                                               const float *shift, float *y) {                                 \
+                                               const float *shift, float lo, float hi, float *y) {             \
         size_t whole = c - c % L;                                                                              \
+        V vlo = SPLAT(V, lo), vhi = SPLAT(V, hi);                                                              \
         for (size_t r = 0; r < rows; r++) {                                                                    \
             const float *xr = x + r * c;                                                                       \
             float *yr = y + r * c;                                                                             \
-            for (size_t j = 0; j < whole; j += L)                                                              \
-                STORE(V, yr + j, LOAD(V, xr + j) * LOAD(V, scale + j) + LOAD(V, shift + j));                   \
-            for (size_t j = whole; j < c; j++) yr[j] = xr[j] * scale[j] + shift[j];                            \
+            for (size_t j = 0; j < whole; j += L) {                                                            \
+                V v = LOAD(V, xr + j) * LOAD(V, scale + j) + LOAD(V, shift + j);                               \
+                v = SELECT(V, VI, vlo >= v, vlo, v);                                                           \
+                STORE(V, yr + j, SELECT(V, VI, vhi < v, vhi, v));                                              \
+            }                                                                                                  \
+            for (size_t j = whole; j < c; j++) yr[j] = clamp1(xr[j] * scale[j] + shift[j], lo, hi);            \
         }                                                                                                      \
     }                                                                                                          \
     /* dx = scale[j] * (g - a[j] - (x - mean[j]) * rstd[j] * b[j]). */                                         \
     TARGET static void batchnorm_backward_##SUFFIX(const float *x, const float *g, size_t rows, size_t c,     \
                                                    const float *scale, const float *a, const float *b,         \
-                                                   const float *mean, const float *rstd, float *dx) {          \
+                                                   const float *mean, const float *rstd,                       \
+                                                   const ck_fused_clamp *f, float *dx) {                       \
         size_t whole = c - c % L;                                                                              \
         for (size_t r = 0; r < rows; r++) {                                                                    \
             const float *xr = x + r * c, *gr = g + r * c;                                                      \
             float *dr = dx + r * c;                                                                            \
             for (size_t j = 0; j < whole; j += L) {                                                            \
-                V t = (LOAD(V, xr + j) - LOAD(V, mean + j)) * LOAD(V, rstd + j) * LOAD(V, b + j);              \
-                STORE(V, dr + j, LOAD(V, scale + j) * (LOAD(V, gr + j) - LOAD(V, a + j) - t));                 \
+                V xv = LOAD(V, xr + j), gv = LOAD(V, gr + j);                                                  \
+                if (f) {                                                                                       \
+                    V pre = xv * LOAD(V, f->scale + j) + LOAD(V, f->shift + j);                                \
+                    gv = SELECT(V, VI, FUSED_MASK(V, VI, pre, f), gv, SPLAT(V, 0.0f));                         \
+                }                                                                                              \
+                V t = (xv - LOAD(V, mean + j)) * LOAD(V, rstd + j) * LOAD(V, b + j);                           \
+                STORE(V, dr + j, LOAD(V, scale + j) * (gv - LOAD(V, a + j) - t));                              \
             }                                                                                                  \
-            for (size_t j = whole; j < c; j++)                                                                 \
-                dr[j] = scale[j] * (gr[j] - a[j] - (xr[j] - mean[j]) * rstd[j] * b[j]);                        \
+            for (size_t j = whole; j < c; j++) {                                                               \
+                float gj = gr[j];                                                                              \
+                if (f && !fused_passes(xr[j] * f->scale[j] + f->shift[j], f)) gj = 0;                          \
+                dr[j] = scale[j] * (gj - a[j] - (xr[j] - mean[j]) * rstd[j] * b[j]);                           \
+            }                                                                                                  \
         }                                                                                                      \
     }
 
@@ -549,22 +575,25 @@ DEFINE_TRAINING_LOOPS(sse2, T_SSE2, v4, vi4, 4, h2, d2, 2)
     }
 
 // acc[j] += g, acc[c + j] += (double)(g * (x - mean[j]) * rstd[j]) (the products in float).
-#define DEFINE_GRAD_SUMS_BLOCK(SUFFIX, TARGET, H, D, DL, NV)                                                   \
+#define DEFINE_GRAD_SUMS_BLOCK(SUFFIX, TARGET, H, HI, D, DL, NV)                                               \
     TARGET static inline __attribute__((always_inline)) void grad_sums_##SUFFIX##_##NV(                         \
         const float *x, const float *g, size_t rows, size_t c, const float *mean, const float *rstd,           \
-        double *acc, double *accx) {                                                                           \
+        const ck_fused_clamp *f, size_t j0, double *acc, double *accx) {                                       \
         D a[NV], b[NV];                                                                                        \
-        H m[NV], s[NV];                                                                                        \
+        H m[NV], s[NV], fs[NV], ft[NV];                                                                        \
         for (size_t v = 0; v < NV; v++) {                                                                      \
             a[v] = LOAD(D, acc + v * DL);                                                                      \
             b[v] = LOAD(D, accx + v * DL);                                                                     \
             m[v] = LOAD(H, mean + v * DL);                                                                     \
             s[v] = LOAD(H, rstd + v * DL);                                                                     \
+            fs[v] = f ? LOAD(H, f->scale + j0 + v * DL) : SPLAT(H, 0.0f);                                      \
+            ft[v] = f ? LOAD(H, f->shift + j0 + v * DL) : SPLAT(H, 0.0f);                                      \
         }                                                                                                      \
         for (size_t r = 0; r < rows; r++)                                                                      \
             for (size_t v = 0; v < NV; v++) {                                                                  \
-                H gv = LOAD(H, g + r * c + v * DL);                                                            \
-                H t = gv * (LOAD(H, x + r * c + v * DL) - m[v]) * s[v];                                        \
+                H xv = LOAD(H, x + r * c + v * DL), gv = LOAD(H, g + r * c + v * DL);                          \
+                if (f) gv = SELECT(H, HI, FUSED_MASK(H, HI, xv * fs[v] + ft[v], f), gv, SPLAT(H, 0.0f));        \
+                H t = gv * (xv - m[v]) * s[v];                                                                 \
                 a[v] += __builtin_convertvector(gv, D);                                                        \
                 b[v] += __builtin_convertvector(t, D);                                                         \
             }                                                                                                  \
@@ -574,15 +603,15 @@ DEFINE_TRAINING_LOOPS(sse2, T_SSE2, v4, vi4, 4, h2, d2, 2)
         }                                                                                                      \
     }
 
-#define DEFINE_CHANNEL_SUMS(SUFFIX, TARGET, H, D, DL)                                                          \
+#define DEFINE_CHANNEL_SUMS(SUFFIX, TARGET, H, HI, D, DL)                                                      \
     DEFINE_CHANNEL_SUMS_BLOCK(SUFFIX, TARGET, H, D, DL, 1)                                                     \
     DEFINE_CHANNEL_SUMS_BLOCK(SUFFIX, TARGET, H, D, DL, 2)                                                     \
     DEFINE_CHANNEL_SUMS_BLOCK(SUFFIX, TARGET, H, D, DL, 3)                                                     \
     DEFINE_CHANNEL_SUMS_BLOCK(SUFFIX, TARGET, H, D, DL, 4)                                                     \
-    DEFINE_GRAD_SUMS_BLOCK(SUFFIX, TARGET, H, D, DL, 1)                                                        \
-    DEFINE_GRAD_SUMS_BLOCK(SUFFIX, TARGET, H, D, DL, 2)                                                        \
-    DEFINE_GRAD_SUMS_BLOCK(SUFFIX, TARGET, H, D, DL, 3)                                                        \
-    DEFINE_GRAD_SUMS_BLOCK(SUFFIX, TARGET, H, D, DL, 4)                                                        \
+    DEFINE_GRAD_SUMS_BLOCK(SUFFIX, TARGET, H, HI, D, DL, 1)                                                        \
+    DEFINE_GRAD_SUMS_BLOCK(SUFFIX, TARGET, H, HI, D, DL, 2)                                                        \
+    DEFINE_GRAD_SUMS_BLOCK(SUFFIX, TARGET, H, HI, D, DL, 3)                                                        \
+    DEFINE_GRAD_SUMS_BLOCK(SUFFIX, TARGET, H, HI, D, DL, 4)                                                        \
     TARGET static void channel_sums_##SUFFIX(const float *x, size_t rows, size_t c, const double *mean,        \
                                              double *acc) {                                                    \
         size_t j = 0;                                                                                          \
@@ -605,20 +634,22 @@ DEFINE_TRAINING_LOOPS(sse2, T_SSE2, v4, vi4, 4, h2, d2, 2)
         }                                                                                                      \
     }                                                                                                          \
     TARGET static void batchnorm_grad_sums_##SUFFIX(const float *x, const float *g, size_t rows, size_t c,    \
-                                                    const float *mean, const float *rstd, double *acc) {       \
+                                                    const float *mean, const float *rstd,                      \
+                                                    const ck_fused_clamp *f, double *acc) {                    \
         size_t j = 0;                                                                                          \
         for (; j + 4 * DL <= c; j += 4 * DL)                                                                   \
-            grad_sums_##SUFFIX##_4(x + j, g + j, rows, c, mean + j, rstd + j, acc + j, acc + c + j);           \
+            grad_sums_##SUFFIX##_4(x + j, g + j, rows, c, mean + j, rstd + j, f, j, acc + j, acc + c + j);     \
         switch ((c - j) / DL) {                                                                                \
-        case 3: grad_sums_##SUFFIX##_3(x + j, g + j, rows, c, mean + j, rstd + j, acc + j, acc + c + j); break; \
-        case 2: grad_sums_##SUFFIX##_2(x + j, g + j, rows, c, mean + j, rstd + j, acc + j, acc + c + j); break; \
-        case 1: grad_sums_##SUFFIX##_1(x + j, g + j, rows, c, mean + j, rstd + j, acc + j, acc + c + j); break; \
+        case 3: grad_sums_##SUFFIX##_3(x + j, g + j, rows, c, mean + j, rstd + j, f, j, acc + j, acc + c + j); break; \
+        case 2: grad_sums_##SUFFIX##_2(x + j, g + j, rows, c, mean + j, rstd + j, f, j, acc + j, acc + c + j); break; \
+        case 1: grad_sums_##SUFFIX##_1(x + j, g + j, rows, c, mean + j, rstd + j, f, j, acc + j, acc + c + j); break; \
         default: break;                                                                                        \
         }                                                                                                      \
         for (j = c - c % DL; j < c; j++) {                                                                     \
             double t = acc[j], u = acc[c + j];                                                                 \
             for (size_t r = 0; r < rows; r++) {                                                                \
                 float gr = g[r * c + j];                                                                       \
+                if (f && !fused_passes(x[r * c + j] * f->scale[j] + f->shift[j], f)) gr = 0;                  \
                 t += (double)gr;                                                                               \
                 u += (double)(gr * (x[r * c + j] - mean[j]) * rstd[j]);                                        \
             }                                                                                                  \
@@ -627,9 +658,9 @@ DEFINE_TRAINING_LOOPS(sse2, T_SSE2, v4, vi4, 4, h2, d2, 2)
         }                                                                                                      \
     }
 
-DEFINE_CHANNEL_SUMS(avx512, T_AVX512, h8, d8, 8)
-DEFINE_CHANNEL_SUMS(avx2, T_AVX2, h4, d4, 4)
-DEFINE_CHANNEL_SUMS(sse2, T_SSE2, h2, d2, 2)
+DEFINE_CHANNEL_SUMS(avx512, T_AVX512, h8, hi8, d8, 8)
+DEFINE_CHANNEL_SUMS(avx2, T_AVX2, h4, hi4, d4, 4)
+DEFINE_CHANNEL_SUMS(sse2, T_SSE2, h2, hi2, d2, 2)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Dispatch
@@ -698,18 +729,20 @@ void ck_channel_sums(const float *x, size_t rows, size_t c, const double *mean, 
     DISPATCH(channel_sums, x, rows, c, mean, acc)
 }
 
-void ck_channel_affine(const float *x, size_t rows, size_t c, const float *scale, const float *shift, float *y) {
-    DISPATCH(channel_affine, x, rows, c, scale, shift, y)
+void ck_channel_affine(const float *x, size_t rows, size_t c, const float *scale, const float *shift, float lo,
+                       float hi, float *y) {
+    DISPATCH(channel_affine, x, rows, c, scale, shift, lo, hi, y)
 }
 
 void ck_batchnorm_grad_sums(const float *x, const float *g, size_t rows, size_t c, const float *mean,
-                            const float *rstd, double *acc) {
-    DISPATCH(batchnorm_grad_sums, x, g, rows, c, mean, rstd, acc)
+                            const float *rstd, const ck_fused_clamp *fused, double *acc) {
+    DISPATCH(batchnorm_grad_sums, x, g, rows, c, mean, rstd, fused, acc)
 }
 
 void ck_batchnorm_backward(const float *x, const float *g, size_t rows, size_t c, const float *scale,
-                           const float *a, const float *b, const float *mean, const float *rstd, float *dx) {
-    DISPATCH(batchnorm_backward, x, g, rows, c, scale, a, b, mean, rstd, dx)
+                           const float *a, const float *b, const float *mean, const float *rstd,
+                           const ck_fused_clamp *fused, float *dx) {
+    DISPATCH(batchnorm_backward, x, g, rows, c, scale, a, b, mean, rstd, fused, dx)
 }
 
 void ck_conv_few(const float *x, size_t h, size_t w, size_t cin, const float *wt, size_t cout_pad, const float *bias,

@@ -36,7 +36,7 @@ public final class ScratchCNN: Module, StackedBackbone {
     }
 
     public func block(_ i: Int, _ x: Variable) -> Variable {
-        let y = norms[i](convs[i](x)).relu()
+        let y = norms[i](convs[i](x), activation: .relu)
         return i < 2 ? y.maxPool2d(kernel: 2) : y
     }
 

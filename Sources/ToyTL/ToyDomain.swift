@@ -117,7 +117,7 @@ public final class ToyBackbone: Module, StackedBackbone {
     public var activationsAreSequences: Bool { false }
 
     public func block(_ i: Int, _ x: Variable) -> Variable {
-        i == 0 ? bn0(fc0(x)).relu() : bn1(fc1(x)).relu()
+        i == 0 ? bn0(fc0(x), activation: .relu) : bn1(fc1(x), activation: .relu)
     }
 
     public func forward(_ activation: Activation, from start: Int) -> Variable {

@@ -35,8 +35,8 @@ public final class ScratchCNN: Module, StackedBackbone {
     public var activationsAreSequences: Bool { false }
 
     public func block(_ i: Int, _ x: Variable) -> Variable {
-        i == 0 ? bn1(conv1(x)).relu().maxPool2d(kernel: 2, padding: .same)
-            : bn2(conv2(x)).relu().maxPool2d(kernel: 2, padding: .same)
+        i == 0 ? bn1(conv1(x), activation: .relu).maxPool2d(kernel: 2, padding: .same)
+            : bn2(conv2(x), activation: .relu).maxPool2d(kernel: 2, padding: .same)
     }
 
     /// Runs the remaining blocks, then flattens.

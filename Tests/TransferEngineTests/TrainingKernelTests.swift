@@ -61,4 +61,32 @@ final class TrainingKernelTests: XCTestCase {
             }
         }
     }
+
+    /// ReLU and ReLU6 fused into BatchNorm give the bits of BatchNorm followed by the activation: the output and
+    /// the gradients of x, weight and bias, on batch statistics and on running ones.
+    func testFusedActivationMatchesBatchNormThenActivation() {
+        let c = 19
+        let x = Variable(rng.normalTensor([3, 5, 7, c], std: 3) + 1, requiresGrad: true)
+        let w = Variable(rng.normalTensor([c]), requiresGrad: true), b = Variable(rng.normalTensor([c]) * 4, requiresGrad: true)
+        let g = rng.normalTensor(x.shape)
+        let rm = Variable(rng.normalTensor([c])), rv = Variable(rng.uniformTensor([c], 0.5, 2))
+        for activation in [ClampActivation.relu, .relu6] {
+            for batchStatistics in [true, false] {
+                func run(fused: Bool) -> [[UInt32]] {
+                    for v in [x, w, b] { v.zeroGrad() }
+                    var y = x.batchNorm(weight: w, bias: b, runningMean: rm, runningVariance: rv,
+                                        useBatchStatistics: batchStatistics, activation: fused ? activation : nil)
+                    if !fused { y = activation == .relu ? y.relu() : y.relu6() }
+                    y.backward(seed: g)
+                    return [y.value, x.grad!, w.grad!, b.grad!].map { $0.scalars.map(\.bitPattern) }
+                }
+                let (fused, separate) = (run(fused: true), run(fused: false))
+                for (k, name) in ["y", "dx", "dweight", "dbias"].enumerated() {
+                    XCTAssertEqual(fused[k], separate[k], "\(activation) batch statistics \(batchStatistics): \(name)")
+                }
+                // Both sides of the activation's kinks are reached.
+                XCTAssertTrue(fused[0].contains(0) && fused[0].contains { Float(bitPattern: $0) > 0 })
+            }
+        }
+    }
 }

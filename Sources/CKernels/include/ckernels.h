@@ -72,17 +72,30 @@ void ck_clamp_backward(const float *x, const float *g, float *dx, size_t n, floa
 /// `mean` (doubles) is not NULL.
 void ck_channel_sums(const float *x, size_t rows, size_t c, const double *mean, double *acc);
 
-/// y[r][j] = x[r][j] * scale[j] + shift[j] (no fused multiply-add). y may equal x.
-void ck_channel_affine(const float *x, size_t rows, size_t c, const float *scale, const float *shift, float *y);
+/// y[r][j] = clamp(x[r][j] * scale[j] + shift[j], lo, hi) as ck_clamp (no fused multiply-add; infinite bounds give
+/// the affine map itself). y may equal x.
+void ck_channel_affine(const float *x, size_t rows, size_t c, const float *scale, const float *shift, float lo,
+                       float hi, float *y);
+
+/// A clamp fused after BatchNorm's affine map pre = x * scale[j] + shift[j] (as ck_channel_affine computes it): the
+/// gradient kernels below zero g where the clamp's gradient is zero, i.e. unless lo < pre (and pre < hi when
+/// `upper` is non-zero), as ck_clamp_backward does on pre. NULL: no clamp.
+typedef struct {
+    const float *scale, *shift;
+    float lo, hi;
+    int upper;
+} ck_fused_clamp;
 
 /// BatchNorm's gradient sums: acc[j] += g, acc[c + j] += g * (x - mean[j]) * rstd[j] (products in float, sums in
-/// doubles, rows in order).
+/// doubles, rows in order), g masked by `fused` when not NULL.
 void ck_batchnorm_grad_sums(const float *x, const float *g, size_t rows, size_t c, const float *mean,
-                            const float *rstd, double *acc);
+                            const float *rstd, const ck_fused_clamp *fused, double *acc);
 
-/// BatchNorm's input gradient on batch statistics: dx = scale[j] * (g - a[j] - (x - mean[j]) * rstd[j] * b[j]).
+/// BatchNorm's input gradient on batch statistics: dx = scale[j] * (g - a[j] - (x - mean[j]) * rstd[j] * b[j]), g
+/// masked by `fused` when not NULL.
 void ck_batchnorm_backward(const float *x, const float *g, size_t rows, size_t c, const float *scale,
-                           const float *a, const float *b, const float *mean, const float *rstd, float *dx);
+                           const float *a, const float *b, const float *mean, const float *rstd,
+                           const ck_fused_clamp *fused, float *dx);
 
 #ifdef __cplusplus
 }

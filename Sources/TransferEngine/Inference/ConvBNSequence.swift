@@ -61,9 +61,13 @@ public final class ConvBNSequence {
     public func callAsFunction(_ x: Variable) -> Variable {
         var h = x
         for (k, s) in steps.enumerated() {
-            h = s.batchNorm(s.conv(h))
-            if residual && k == steps.count - 1 { h = h + x }
-            if s.activation == .relu6 { h = h.relu6() }
+            // ReLU6 fused into BatchNorm, except after a residual sum (which comes between them).
+            let beforeSum = residual && k == steps.count - 1
+            h = s.batchNorm(s.conv(h), activation: s.activation == .relu6 && !beforeSum ? .relu6 : nil)
+            if beforeSum {
+                h = h + x
+                if s.activation == .relu6 { h = h.relu6() }
+            }
         }
         return h
     }

@@ -19,34 +19,27 @@ extension Variable {
         }
     }
 
-    public func relu() -> Variable { clamped(0, .infinity, gradientBelowHigh: false) }
+    public func relu() -> Variable { clamped(.relu) }
 
-    public func relu6() -> Variable { clamped(0, 6) }
+    public func relu6() -> Variable { clamped(.relu6) }
 
     public func leakyRelu(slope: Float = 0.01) -> Variable {
         pointwise({ $0 > 0 ? $0 : slope * $0 }, derivative: { x, _ in x > 0 ? 1 : slope })
     }
 
     /// Clamp to [low, high]; the gradient passes only strictly inside.
-    public func clamp(min low: Float = -.infinity, max high: Float = .infinity) -> Variable { clamped(low, high) }
+    public func clamp(min low: Float = -.infinity, max high: Float = .infinity) -> Variable {
+        clamped(ClampActivation(low: low, high: high, gradientBelowHigh: true))
+    }
 
     /// min(max(x, low), high) in the C kernels' widest vectors (ReLU was a closure call per element, 13 % of a
-    /// training step of the speech scratch CNN). The gradient passes where low < x (and x < high unless
-    /// `gradientBelowHigh` is false: ReLU's gradient is 1 at +infinity too).
-    func clamped(_ low: Float, _ high: Float, gradientBelowHigh: Bool = true) -> Variable {
+    /// training step of the speech scratch CNN).
+    func clamped(_ a: ClampActivation) -> Variable {
         let x = self
         var y = Tensor(uninitializedShape: x.shape)
         let px = x.value.pointer, py = y.mutablePointer
-        Parallel.forEach(y.count, minimumChunk: 1 << 16) { r in ck_clamp(px + r.lowerBound, py + r.lowerBound, r.count, low, high) }
-        return Autograd.result(y, [x], record: Autograd.needsGrad(x)) { g in
-            var dx = Tensor(uninitializedShape: x.shape)
-            let o = dx.mutablePointer, pg = g.pointer, px = x.value.pointer
-            Parallel.forEach(dx.count, minimumChunk: 1 << 16) { r in
-                ck_clamp_backward(px + r.lowerBound, pg + r.lowerBound, o + r.lowerBound, r.count, low, high,
-                                  gradientBelowHigh ? 1 : 0)
-            }
-            x.accumulate(dx)
-        }
+        Parallel.forEach(y.count, minimumChunk: 1 << 16) { r in ck_clamp(px + r.lowerBound, py + r.lowerBound, r.count, a.low, a.high) }
+        return Autograd.result(y, [x], record: Autograd.needsGrad(x)) { g in x.accumulate(a.maskedGradient(g, at: x.value)) }
     }
 
     /// Exact GELU, x·Φ(x) with the error function (BERT's), not the tanh approximation. Vectorised kernel:
@@ -198,6 +191,26 @@ enum GELUKernel {
                 }
             }
         }
+    }
+}
+
+/// min(max(x, low), high) as an activation (ReLU, ReLU6, clamp), on its own or fused into `batchNorm`. Its gradient
+/// passes where low < x (and x < high when `gradientBelowHigh`: ReLU's is 1 at +infinity too).
+public struct ClampActivation: Sendable, Equatable {
+    public let low: Float, high: Float, gradientBelowHigh: Bool
+
+    public static let relu = ClampActivation(low: 0, high: .infinity, gradientBelowHigh: false)
+    public static let relu6 = ClampActivation(low: 0, high: 6, gradientBelowHigh: true)
+
+    /// g where the gradient passes at `values` (the clamp's input or its output: the same test), else 0.
+    func maskedGradient(_ g: Tensor, at values: Tensor) -> Tensor {
+        var dx = Tensor(uninitializedShape: g.shape)
+        let o = dx.mutablePointer, pg = g.pointer, px = values.pointer
+        Parallel.forEach(dx.count, minimumChunk: 1 << 16) { r in
+            ck_clamp_backward(px + r.lowerBound, pg + r.lowerBound, o + r.lowerBound, r.count, low, high,
+                              gradientBelowHigh ? 1 : 0)
+        }
+        return dx
     }
 }
 

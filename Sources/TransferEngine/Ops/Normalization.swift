@@ -178,8 +178,12 @@ extension Variable {
     /// f is the momentum, or 1/batches for a cumulative average). Otherwise (eval, frozen statistics, or one
     /// value per channel) the running statistics normalise and nothing is updated; gradients still flow to x,
     /// weight and bias.
+    ///
+    /// `activation` (ReLU, ReLU6) is applied to the result in the same pass, and its gradient in BatchNorm's
+    /// backward passes: the bits of `batchNorm(...).relu()` with two passes over the tensor fewer.
     public func batchNorm(weight: Variable?, bias: Variable?, runningMean: Variable, runningVariance: Variable,
-                          useBatchStatistics: Bool, updateFactor: Float? = nil, eps: Float = 1e-5) -> Variable {
+                          useBatchStatistics: Bool, updateFactor: Float? = nil, eps: Float = 1e-5,
+                          activation: ClampActivation? = nil) -> Variable {
         let x = self
         let c = x.value.dim(-1), rows = x.value.count / max(c, 1)
         for (what, v) in [("weight", weight), ("bias", bias), ("running mean", runningMean),
@@ -223,15 +227,15 @@ extension Variable {
         if let w = weight?.value.pointer { for j in 0..<c { channelScale[j] *= w[j] } }
         for j in 0..<c { channelShift[j] = -statMean[j] * channelScale[j] }
         if let b = bias?.value.pointer { for j in 0..<c { channelShift[j] += b[j] } }
-        let scale = channelScale, shift = channelShift, mean = statMean, rstd = statRstd
+        // One buffer of four rows of c: scale, shift, mean, rstd.
+        let constants = channelScale + channelShift + statMean + statRstd
+        let (low, high) = activation.map { ($0.low, $0.high) } ?? (-.infinity, .infinity)
         var y = Tensor(uninitializedShape: x.shape)
         let py = y.mutablePointer
-        scale.withUnsafeBufferPointer { ps in
-            shift.withUnsafeBufferPointer { pt in
-                Parallel.forEach(rows, minimumChunk: max(1, 16384 / max(c, 1))) { range in
-                    ck_channel_affine(px + range.lowerBound * c, range.count, c, ps.baseAddress!, pt.baseAddress!,
-                                      py + range.lowerBound * c)
-                }
+        constants.withUnsafeBufferPointer { k in
+            let k = k.baseAddress!
+            Parallel.forEach(rows, minimumChunk: max(1, 16384 / max(c, 1))) { range in
+                ck_channel_affine(px + range.lowerBound * c, range.count, c, k, k + c, low, high, py + range.lowerBound * c)
             }
         }
 
@@ -239,46 +243,54 @@ extension Variable {
         if let weight { parents.append(weight) }
         if let bias { parents.append(bias) }
         return Autograd.result(y, parents, record: Autograd.needsGrad(parents)) { g in
-            let pg = g.pointer, px = x.value.pointer
+            let px = x.value.pointer
+            // The fused activation's gradient first: g where it passes, else 0 (from the output, in eval mode; the
+            // kernels of the batch-statistics path mask g themselves).
+            var g = g
+            if let activation, !useBatchStatistics { g = activation.maskedGradient(g, at: y) }
+            let pg = g.pointer
             let needSums = (weight?.requiresGrad ?? false) || (bias?.requiresGrad ?? false)
                 || (x.requiresGrad && useBatchStatistics)
+            let masked = activation != nil && useBatchStatistics
             // Σ g and Σ g·x̂ per channel: the bias and weight gradients, and the batch-statistics terms of dx.
             var sumG = [Double](repeating: 0, count: c), sumGX = [Double](repeating: 0, count: c)
-            if needSums {
-                let both = mean.withUnsafeBufferPointer { pm in
-                    rstd.withUnsafeBufferPointer { pr in
-                        columnSums(rows: rows, columns: 2 * c) { range, acc in
+            constants.withUnsafeBufferPointer { k in
+                let k = k.baseAddress!
+                var fused = ck_fused_clamp(scale: k, shift: k + c, lo: low, hi: high,
+                                           upper: activation?.gradientBelowHigh == true ? 1 : 0)
+                withUnsafePointer(to: &fused) { f in
+                    let f = masked ? f : nil
+                    if needSums {
+                        let both = columnSums(rows: rows, columns: 2 * c) { range, acc in
                             ck_batchnorm_grad_sums(px + range.lowerBound * c, pg + range.lowerBound * c, range.count, c,
-                                                   pm.baseAddress!, pr.baseAddress!, acc)
+                                                   k + 2 * c, k + 3 * c, f, acc)
                         }
+                        sumG = Array(both[..<c]); sumGX = Array(both[c...])
                     }
-                }
-                sumG = Array(both[..<c]); sumGX = Array(both[c...])
-            }
-            if x.requiresGrad {
-                var dx = Tensor(uninitializedShape: x.shape)
-                let o = dx.mutablePointer
-                if useBatchStatistics {
-                    // dx = weight·rstd · (g - Σg/M - x̂ · Σ(g·x̂)/M): the batch mean and variance depend on x.
-                    let a = sumG.map { Float($0 / Double(rows)) }, b = sumGX.map { Float($0 / Double(rows)) }
-                    let constants = scale + a + b + mean + rstd  // five rows of c, one buffer
-                    constants.withUnsafeBufferPointer { k in
-                        let k = k.baseAddress!
+                    guard x.requiresGrad else { return }
+                    var dx = Tensor(uninitializedShape: x.shape)
+                    let o = dx.mutablePointer
+                    if useBatchStatistics {
+                        // dx = weight·rstd · (g - Σg/M - x̂ · Σ(g·x̂)/M): the batch mean and variance depend on x.
+                        let ab = sumG.map { Float($0 / Double(rows)) } + sumGX.map { Float($0 / Double(rows)) }
+                        ab.withUnsafeBufferPointer { ab in
+                            let a = ab.baseAddress!
+                            Parallel.forEach(rows, minimumChunk: max(1, 16384 / max(c, 1))) { range in
+                                let at = range.lowerBound * c
+                                ck_batchnorm_backward(px + at, pg + at, range.count, c, k, a, a + c, k + 2 * c, k + 3 * c,
+                                                      f, o + at)
+                            }
+                        }
+                    } else {
                         Parallel.forEach(rows, minimumChunk: max(1, 16384 / max(c, 1))) { range in
-                            let at = range.lowerBound * c
-                            ck_batchnorm_backward(px + at, pg + at, range.count, c, k, k + c, k + 2 * c, k + 3 * c,
-                                                  k + 4 * c, o + at)
+                            for r in range {
+                                let gr = pg + r * c, dr = o + r * c
+                                for j in 0..<c { dr[j] = gr[j] * k[j] }
+                            }
                         }
                     }
-                } else {
-                    Parallel.forEach(rows, minimumChunk: max(1, 16384 / max(c, 1))) { range in
-                        for r in range {
-                            let gr = pg + r * c, dr = o + r * c
-                            for j in 0..<c { dr[j] = gr[j] * scale[j] }
-                        }
-                    }
+                    x.accumulate(dx)
                 }
-                x.accumulate(dx)
             }
             if let weight, weight.requiresGrad {
                 weight.accumulate(Tensor(shape: weight.shape, scalars: sumGX.map { Float($0) }))
