@@ -137,6 +137,15 @@ final class ConvPoolTests: XCTestCase {
         print("conv kernels vs naive: worst |difference| \(worst)")
     }
 
+    /// The few-channel path on an empty batch: an empty output and a zero weight gradient (no chunk to sum).
+    func testFewChannelConvolutionOfAnEmptyBatch() {
+        let x = Variable(Tensor(zeros: [0, 5, 4, 1])), w = randomInput([3, 1, 3, 3], &rng)
+        let y = x.conv2d(weight: w, padding: .symmetric(1))
+        XCTAssertEqual(y.shape, [0, 5, 4, 3])
+        y.sum().backward()
+        XCTAssertEqual(w.grad?.scalars, [Float](repeating: 0, count: 27))
+    }
+
     func testChunkedBatchesMatchOneChunk() {
         let x = randomInput([5, 6, 5, 3], &rng), w = randomInput([4, 3, 3, 3], &rng), b = randomInput([4], &rng)
         func run() -> (Tensor, Tensor, Tensor, Tensor) {

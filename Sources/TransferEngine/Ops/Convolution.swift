@@ -148,7 +148,7 @@ struct ConvolutionPlan {
         isPointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1
             && g.top == 0 && g.bottom == 0 && g.left == 0 && g.right == 0
         isDepthwise = groups > 1 && cg == 1 && og == 1
-        isFewChannels = groups == 1 && cg <= 4 && !isPointwise && g.dh == 1 && g.dw == 1 && g.sh == g.sw
+        isFewChannels = groups == 1 && (1...4).contains(cg) && !isPointwise && g.dh == 1 && g.dw == 1 && g.sh == g.sw
         let perImage = max(1, g.oh * g.ow * kg * MemoryLayout<Float>.stride)
         let most = max(1, min(g.n, ConvolutionPlan.workspaceBytes / perImage))
         let fewest = max(1, (g.n + most - 1) / most)
@@ -221,21 +221,25 @@ struct ConvolutionPlan {
     /// Floats of one zero-padded image for `ck_conv_few`.
     var paddedImageCount: Int { ((g.oh - 1) * g.sh + g.kh) * ((g.ow - 1) * g.sw + g.kw) * g.c }
 
+    /// Where filter `o`'s tap `t` (in ck_conv_few's order: ky, kx, channel) sits in a [O, C, KH, KW] weight.
+    func weightIndex(output o: Int, tap t: Int) -> Int {
+        let (ky, kx, ci) = (t / (g.kw * cg), t / cg % g.kw, t % cg)
+        return ((o * cg + ci) * g.kh + ky) * g.kw + kx
+    }
+
     /// [O, C, KH, KW] -> [KH][KW][C][O rounded up to 16], padding zero, as `ck_conv_few` reads it.
     func packedFewChannelWeights(_ weight: Tensor) -> (weights: [Float], outPad: Int) {
         let outPad = (outputs + 15) / 16 * 16, taps = g.kh * g.kw * cg
         var packed = [Float](repeating: 0, count: taps * outPad)
         let pw = weight.pointer
-        for o in 0..<outputs { for t in 0..<taps {
-            let (ky, kx, ci) = (t / (g.kw * cg), t / cg % g.kw, t % cg)
-            packed[t * outPad + o] = pw[((o * cg + ci) * g.kh + ky) * g.kw + kx]
-        } }
+        for o in 0..<outputs { for t in 0..<taps { packed[t * outPad + o] = pw[weightIndex(output: o, tap: t)] } }
         return (packed, outPad)
     }
 
     /// The weight gradient of a few-channel convolution: each chunk of images (the im2col chunks, so the partition
     /// does not depend on the thread count) into its own slot, summed in chunk order.
     func fewChannelsWeightGradient(_ gy: Tensor, _ x: Tensor) -> Tensor {
+        guard chunks > 0 else { return Tensor(zeros: [outputs, cg, g.kh, g.kw]) }  // an empty batch
         let outPad = (outputs + 15) / 16 * 16, taps = g.kh * g.kw * cg, slot = taps * outPad
         let pixels = g.oh * g.ow, px = x.pointer, pg = gy.pointer
         var partial = [Float](repeating: 0, count: chunks * slot)
@@ -258,9 +262,8 @@ struct ConvolutionPlan {
         let pdw = dw.mutablePointer
         for o in 0..<outputs { for t in 0..<taps {
             var sum = partial[t * outPad + o]
-            for chunk in 1..<max(1, chunks) { sum += partial[chunk * slot + t * outPad + o] }
-            let (ky, kx, ci) = (t / (g.kw * cg), t / cg % g.kw, t % cg)
-            pdw[((o * cg + ci) * g.kh + ky) * g.kw + kx] = sum
+            for chunk in 1..<chunks { sum += partial[chunk * slot + t * outPad + o] }
+            pdw[weightIndex(output: o, tap: t)] = sum
         } }
         return dw
     }
