@@ -446,7 +446,8 @@ DEFINE_CONV_FEW(sse2, T_SSE2, v4, 4)
 // ---------------------------------------------------------------------------------------------------------------
 // Training-time elementwise and per-channel loops (ReLU-like clamps, BatchNorm on batch statistics). They compute
 // exactly what the engine's Swift loops did, in the same order and without fused multiply-adds (so results are
-// bit-identical to them), in the widest vectors the CPU has. Per-channel sums accumulate in doubles, eight (AVX-512),
+// bit-identical to them, except that a clamp's blocked gradient is +0 where `g * 0` gave -0 for a negative g), in
+// the widest vectors the CPU has. Per-channel sums accumulate in doubles, eight (AVX-512),
 // four (AVX2) or two (SSE2) channels per vector; channels beyond the last whole vector go through scalar code.
 
 #pragma clang fp contract(off)
