@@ -351,9 +351,9 @@ DEFINE_GELU(avx2, T_AVX2, v8, vi8, 8)
 DEFINE_GELU(sse2, T_SSE2, v4, vi4, 4)
 
 // ---------------------------------------------------------------------------------------------------------------
-// Convolution with few input channels (a spectrogram's or an image's first layer) for training: im2col would write
-// kh * kw * cin floats per pixel for a GEMM with a tiny inner size. One image at a time, zero-padded into a scratch
-// buffer first so that the loops need no bounds; weights packed [kh][kw][cin][cout_pad], cout_pad a multiple of 16.
+// Convolution with up to 32 input channels (small CNNs' layers) for training: im2col would write kh * kw * cin floats
+// per pixel for a GEMM that packs them again. One image at a time, zero-padded into a scratch buffer first so that the
+// loops need no bounds; weights packed [kh][kw][cin][cout_pad], cout_pad a multiple of 16.
 
 // Zero-padded copy of x [h, w, c] into p [hp, wp, c] (row iy of x at row iy + top, column ix at ix + left).
 static void pad_image(const float *x, size_t h, size_t w, size_t c, size_t top, size_t left, size_t hp, size_t wp,
@@ -367,8 +367,48 @@ static void pad_image(const float *x, size_t h, size_t w, size_t c, size_t top, 
 
 #define FEW_TILE 8
 
-#define DEFINE_CONV_FEW(SUFFIX, TARGET, V, L)                                                                  \
-    /* y = bias + sum of taps, tiles of FEW_TILE pixels of one output row x one vector of outputs. */          \
+// Vector v (of NV) of the outputs starting at o0, from a row of cout values: whole, or its first cout - c0 values and
+// zeros (a last, partial vector).
+#define FEW_LOAD(V, L, row, o0, v, cout)                                                                       \
+    ({                                                                                                         \
+        size_t c0_ = (o0) + (v) * L;                                                                           \
+        V r_ = SPLAT(V, 0.0f);                                                                                 \
+        if (c0_ + L <= (cout)) r_ = LOAD(V, (row) + c0_);                                                      \
+        else if (c0_ < (cout)) { float t_[L] = {0}; memcpy(t_, (row) + c0_, ((cout) - c0_) * sizeof(float)); r_ = LOAD(V, t_); } \
+        r_;                                                                                                    \
+    })
+
+// Tiles of FEW_TILE pixels of one output row x NV (1 or 2) vectors of outputs: each input value broadcast once feeds
+// NV FMAs. Weight gradient: G taps (input channel included) x NV vectors of accumulators held over the image.
+#define DEFINE_CONV_FEW(SUFFIX, TARGET, V, L, G)                                                               \
+    TARGET static inline __attribute__((always_inline)) void conv_few_tile_##SUFFIX(                           \
+        const float *const *xr, size_t wp, size_t cin, const float *wt, size_t cout_pad, const float *bias,    \
+        size_t cout, size_t kh, size_t kw, size_t o0, size_t NV, size_t n, float *y) {                         \
+        V acc[FEW_TILE][2], b[2];                                                                              \
+        for (size_t v = 0; v < 2; v++) b[v] = (bias && v < NV) ? FEW_LOAD(V, L, bias, o0, v, cout) : SPLAT(V, 0.0f); \
+        for (size_t r = 0; r < FEW_TILE; r++)                                                                  \
+            for (size_t v = 0; v < 2; v++) acc[r][v] = b[v];                                                   \
+        for (size_t ky = 0; ky < kh; ky++)                                                                     \
+            for (size_t kx = 0; kx < kw; kx++)                                                                 \
+                for (size_t ci = 0; ci < cin; ci++) {                                                          \
+                    const float *wrow = wt + ((ky * kw + kx) * cin + ci) * cout_pad + o0;                      \
+                    V w0 = LOAD(V, wrow), w1 = NV > 1 ? LOAD(V, wrow + L) : SPLAT(V, 0.0f);                    \
+                    size_t off = (ky * wp + kx) * cin + ci;                                                    \
+                    for (size_t r = 0; r < FEW_TILE; r++) {                                                    \
+                        float a = xr[r][off];                                                                  \
+                        acc[r][0] += a * w0;                                                                   \
+                        if (NV > 1) acc[r][1] += a * w1;                                                       \
+                    }                                                                                          \
+                }                                                                                              \
+        for (size_t r = 0; r < n; r++)                                                                         \
+            for (size_t v = 0; v < NV; v++) {                                                                  \
+                size_t c0 = o0 + v * L;                                                                        \
+                float *out = y + r * cout + c0;                                                                \
+                if (c0 + L <= cout) STORE(V, out, acc[r][v]);                                                  \
+                else if (c0 < cout) memcpy(out, &acc[r][v], (cout - c0) * sizeof(float));                      \
+            }                                                                                                  \
+    }                                                                                                          \
+    /* y = bias + sum of taps. */                                                                              \
     TARGET static void conv_few_##SUFFIX(const float *xp, size_t wp, size_t cin, const float *wt,             \
                                          size_t cout_pad, const float *bias, size_t cout, size_t kh, size_t kw, \
                                          size_t stride, size_t oh, size_t ow, float *y) {                      \
@@ -378,49 +418,47 @@ static void pad_image(const float *x, size_t h, size_t w, size_t c, size_t top, 
                 const float *xr[FEW_TILE];                                                                     \
                 for (size_t r = 0; r < FEW_TILE; r++)                                                          \
                     xr[r] = xp + ((oy * stride) * wp + (ox0 + (r < n ? r : n - 1)) * stride) * cin;             \
-                for (size_t o0 = 0; o0 < cout; o0 += L) {                                                      \
-                    V acc[FEW_TILE];                                                                           \
-                    V b0 = SPLAT(V, 0.0f);                                                                     \
-                    if (bias) {                                                                                \
-                        if (o0 + L <= cout) b0 = LOAD(V, bias + o0);                                           \
-                        else { float t[L] = {0}; memcpy(t, bias + o0, (cout - o0) * sizeof(float)); b0 = LOAD(V, t); } \
-                    }                                                                                          \
-                    for (size_t r = 0; r < FEW_TILE; r++) acc[r] = b0;                                         \
-                    for (size_t ky = 0; ky < kh; ky++)                                                         \
-                        for (size_t kx = 0; kx < kw; kx++)                                                     \
-                            for (size_t ci = 0; ci < cin; ci++) {                                              \
-                                V wv = LOAD(V, wt + ((ky * kw + kx) * cin + ci) * cout_pad + o0);              \
-                                size_t off = (ky * wp + kx) * cin + ci;                                        \
-                                for (size_t r = 0; r < FEW_TILE; r++) acc[r] += xr[r][off] * wv;               \
-                            }                                                                                  \
-                    for (size_t r = 0; r < n; r++) {                                                           \
-                        float *out = y + (oy * ow + ox0 + r) * cout + o0;                                      \
-                        if (o0 + L <= cout) STORE(V, out, acc[r]);                                             \
-                        else memcpy(out, &acc[r], (cout - o0) * sizeof(float));                                \
+                float *out = y + (oy * ow + ox0) * cout;                                                       \
+                for (size_t o0 = 0; o0 < cout;) {                                                              \
+                    if (o0 + L < cout) {                                                                       \
+                        conv_few_tile_##SUFFIX(xr, wp, cin, wt, cout_pad, bias, cout, kh, kw, o0, 2, n, out);  \
+                        o0 += 2 * L;                                                                           \
+                    } else {                                                                                   \
+                        conv_few_tile_##SUFFIX(xr, wp, cin, wt, cout_pad, bias, cout, kh, kw, o0, 1, n, out);  \
+                        o0 += L;                                                                               \
                     }                                                                                          \
                 }                                                                                              \
             }                                                                                                  \
     }                                                                                                          \
-    /* dw[t][o] += sum over pixels of tap t's input x g[pixel][o], for taps [t0, t0 + G), one output vector. */  \
+    /* dw[t][o] += sum over pixels of tap t's input x g[pixel][o], for taps [t0, t0 + count), NV vectors. */     \
     TARGET static inline __attribute__((always_inline)) void conv_few_grad_taps_##SUFFIX(                      \
-        const float *xp, size_t wp, size_t cin, const float *g, size_t cout, size_t o0, const size_t *offsets,  \
-        size_t t0, size_t G, size_t stride, size_t oh, size_t ow, float *dw, size_t cout_pad) {               \
-        V acc[8];                                                                                              \
-        for (size_t i = 0; i < 8; i++) acc[i] = i < G ? LOAD(V, dw + (t0 + i) * cout_pad + o0) : SPLAT(V, 0.0f); \
-        size_t o[8];                                                                                           \
-        for (size_t i = 0; i < 8; i++) o[i] = offsets[t0 + (i < G ? i : 0)];                                   \
-        int whole = o0 + L <= cout;                                                                            \
+        const float *xp, size_t wp, size_t cin, const float *g, size_t cout, size_t o0, size_t NV,             \
+        const size_t *offsets, size_t t0, size_t count, size_t stride, size_t oh, size_t ow, float *dw,        \
+        size_t cout_pad) {                                                                                     \
+        V acc[G][2];                                                                                           \
+        size_t o[G];                                                                                           \
+        for (size_t i = 0; i < G; i++) {                                                                       \
+            for (size_t v = 0; v < 2; v++)                                                                     \
+                acc[i][v] = i < count && v < NV ? LOAD(V, dw + (t0 + i) * cout_pad + o0 + v * L) : SPLAT(V, 0.0f); \
+            o[i] = offsets[t0 + (i < count ? i : 0)];                                                          \
+        }                                                                                                      \
+        int whole = o0 + NV * L <= cout;                                                                       \
         for (size_t oy = 0; oy < oh; oy++)                                                                     \
             for (size_t ox = 0; ox < ow; ox++) {                                                               \
-                const float *gp = g + (oy * ow + ox) * cout + o0;                                              \
-                V gv;                                                                                          \
-                if (whole) gv = LOAD(V, gp);                                                                   \
-                else { float t[L] = {0}; memcpy(t, gp, (cout - o0) * sizeof(float)); gv = LOAD(V, t); }        \
+                const float *gp = g + (oy * ow + ox) * cout;                                                   \
+                V gv[2];                                                                                       \
+                for (size_t v = 0; v < 2; v++)                                                                 \
+                    gv[v] = v < NV ? (whole ? LOAD(V, gp + o0 + v * L) : FEW_LOAD(V, L, gp, o0, v, cout)) : SPLAT(V, 0.0f); \
                 const float *xq = xp + ((oy * stride) * wp + ox * stride) * cin;                               \
-                for (size_t i = 0; i < 8; i++)                                                                 \
-                    if (i < G) acc[i] += xq[o[i]] * gv;                                                        \
+                for (size_t i = 0; i < G; i++)                                                                 \
+                    if (i < count) {                                                                           \
+                        float a = xq[o[i]];                                                                    \
+                        acc[i][0] += a * gv[0];                                                                \
+                        if (NV > 1) acc[i][1] += a * gv[1];                                                    \
+                    }                                                                                          \
             }                                                                                                  \
-        for (size_t i = 0; i < G; i++) STORE(V, dw + (t0 + i) * cout_pad + o0, acc[i]);                         \
+        for (size_t i = 0; i < count; i++)                                                                     \
+            for (size_t v = 0; v < NV; v++) STORE(V, dw + (t0 + i) * cout_pad + o0 + v * L, acc[i][v]);        \
     }                                                                                                          \
     TARGET static void conv_few_grad_##SUFFIX(const float *xp, size_t wp, size_t cin, const float *g,         \
                                               size_t cout, size_t kh, size_t kw, size_t stride, size_t oh,     \
@@ -429,19 +467,26 @@ static void pad_image(const float *x, size_t h, size_t w, size_t c, size_t top, 
         for (size_t ky = 0; ky < kh; ky++)                                                                     \
             for (size_t kx = 0; kx < kw; kx++)                                                                 \
                 for (size_t ci = 0; ci < cin; ci++) offsets[(ky * kw + kx) * cin + ci] = (ky * wp + kx) * cin + ci; \
-        for (size_t o0 = 0; o0 < cout; o0 += L)                                                                \
-            for (size_t t0 = 0; t0 < taps; t0 += 8) {                                                          \
-                size_t G = taps - t0 < 8 ? taps - t0 : 8;                                                      \
-                if (G == 8)                                                                                    \
-                    conv_few_grad_taps_##SUFFIX(xp, wp, cin, g, cout, o0, offsets, t0, 8, stride, oh, ow, dw, cout_pad); \
+        for (size_t o0 = 0; o0 < cout;) {                                                                      \
+            size_t nv = o0 + L < cout ? 2 : 1;                                                                 \
+            for (size_t t0 = 0; t0 < taps; t0 += G) {                                                          \
+                size_t count = taps - t0 < G ? taps - t0 : G;                                                  \
+                if (nv == 2 && count == G)                                                                     \
+                    conv_few_grad_taps_##SUFFIX(xp, wp, cin, g, cout, o0, 2, offsets, t0, G, stride, oh, ow, dw, cout_pad); \
+                else if (nv == 2)                                                                              \
+                    conv_few_grad_taps_##SUFFIX(xp, wp, cin, g, cout, o0, 2, offsets, t0, count, stride, oh, ow, dw, cout_pad); \
+                else if (count == G)                                                                           \
+                    conv_few_grad_taps_##SUFFIX(xp, wp, cin, g, cout, o0, 1, offsets, t0, G, stride, oh, ow, dw, cout_pad); \
                 else                                                                                           \
-                    conv_few_grad_taps_##SUFFIX(xp, wp, cin, g, cout, o0, offsets, t0, G, stride, oh, ow, dw, cout_pad); \
+                    conv_few_grad_taps_##SUFFIX(xp, wp, cin, g, cout, o0, 1, offsets, t0, count, stride, oh, ow, dw, cout_pad); \
             }                                                                                                  \
+            o0 += nv * L;                                                                                      \
+        }                                                                                                      \
     }
 
-DEFINE_CONV_FEW(avx512, T_AVX512, v16, 16)
-DEFINE_CONV_FEW(avx2, T_AVX2, v8, 8)
-DEFINE_CONV_FEW(sse2, T_SSE2, v4, 4)
+DEFINE_CONV_FEW(avx512, T_AVX512, v16, 16, 8)
+DEFINE_CONV_FEW(avx2, T_AVX2, v8, 8, 4)
+DEFINE_CONV_FEW(sse2, T_SSE2, v4, 4, 4)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Training-time elementwise and per-channel loops (ReLU-like clamps, BatchNorm on batch statistics). They compute

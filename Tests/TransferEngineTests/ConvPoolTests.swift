@@ -103,6 +103,7 @@ final class ConvPoolTests: XCTestCase {
         // depthwise (direct), channel multiplier 2 (grouped im2col), strided 1x1, rectangular everything.
         let configs: [([Int], [Int], (Int, Int), [Int], (Int, Int), Int)] = [
             ([2, 7, 6, 3], [5, 3, 3, 3], (1, 1), [1, 1, 1, 1], (1, 1), 1),
+            ([1, 6, 5, 34], [7, 34, 3, 3], (1, 1), [1, 1, 1, 1], (1, 1), 1),  // over 32 input channels: im2col
             ([1, 8, 9, 6], [6, 2, 3, 3], (2, 2), [0, 1, 1, 0], (1, 1), 3),
             ([2, 4, 5, 7], [3, 7, 1, 1], (1, 1), [0, 0, 0, 0], (1, 1), 1),
             ([2, 4, 5, 6], [4, 3, 1, 1], (1, 1), [0, 0, 0, 0], (1, 1), 2),
@@ -113,11 +114,13 @@ final class ConvPoolTests: XCTestCase {
             ([1, 10, 9, 2], [3, 2, 2, 4], (3, 2), [1, 0, 2, 1], (2, 2), 1),
             ([2, 6, 5, 37], [37, 1, 3, 3], (2, 1), [1, 1, 0, 2], (1, 2), 37),  // two SIMD blocks and a tail
             ([1, 5, 9, 20], [20, 1, 3, 3], (1, 1), [1, 1, 1, 1], (1, 1), 20),  // paired interior pixels
-            // few input channels (ck_conv_few): a spectrogram's first layer; two vectors and a tail, stride 2,
-            // asymmetric padding; a rectangular kernel with stride 3 and more than one tile of pixels per row
+            // up to 32 input channels (ck_conv_few): a spectrogram's first layer; two vectors and a tail, stride 2,
+            // asymmetric padding; a rectangular kernel with stride 3 and more than one tile of pixels per row;
+            // 32 channels in, 64 out (two pairs of vectors)
             ([2, 11, 19, 1], [16, 1, 3, 3], (1, 1), [1, 1, 1, 1], (1, 1), 1),
             ([1, 9, 10, 2], [37, 2, 3, 3], (2, 2), [0, 2, 1, 0], (1, 1), 1),
             ([2, 13, 29, 4], [20, 4, 5, 3], (3, 3), [2, 1, 0, 2], (1, 1), 1),
+            ([1, 6, 9, 32], [64, 32, 3, 3], (1, 1), [1, 1, 1, 1], (1, 1), 1),
         ]
         var worst: Float = 0
         for (xs, ws, st, pads, dil, groups) in configs {
@@ -147,7 +150,15 @@ final class ConvPoolTests: XCTestCase {
     }
 
     func testChunkedBatchesMatchOneChunk() {
-        let x = randomInput([5, 6, 5, 3], &rng), w = randomInput([4, 3, 3, 3], &rng), b = randomInput([4], &rng)
+        // The direct kernel (3 input channels) and im2col (33; weights scaled so that outputs and gradients have the
+        // magnitudes of the 3-channel case, which the absolute tolerances below were set for).
+        let x3 = randomInput([5, 6, 5, 3], &rng), w3 = randomInput([4, 3, 3, 3], &rng), b3 = randomInput([4], &rng)
+        chunkedBatchesMatchOneChunk(x3, w3, b3)
+        let x33 = randomInput([5, 6, 5, 33], &rng), w33 = randomInput([4, 33, 3, 3], &rng, scale: 0.3)
+        chunkedBatchesMatchOneChunk(x33, w33, randomInput([4], &rng))
+    }
+
+    func chunkedBatchesMatchOneChunk(_ x: Variable, _ w: Variable, _ b: Variable) {
         func run() -> (Tensor, Tensor, Tensor, Tensor) {
             for v in [x, w, b] { v.grad = nil }
             let y = x.conv2d(weight: w, bias: b, stride: 2, padding: .same)
@@ -170,8 +181,8 @@ final class ConvPoolTests: XCTestCase {
     /// Chunks of images depend on the shapes only, not on the threads that take them: one thread and two give
     /// the same bits (the weight gradient is summed chunk by chunk in chunk order).
     func testConvolutionIsBitIdenticalOnOneThreadAndTwo() {
-        // im2col + GEMM (5 input channels) and the few-channel kernel (2)
-        for (x, w, b) in [(randomInput([7, 9, 8, 5], &rng), randomInput([6, 5, 3, 3], &rng), randomInput([6], &rng)),
+        // im2col + GEMM (33 input channels) and the direct kernel (2)
+        for (x, w, b) in [(randomInput([7, 9, 8, 33], &rng), randomInput([6, 33, 3, 3], &rng), randomInput([6], &rng)),
                           (randomInput([7, 9, 8, 2], &rng), randomInput([17, 2, 3, 3], &rng), randomInput([17], &rng))] {
             bitIdenticalOnOneThreadAndTwo(x, w, b)
         }
@@ -230,7 +241,10 @@ final class ConvPoolTests: XCTestCase {
         let x = randomInput([2, 5, 6, 3], &rng), w = randomInput([4, 3, 3, 3], &rng, scale: 0.5), b = randomInput([4], &rng)
         worst = max(worst, checkGradients([x, w, b]) { x.conv2d(weight: w, bias: b) })
         worst = max(worst, checkGradients([x, w]) { x.conv2d(weight: w, stride: 2, padding: .same) })
-        // One input channel and 18 outputs: the few-channel kernel's whole vectors (16 lanes) and its tail.
+        // One input channel and 18 outputs: the direct kernel's whole vectors (16 lanes) and its tail; 33 input
+        // channels: im2col and its adjoint.
+        let x33 = randomInput([1, 4, 5, 33], &rng), w33 = randomInput([3, 33, 3, 3], &rng, scale: 0.3)
+        worst = max(worst, checkGradients([x33, w33]) { x33.conv2d(weight: w33, padding: .symmetric(1)) })
         let x1c = randomInput([2, 6, 5, 1], &rng), w18 = randomInput([18, 1, 3, 3], &rng, scale: 0.5), b18 = randomInput([18], &rng)
         worst = max(worst, checkGradients([x1c, w18, b18], samples: 120) { x1c.conv2d(weight: w18, bias: b18, padding: .symmetric(1)) })
         worst = max(worst, checkGradients([x, w, b]) {

@@ -47,7 +47,7 @@ void ck_conv_direct(const float *x, size_t h, size_t w, size_t cin, const float 
 /// bias row aligned with x). Phi through erf (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7). y may equal x.
 void ck_gelu(const float *x, const float *bias, float *y, size_t n);
 
-/// Convolution of one NHWC image x [h, w, cin] with few input channels (training's first layers; no im2col):
+/// Convolution of one NHWC image x [h, w, cin] with up to some 32 input channels (small CNNs in training; no im2col):
 /// y [oh, ow, cout] = bias + sum over taps, weights packed [kh][kw][cin][cout_pad] (cout_pad a multiple of 16,
 /// padding zero), stride `stride` both ways, padding pad_top/pad_left (bottom/right follow from oh/ow), no dilation.
 /// `scratch` holds ((oh - 1) * stride + kh) x ((ow - 1) * stride + kw) x cin floats (the zero-padded image).

@@ -119,9 +119,10 @@ struct ConvolutionPlan {
     let isPointwise: Bool
     /// One filter per channel: a direct kernel vectorised over channels beats a GEMM with inner size KH*KW.
     let isDepthwise: Bool
-    /// Few input channels, no dilation, square stride (a first layer): `ck_conv_few` computes it from the padded
-    /// image directly, forward and weight gradient, instead of im2col writing kh·kw·cin floats per pixel for a GEMM
-    /// with an inner size of 9-36 (measured on the speech scratch CNN's first layer: see `forward`).
+    /// At most 32 input channels, no dilation, square stride (the layers of small CNNs like the scratch baselines):
+    /// `ck_conv_few` computes it from the padded image directly, forward and weight gradient, instead of im2col
+    /// writing kh·kw·cin floats per pixel for OpenBLAS, which packs both operands again (measured on the speech
+    /// scratch CNN: 1 -> 16, 16 -> 32 and 32 -> 64 channels; its input gradient keeps im2col's adjoint and a GEMM).
     let isFewChannels: Bool
     /// Images per im2col chunk: the batch in the fewest equal chunks whose patch matrix stays under
     /// `workspaceBytes`, so it is still in cache when the GEMM reads it. Chunks depend on the shapes only (not on
@@ -148,7 +149,7 @@ struct ConvolutionPlan {
         isPointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1
             && g.top == 0 && g.bottom == 0 && g.left == 0 && g.right == 0
         isDepthwise = groups > 1 && cg == 1 && og == 1
-        isFewChannels = groups == 1 && (1...4).contains(cg) && !isPointwise && g.dh == 1 && g.dw == 1 && g.sh == g.sw
+        isFewChannels = groups == 1 && (1...32).contains(cg) && !isPointwise && g.dh == 1 && g.dw == 1 && g.sh == g.sw
         let perImage = max(1, g.oh * g.ow * kg * MemoryLayout<Float>.stride)
         let most = max(1, min(g.n, ConvolutionPlan.workspaceBytes / perImage))
         let fewest = max(1, (g.n + most - 1) / most)
