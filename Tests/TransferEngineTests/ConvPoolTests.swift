@@ -140,8 +140,8 @@ final class ConvPoolTests: XCTestCase {
         print("conv kernels vs naive: worst |difference| \(worst)")
     }
 
-    /// The few-channel path on an empty batch: an empty output and a zero weight gradient (no chunk to sum).
-    func testFewChannelConvolutionOfAnEmptyBatch() {
+    /// The direct path on an empty batch: an empty output and a zero weight gradient (no chunk to sum).
+    func testDirectConvolutionOfAnEmptyBatch() {
         let x = Variable(Tensor(zeros: [0, 5, 4, 1])), w = randomInput([3, 1, 3, 3], &rng)
         let y = x.conv2d(weight: w, padding: .symmetric(1))
         XCTAssertEqual(y.shape, [0, 5, 4, 3])

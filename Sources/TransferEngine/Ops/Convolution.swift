@@ -123,7 +123,7 @@ struct ConvolutionPlan {
     /// `ck_conv_few` computes it from the padded image directly, forward and weight gradient, instead of im2col
     /// writing kh·kw·cin floats per pixel for OpenBLAS, which packs both operands again (measured on the speech
     /// scratch CNN: 1 -> 16, 16 -> 32 and 32 -> 64 channels; its input gradient keeps im2col's adjoint and a GEMM).
-    let isFewChannels: Bool
+    let isDirect: Bool
     /// Images per im2col chunk: the batch in the fewest equal chunks whose patch matrix stays under
     /// `workspaceBytes`, so it is still in cache when the GEMM reads it. Chunks depend on the shapes only (not on
     /// the thread count), so the weight gradient's per-chunk sums add up in the same order on any machine.
@@ -149,7 +149,7 @@ struct ConvolutionPlan {
         isPointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1
             && g.top == 0 && g.bottom == 0 && g.left == 0 && g.right == 0
         isDepthwise = groups > 1 && cg == 1 && og == 1
-        isFewChannels = groups == 1 && (1...32).contains(cg) && !isPointwise && g.dh == 1 && g.dw == 1 && g.sh == g.sw
+        isDirect = groups == 1 && (1...32).contains(cg) && !isPointwise && g.dh == 1 && g.dw == 1 && g.sh == g.sw
         let perImage = max(1, g.oh * g.ow * kg * MemoryLayout<Float>.stride)
         let most = max(1, min(g.n, ConvolutionPlan.workspaceBytes / perImage))
         let fewest = max(1, (g.n + most - 1) / most)
@@ -170,8 +170,8 @@ struct ConvolutionPlan {
             withExtendedLifetime(wr) { depthwiseForward(px, wr.pointer, bias?.pointer, py) }
             return y
         }
-        if isFewChannels {
-            let (packed, outPad) = packedFewChannelWeights(weight)
+        if isDirect {
+            let (packed, outPad) = packedDirectWeights(weight)
             packed.withUnsafeBufferPointer { pw in
                 Parallel.forEach(g.n) { images in
                     var scratch = [Float](repeating: 0, count: paddedImageCount)
@@ -229,7 +229,7 @@ struct ConvolutionPlan {
     }
 
     /// [O, C, KH, KW] -> [KH][KW][C][O rounded up to 16], padding zero, as `ck_conv_few` reads it.
-    func packedFewChannelWeights(_ weight: Tensor) -> (weights: [Float], outPad: Int) {
+    func packedDirectWeights(_ weight: Tensor) -> (weights: [Float], outPad: Int) {
         let outPad = (outputs + 15) / 16 * 16, taps = g.kh * g.kw * cg
         var packed = [Float](repeating: 0, count: taps * outPad)
         let pw = weight.pointer
@@ -237,9 +237,9 @@ struct ConvolutionPlan {
         return (packed, outPad)
     }
 
-    /// The weight gradient of a few-channel convolution: each chunk of images (the im2col chunks, so the partition
+    /// The weight gradient of a direct convolution: each chunk of images (the im2col chunks, so the partition
     /// does not depend on the thread count) into its own slot, summed in chunk order.
-    func fewChannelsWeightGradient(_ gy: Tensor, _ x: Tensor) -> Tensor {
+    func directWeightGradient(_ gy: Tensor, _ x: Tensor) -> Tensor {
         guard chunks > 0 else { return Tensor(zeros: [outputs, cg, g.kh, g.kw]) }  // an empty batch
         let outPad = (outputs + 15) / 16 * 16, taps = g.kh * g.kw * cg, slot = taps * outPad
         let pixels = g.oh * g.ow, px = x.pointer, pg = gy.pointer
@@ -346,9 +346,9 @@ struct ConvolutionPlan {
     func backward(_ gy: Tensor, _ x: Tensor, _ weight: Tensor, input needInput: Bool, weight needWeight: Bool)
         -> (input: Tensor?, weight: Tensor?) {
         if isDepthwise { return depthwiseBackward(gy, x, weight, input: needInput, weight: needWeight) }
-        if isFewChannels && needWeight {
+        if isDirect && needWeight {
             let dx = needInput ? backward(gy, x, weight, input: true, weight: false).input : nil
-            return (dx, fewChannelsWeightGradient(gy, x))
+            return (dx, directWeightGradient(gy, x))
         }
         let pg = gy.pointer, px = x.pointer
         let pixels = g.oh * g.ow
