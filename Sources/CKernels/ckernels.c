@@ -246,58 +246,86 @@ DEFINE_DEPTHWISE(avx2, T_AVX2, v8, 8)
 DEFINE_DEPTHWISE(sse2, T_SSE2, v4, 4)
 
 // ---------------------------------------------------------------------------------------------------------------
-// Direct convolution for few input channels: output channels in registers, input taps broadcast.
+// Direct convolution for few input channels: output channels in registers, input taps broadcast. Where all of a
+// row's taps fall inside the image horizontally, P pixels at a time (each weight vector loaded once feeds P FMAs,
+// and P x NV independent accumulators hide the FMA latency); elsewhere one pixel at a time. Every output sums its
+// taps in the same order (ky, kx, input channel) from 0, then adds the bias, on either path.
 
-#define DEFINE_CONV_DIRECT(SUFFIX, TARGET, V, L)                                                               \
+#define DEFINE_CONV_DIRECT(SUFFIX, TARGET, V, L, P)                                                            \
+    TARGET static inline __attribute__((always_inline)) void conv_direct_store_##SUFFIX(                       \
+        V s, float *out, size_t c0, size_t cout, const float *bias, int act) {                                 \
+        if (c0 + L <= cout) {                                                                                  \
+            if (bias) s += LOAD(V, bias + c0);                                                                 \
+            STORE(V, out + c0, ACTV(V, s, act));                                                               \
+        } else {                                                                                               \
+            float t[L];                                                                                        \
+            memcpy(t, &s, sizeof t);                                                                           \
+            for (size_t j = c0; j < cout; j++) out[j] = act1(t[j - c0] + (bias ? bias[j] : 0), act);           \
+        }                                                                                                      \
+    }                                                                                                          \
+    /* Pixels [ox, ox + np) of output row oy (np = 1, or P with every tap inside the image horizontally). */   \
+    TARGET static inline __attribute__((always_inline)) void conv_direct_pixels_##SUFFIX(                      \
+        const float *x, size_t w, size_t cin, const float *wt, size_t cout_pad, const float *bias, size_t cout, \
+        size_t kw, size_t stride, long iy0, size_t ky0, size_t ky1, long ix0, size_t kx0, size_t kx1,           \
+        size_t np, float *out, int act) {                                                                      \
+        enum { NV = CK_PACK_COLUMNS / L };                                                                     \
+        for (size_t o0 = 0; o0 < cout; o0 += CK_PACK_COLUMNS) {                                                \
+            V acc[P][NV];                                                                                      \
+            for (size_t p = 0; p < np; p++)                                                                    \
+                for (size_t v = 0; v < NV; v++) acc[p][v] = SPLAT(V, 0.0f);                                    \
+            for (size_t ky = ky0; ky < ky1; ky++) {                                                            \
+                for (size_t kx = kx0; kx < kx1; kx++) {                                                        \
+                    const float *xp = x + ((size_t)(iy0 + (long)ky) * w + (size_t)(ix0 + (long)kx)) * cin;     \
+                    const float *wp = wt + ((ky * kw + kx) * cin) * cout_pad + o0;                             \
+                    for (size_t ci = 0; ci < cin; ci++) {                                                      \
+                        V wv[NV];                                                                              \
+                        for (size_t v = 0; v < NV; v++) wv[v] = LOAD(V, wp + ci * cout_pad + v * L);           \
+                        for (size_t p = 0; p < np; p++) {                                                      \
+                            float a = xp[p * stride * cin + ci];                                               \
+                            for (size_t v = 0; v < NV; v++) acc[p][v] += a * wv[v];                            \
+                        }                                                                                      \
+                    }                                                                                          \
+                }                                                                                              \
+            }                                                                                                  \
+            for (size_t p = 0; p < np; p++)                                                                    \
+                for (size_t v = 0; v < NV && o0 + v * L < cout; v++)                                           \
+                    conv_direct_store_##SUFFIX(acc[p][v], out + p * cout, o0 + v * L, cout, bias, act);        \
+        }                                                                                                      \
+    }                                                                                                          \
     TARGET static void conv_direct_##SUFFIX(const float *x, size_t h, size_t w, size_t cin, const float *wt,   \
                                             size_t cout_pad, const float *bias, size_t cout, size_t kh,        \
                                             size_t kw, size_t stride, size_t pad_top, size_t pad_left,         \
                                             size_t oh, size_t ow, size_t oy0, size_t oy1, float *y, int act) { \
         (void)oh;                                                                                              \
-        enum { NV = CK_PACK_COLUMNS / L };                                                                     \
+        /* Output columns [oxa, oxb) have every tap inside the image horizontally. */                          \
+        size_t oxa = (pad_left + stride - 1) / stride;                                                         \
+        size_t oxb = w + pad_left >= kw ? (w + pad_left - kw) / stride + 1 : 0;                                \
+        if (oxb > ow) oxb = ow;                                                                                \
         for (size_t oy = oy0; oy < oy1; oy++) {                                                                \
             long iy0 = (long)(oy * stride) - (long)pad_top;                                                    \
             size_t ky0 = iy0 < 0 ? (size_t)(-iy0) : 0;                                                         \
             size_t ky1 = (long)h - iy0 < (long)kh ? (size_t)((long)h - iy0) : kh;                              \
-            for (size_t ox = 0; ox < ow; ox++) {                                                               \
+            for (size_t ox = 0; ox < ow;) {                                                                    \
                 long ix0 = (long)(ox * stride) - (long)pad_left;                                               \
-                size_t kx0 = ix0 < 0 ? (size_t)(-ix0) : 0;                                                     \
-                size_t kx1 = (long)w - ix0 < (long)kw ? (size_t)((long)w - ix0) : kw;                          \
                 float *out = y + (oy * ow + ox) * cout;                                                        \
-                for (size_t o0 = 0; o0 < cout; o0 += CK_PACK_COLUMNS) {                                        \
-                    V acc[NV];                                                                                 \
-                    for (size_t v = 0; v < NV; v++) acc[v] = SPLAT(V, 0.0f);                                   \
-                    for (size_t ky = ky0; ky < ky1; ky++) {                                                    \
-                        for (size_t kx = kx0; kx < kx1; kx++) {                                                \
-                            const float *xp = x + ((size_t)(iy0 + (long)ky) * w + (size_t)(ix0 + (long)kx)) * cin; \
-                            const float *wp = wt + ((ky * kw + kx) * cin) * cout_pad + o0;                     \
-                            for (size_t ci = 0; ci < cin; ci++) {                                              \
-                                float a = xp[ci];                                                              \
-                                for (size_t v = 0; v < NV; v++) acc[v] += a * LOAD(V, wp + ci * cout_pad + v * L); \
-                            }                                                                                  \
-                        }                                                                                      \
-                    }                                                                                          \
-                    for (size_t v = 0; v < NV; v++) {                                                          \
-                        size_t c0 = o0 + v * L;                                                                \
-                        if (c0 >= cout) break;                                                                 \
-                        if (c0 + L <= cout) {                                                                  \
-                            V s = acc[v];                                                                      \
-                            if (bias) s += LOAD(V, bias + c0);                                                 \
-                            STORE(V, out + c0, ACTV(V, s, act));                                               \
-                        } else {                                                                               \
-                            float t[L];                                                                        \
-                            memcpy(t, &acc[v], sizeof t);                                                      \
-                            for (size_t j = c0; j < cout; j++) out[j] = act1(t[j - c0] + (bias ? bias[j] : 0), act); \
-                        }                                                                                      \
-                    }                                                                                          \
+                if (P > 1 && ox >= oxa && ox + P <= oxb) {                                                     \
+                    conv_direct_pixels_##SUFFIX(x, w, cin, wt, cout_pad, bias, cout, kw, stride, iy0, ky0, ky1, \
+                                                ix0, 0, kw, P, out, act);                                      \
+                    ox += P;                                                                                   \
+                } else {                                                                                       \
+                    size_t kx0 = ix0 < 0 ? (size_t)(-ix0) : 0;                                                 \
+                    size_t kx1 = (long)w - ix0 < (long)kw ? (size_t)((long)w - ix0) : kw;                      \
+                    conv_direct_pixels_##SUFFIX(x, w, cin, wt, cout_pad, bias, cout, kw, stride, iy0, ky0, ky1, \
+                                                ix0, kx0, kx1, 1, out, act);                                   \
+                    ox += 1;                                                                                   \
                 }                                                                                              \
             }                                                                                                  \
         }                                                                                                      \
     }
 
-DEFINE_CONV_DIRECT(avx512, T_AVX512, v16, 16)
-DEFINE_CONV_DIRECT(avx2, T_AVX2, v8, 8)
-DEFINE_CONV_DIRECT(sse2, T_SSE2, v4, 4)
+DEFINE_CONV_DIRECT(avx512, T_AVX512, v16, 16, 8)
+DEFINE_CONV_DIRECT(avx2, T_AVX2, v8, 8, 2)
+DEFINE_CONV_DIRECT(sse2, T_SSE2, v4, 4, 1)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Exact GELU, y = u * Phi(u) with u = x (+ bias): erf(u / sqrt 2) by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7)

@@ -140,6 +140,36 @@ final class ConvPoolTests: XCTestCase {
         print("conv kernels vs naive: worst |difference| \(worst)")
     }
 
+    /// The inference path's dense convolution (`FoldedConvolution`, `ck_conv_direct`: e.g. EfficientNet's stem) with
+    /// TF SAME padding against the naive convolution: rows of pixels in tiles where every tap is inside the image
+    /// horizontally, one pixel at a time at the borders, on widths of 1 pixel to a few tiles; outputs in one or two
+    /// blocks of 32 with a tail; stride 1 and 2, kernels 3 and 5; ReLU6 in the store.
+    func testInferenceDirectConvolutionMatchesNaiveConvolution() {
+        // (input [N, H, W, C], outputs, kernel, stride)
+        let configs: [([Int], Int, Int, Int)] = [
+            ([2, 45, 37, 3], 32, 3, 2), ([1, 9, 23, 1], 20, 3, 1), ([1, 12, 17, 5], 40, 5, 1),
+            ([2, 1, 9, 2], 8, 3, 2), ([1, 16, 30, 4], 33, 5, 2), ([1, 7, 8, 3], 32, 3, 1),
+        ]
+        var worst: Float = 0
+        for (xs, outputs, k, s) in configs {
+            let conv = Conv2d(inputChannels: xs[3], outputChannels: outputs, kernelSize: k, stride: s, padding: .same, rng: &rng)
+            let x = rng.normalTensor(xs)
+            let total = { (n: Int) in max(((n + s - 1) / s - 1) * s + k - n, 0) }
+            let pads = [total(xs[1]) / 2, total(xs[1]) - total(xs[1]) / 2, total(xs[2]) / 2, total(xs[2]) - total(xs[2]) / 2]
+            let ref = naiveConv(x, conv.weight.value, conv.bias?.value, strides: (s, s), pads: pads, dilations: (1, 1), groups: 1)
+            for activation in [FoldedConvolution.Activation.none, .relu6] {
+                let y = FoldedConvolution(conv, activation: activation).applyBatch(x)
+                let expected = activation == .none ? ref : Tensor(shape: ref.shape, scalars: ref.scalars.map { min(max($0, 0), 6) })
+                XCTAssertEqual(y.shape, expected.shape, "\(xs) -> \(outputs), kernel \(k), stride \(s)")
+                guard y.shape == expected.shape else { continue }
+                let d = y.maxAbsDifference(expected)
+                XCTAssertLessThanOrEqual(d, 1e-4, "\(xs) -> \(outputs), kernel \(k), stride \(s), \(activation)")
+                worst = max(worst, d)
+            }
+        }
+        print("inference direct convolution vs naive: worst |difference| \(worst)")
+    }
+
     /// The direct path on an empty batch: an empty output and a zero weight gradient (no chunk to sum).
     func testDirectConvolutionOfAnEmptyBatch() {
         let x = Variable(Tensor(zeros: [0, 5, 4, 1])), w = randomInput([3, 1, 3, 3], &rng)
