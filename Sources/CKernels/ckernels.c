@@ -8,6 +8,7 @@
 // instruction set (32 zmm registers hold a 6x32 GEMM tile; 16 ymm registers only a 6x16 one).
 #include "ckernels.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
@@ -754,6 +755,13 @@ static int isa(void) {
         level = ISA_AVX2;
     else
         level = ISA_SSE2;
+    // TL_KERNEL_ISA lowers the level (tests run every variant on one machine); it never raises it.
+    const char *requested = getenv("TL_KERNEL_ISA");
+    if (requested) {
+        int cap = !strcmp(requested, "sse2") ? ISA_SSE2 : !strcmp(requested, "avx2") ? ISA_AVX2
+                : !strcmp(requested, "avx512") ? ISA_AVX512 : ISA_UNKNOWN;
+        if (cap != ISA_UNKNOWN && cap < level) level = cap;
+    }
     __atomic_store_n(&isa_level, level, __ATOMIC_RELAXED);
     return level;
 }

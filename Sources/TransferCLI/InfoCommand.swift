@@ -68,6 +68,9 @@ func runtimeRows(app: String) -> [(String, String)] {
         ("best kernel for this CPU", BLASKernel.bestCore(for: cpu) ?? "(OpenBLAS default)"),
         ("OPENBLAS_CORETYPE", ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(unset)"),
         ("openblas build", BLASKernel.configuration),
+        ("engine kernels", Runtime.engineKernels + (ProcessInfo.processInfo.environment["TL_KERNEL_ISA"].map {
+            " (TL_KERNEL_ISA=\($0)" + (["avx512", "avx2", "sse2"].contains($0) ? ")" : ": not avx512, avx2 or sse2, ignored)")
+        } ?? "")),
         ("threads", String(Runtime.threads)),
         ("models folder", ModelStore.directory.path),
     ]

@@ -51,4 +51,20 @@ final class KernelSelectionTests: XCTestCase {
             XCTAssertGreaterThan(BLASKernel.tier(ofCore: core), BLASKernel.tier(ofCore: loaded))
         }
     }
+
+    /// The engine's own kernels run the best variant the CPU has, or a lower one named by TL_KERNEL_ISA
+    /// (scripts/test runs the kernel tests again with avx2 and sse2): never one the CPU lacks.
+    func testEngineKernelsFollowTheCPUAndTLKernelISA() {
+        let order = ["sse2", "avx2", "avx512"]
+        let cpu = BLASKernel.CPUFeatures.current()
+        let best = BLASKernel.bestCore(for: cpu) == "SkylakeX" ? 2 : BLASKernel.bestCore(for: cpu) == "Haswell" ? 1 : 0
+        guard let running = order.firstIndex(of: Runtime.engineKernels) else {
+            return XCTFail("unknown engine kernels \(Runtime.engineKernels)")
+        }
+        if let requested = ProcessInfo.processInfo.environment["TL_KERNEL_ISA"], let cap = order.firstIndex(of: requested) {
+            XCTAssertEqual(running, min(cap, best), "TL_KERNEL_ISA=\(requested)")
+        } else {
+            XCTAssertEqual(running, best)
+        }
+    }
 }

@@ -67,7 +67,7 @@ struct Bench: ParsableCommand {
     func report(_ results: [BenchResult], sgemm: BenchResult?) {
         if json {
             var obj: [String: Any] = [
-                "kernel": BLASKernel.loadedCore, "threads": Runtime.threads,
+                "kernel": BLASKernel.loadedCore, "engine_kernels": Runtime.engineKernels, "threads": Runtime.threads,
                 "workloads": results.map { r -> [String: Any] in
                     var entry: [String: Any] = ["id": r.id, "throughput": r.median, "unit": r.unit, "min": r.min, "max": r.max]
                     if let g = r.gigaflopPerUnit { entry["gflop_per_unit"] = g }
@@ -80,7 +80,7 @@ struct Bench: ParsableCommand {
             print(String(decoding: data, as: UTF8.self))
             return
         }
-        print("OpenBLAS kernel \(BLASKernel.loadedCore), \(Runtime.threads) threads, median of \(repetitions) after a warm-up")
+        print("OpenBLAS kernel \(BLASKernel.loadedCore), engine kernels \(Runtime.engineKernels), \(Runtime.threads) threads, median of \(repetitions) after a warm-up")
         print("id           workload                                      median        unit        min        max")
         for r in results {
             print(r.id.padding(toLength: 13, withPad: " ", startingAt: 0)

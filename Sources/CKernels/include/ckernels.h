@@ -12,7 +12,8 @@
 extern "C" {
 #endif
 
-/// Which variant the dispatch picked: "avx512", "avx2" or "sse2".
+/// Which variant the dispatch picked: "avx512", "avx2" or "sse2": the best this CPU runs, lowered to
+/// $TL_KERNEL_ISA when that names a lower one (read once, at the first kernel call).
 const char *ck_isa(void);
 
 /// Columns of a packed pointwise weight are padded to a multiple of this.

@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 import Foundation
 
 /// Process-wide setup: the OpenBLAS kernel and the thread count.
@@ -29,11 +30,15 @@ public enum Runtime {
 
     public static var threads: Int { Parallel.threadCount }
 
-    /// One line for `--version` / `info`: engine version, OpenBLAS kernel and threads.
+    /// The engine's own kernels' instruction-set variant: "avx512", "avx2" or "sse2" (the best this CPU runs,
+    /// lowered to $TL_KERNEL_ISA when that names a lower one: tests run every variant on one machine).
+    public static var engineKernels: String { String(cString: ck_isa()) }
+
+    /// One line for `--version` / `info`: engine version, OpenBLAS kernel, the engine's kernels and threads.
     public static var summary: String {
         "TransferEngine \(TransferEngineVersion.string), OpenBLAS kernel \(BLASKernel.loadedCore)"
             + (ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].map { " (OPENBLAS_CORETYPE=\($0))" } ?? "")
-            + ", \(threads) threads"
+            + ", engine kernels \(engineKernels), \(threads) threads"
     }
 }
 
