@@ -204,6 +204,22 @@ final class EfficientNetTests: XCTestCase {
         }
     }
 
+    /// The fused path runs its small blocks on groups of images (`InferencePlan.groupSize`): a batch's features are
+    /// each image's alone, to the bit, whatever the batch, its split over threads and the groups' sizes.
+    func testBatchFeaturesEqualEachImageAlone() throws {
+        var rng = RNG(seed: 13)
+        let net = Self.frozenRandomNetwork(&rng)
+        let (n, h, w) = (7, 64, 48)
+        let x = rng.uniformTensor([n, h, w, 3], -1, 1)
+        let batch = Autograd.noGrad { net.features(x).value }
+        let width = batch.shape[1]
+        for i in 0..<n {
+            let image = Tensor(shape: [1, h, w, 3], scalars: Array(x.scalars[(i * h * w * 3)..<((i + 1) * h * w * 3)]))
+            let alone = Autograd.noGrad { net.features(image).value }
+            XCTAssertEqual(alone.scalars, Array(batch.scalars[(i * width)..<((i + 1) * width)]), "image \(i)")
+        }
+    }
+
     /// The C kernels on shapes EfficientNet never uses (channels not a multiple of the vector width, 1-pixel
     /// images, stride 2 on odd sizes) against the tape's reference convolution, via a one-block network.
     func testKernelsOnAwkwardShapes() throws {

@@ -66,24 +66,31 @@ public struct FoldedConvolution: Sendable {
         return (out, total / 2)
     }
 
-    /// Runs on one image [h, w, inputs] -> [oh, ow, outputs] (residual, if any, shaped like the output).
-    public func apply(_ x: UnsafePointer<Float>, h: Int, w: Int, residual: UnsafePointer<Float>?,
-               into y: UnsafeMutablePointer<Float>) -> (h: Int, w: Int) {
+    /// Runs on `count` consecutive images [count, h, w, inputs] -> [count, oh, ow, outputs] (residual, if any,
+    /// shaped like the output). A pointwise convolution takes them as one matrix, so its weights are read once for
+    /// all of them; the others go image by image. Each output value is computed the same way whatever `count`.
+    public func apply(_ x: UnsafePointer<Float>, count: Int = 1, h: Int, w: Int, residual: UnsafePointer<Float>?,
+                      into y: UnsafeMutablePointer<Float>) -> (h: Int, w: Int) {
         let (oh, top) = geometry(h), (ow, left) = geometry(w)
         weight.withUnsafeBufferPointer { wp in
             bias.withUnsafeBufferPointer { bp in
                 switch kind {
                 case .pointwise:
-                    ck_pointwise(x, inputs, h * w, inputs, wp.baseAddress, outPad, bp.baseAddress, residual, outputs,
-                                 y, outputs, outputs, activation.code)
+                    ck_pointwise(x, inputs, count * h * w, inputs, wp.baseAddress, outPad, bp.baseAddress, residual,
+                                 outputs, y, outputs, outputs, activation.code)
                 case .depthwise:
                     precondition(residual == nil)
-                    ck_depthwise(x, h, w, inputs, wp.baseAddress, bp.baseAddress, kernel, kernel, stride, top, left,
-                                 oh, ow, 0, oh, y, activation.code)
+                    for i in 0..<count {
+                        ck_depthwise(x + i * h * w * inputs, h, w, inputs, wp.baseAddress, bp.baseAddress, kernel,
+                                     kernel, stride, top, left, oh, ow, 0, oh, y + i * oh * ow * outputs, activation.code)
+                    }
                 case .direct:
                     precondition(residual == nil)
-                    ck_conv_direct(x, h, w, inputs, wp.baseAddress, outPad, bp.baseAddress, outputs, kernel, kernel,
-                                   stride, top, left, oh, ow, 0, oh, y, activation.code)
+                    for i in 0..<count {
+                        ck_conv_direct(x + i * h * w * inputs, h, w, inputs, wp.baseAddress, outPad, bp.baseAddress,
+                                       outputs, kernel, kernel, stride, top, left, oh, ow, 0, oh,
+                                       y + i * oh * ow * outputs, activation.code)
+                    }
                 }
             }
         }
