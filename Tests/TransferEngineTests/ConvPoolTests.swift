@@ -170,6 +170,31 @@ final class ConvPoolTests: XCTestCase {
         print("inference direct convolution vs naive: worst |difference| \(worst)")
     }
 
+    /// The input gradient of a stride-1 direct convolution, computed as a direct convolution of the output gradient
+    /// with the filters transposed and flipped, against im2col's adjoint (a GEMM, then col2im): one input channel, a
+    /// vector of input channels and a tail (from 37 outputs), a rectangular kernel with asymmetric padding, 32 -> 64,
+    /// padding after the image larger than the kernel (output rows that read only padding), and padding before it
+    /// as large as the kernel allows.
+    func testDirectInputGradientMatchesIm2colAdjoint() {
+        // (input, weight, pads [top, bottom, left, right])
+        let configs: [([Int], [Int], [Int])] = [
+            ([2, 11, 19, 1], [16, 1, 3, 3], [1, 1, 1, 1]), ([1, 9, 10, 20], [37, 20, 3, 3], [0, 2, 1, 0]),
+            ([2, 13, 29, 4], [20, 4, 5, 3], [2, 1, 0, 2]), ([1, 6, 9, 32], [64, 32, 3, 3], [1, 1, 1, 1]),
+            ([2, 5, 7, 3], [5, 3, 3, 3], [2, 4, 0, 3]),
+        ]
+        for (xs, ws, pads) in configs {
+            let x = rng.normalTensor(xs), w = rng.normalTensor(ws)
+            let padding = Padding.explicit(top: pads[0], bottom: pads[1], left: pads[2], right: pads[3])
+            let plan = ConvolutionPlan(input: xs, weight: ws, strides: (1, 1), padding: padding, dilations: (1, 1), groups: 1)
+            XCTAssertTrue(plan.hasDirectInputGradient, "\(xs) * \(ws)")
+            let gy = rng.normalTensor(plan.outputShape)
+            let direct = plan.backward(gy, x, w, input: true, weight: false).input!
+            let adjoint = plan.backward(gy, x, w, input: true, weight: false, direct: false).input!
+            XCTAssertEqual(direct.shape, xs)
+            XCTAssertLessThanOrEqual(direct.maxAbsDifference(adjoint), 1e-4, "\(xs) * \(ws) pads \(pads)")
+        }
+    }
+
     /// The direct path on an empty batch: an empty output and a zero weight gradient (no chunk to sum).
     func testDirectConvolutionOfAnEmptyBatch() {
         let x = Variable(Tensor(zeros: [0, 5, 4, 1])), w = randomInput([3, 1, 3, 3], &rng)

@@ -122,7 +122,8 @@ struct ConvolutionPlan {
     /// At most 32 input channels, no dilation, square stride (the layers of small CNNs like the scratch baselines):
     /// `ck_conv_few` computes it from the padded image directly, forward and weight gradient, instead of im2col
     /// writing kh·kw·cin floats per pixel for OpenBLAS, which packs both operands again (measured on the speech
-    /// scratch CNN: 1 -> 16, 16 -> 32 and 32 -> 64 channels; its input gradient keeps im2col's adjoint and a GEMM).
+    /// scratch CNN: 1 -> 16, 16 -> 32 and 32 -> 64 channels). With stride 1 its input gradient is a direct
+    /// convolution too (`directInputGradient`).
     let isDirect: Bool
     /// Images per im2col chunk: the batch in the fewest equal chunks whose patch matrix stays under
     /// `workspaceBytes`, so it is still in cache when the GEMM reads it. Chunks depend on the shapes only (not on
@@ -237,6 +238,39 @@ struct ConvolutionPlan {
         return (packed, outPad)
     }
 
+    /// A direct convolution with stride 1 whose padding before the image is less than the kernel (e.g. 3 x 3 with
+    /// padding 1) has an input gradient that is itself a direct convolution, `directInputGradient`.
+    var hasDirectInputGradient: Bool { isDirect && g.sh == 1 && g.top < g.kh && g.left < g.kw }
+
+    /// The input gradient of a stride-1 direct convolution, as a direct convolution of `gy` [N, OH, OW, O] with the
+    /// filters transposed (outputs <-> inputs) and flipped, padded by kernel - 1 - padding before the image (output
+    /// rows and columns that read only padding fall outside that window: they pass nothing back): no im2col
+    /// matrix, no GEMM, no col2im into a zeroed tensor. Each image on its own, so any thread count gives the same bits.
+    func directInputGradient(_ gy: Tensor, _ weight: Tensor) -> Tensor {
+        let (kh, kw, h, w) = (g.kh, g.kw, g.h, g.w)
+        let inPad = (cg + 15) / 16 * 16, taps = kh * kw
+        // [KH][KW][O][C rounded up to 16]: tap (ky, kx) reads output channel o for input channel c.
+        var packed = [Float](repeating: 0, count: taps * outputs * inPad)
+        let pw = weight.pointer
+        for ky in 0..<kh { for kx in 0..<kw { for o in 0..<outputs { for c in 0..<cg {
+            packed[((ky * kw + kx) * outputs + o) * inPad + c] = pw[((o * cg + c) * kh + (kh - 1 - ky)) * kw + (kw - 1 - kx)]
+        } } } }
+        var dx = Tensor(uninitializedShape: [g.n, h, w, g.c])
+        let pg = gy.pointer, pdx = dx.mutablePointer, pixels = g.oh * g.ow
+        packed.withUnsafeBufferPointer { pp in
+            Parallel.forEach(g.n) { images in
+                var scratch = [Float](repeating: 0, count: (h - 1 + kh) * (w - 1 + kw) * outputs)
+                scratch.withUnsafeMutableBufferPointer { ps in
+                    for n in images {
+                        ck_conv_few(pg + n * pixels * outputs, g.oh, g.ow, outputs, pp.baseAddress, inPad, nil, g.c, kh, kw, 1,
+                                    kh - 1 - g.top, kw - 1 - g.left, h, w, ps.baseAddress, pdx + n * h * w * g.c)
+                    }
+                }
+            }
+        }
+        return dx
+    }
+
     /// The weight gradient of a direct convolution: each chunk of images (the im2col chunks, so the partition
     /// does not depend on the thread count) into its own slot, summed in chunk order.
     func directWeightGradient(_ gy: Tensor, _ x: Tensor) -> Tensor {
@@ -343,12 +377,13 @@ struct ConvolutionPlan {
     // MARK: Backward
 
     /// Gradients with respect to the input [N, H, W, C] and the weight [O, C/groups, KH, KW], each only if asked.
-    func backward(_ gy: Tensor, _ x: Tensor, _ weight: Tensor, input needInput: Bool, weight needWeight: Bool)
-        -> (input: Tensor?, weight: Tensor?) {
+    func backward(_ gy: Tensor, _ x: Tensor, _ weight: Tensor, input needInput: Bool, weight needWeight: Bool,
+                  direct: Bool = true) -> (input: Tensor?, weight: Tensor?) {
         if isDepthwise { return depthwiseBackward(gy, x, weight, input: needInput, weight: needWeight) }
-        if isDirect && needWeight {
-            let dx = needInput ? backward(gy, x, weight, input: true, weight: false).input : nil
-            return (dx, directWeightGradient(gy, x))
+        if isDirect && direct {
+            let dx = needInput ? (hasDirectInputGradient ? directInputGradient(gy, weight)
+                                                         : backward(gy, x, weight, input: true, weight: false, direct: false).input) : nil
+            return (dx, needWeight ? directWeightGradient(gy, x) : nil)
         }
         let pg = gy.pointer, px = x.pointer
         let pixels = g.oh * g.ow
