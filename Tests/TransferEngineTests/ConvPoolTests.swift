@@ -98,6 +98,16 @@ final class ConvPoolTests: XCTestCase {
         return y
     }
 
+    /// Asserts `y` has `expected`'s shape and is within 1e-4 of it everywhere; returns the largest difference.
+    @discardableResult
+    func assertClose(_ y: Tensor, _ expected: Tensor, _ message: String, line: UInt = #line) -> Float {
+        XCTAssertEqual(y.shape, expected.shape, message, line: line)
+        guard y.shape == expected.shape else { return .infinity }
+        let d = y.maxAbsDifference(expected)
+        XCTAssertLessThanOrEqual(d, 1e-4, message, line: line)
+        return d
+    }
+
     func testEveryKernelPathMatchesNaiveConvolution() {
         // (input, weight, strides, pads, dilations, groups): im2col, grouped, pointwise, grouped pointwise,
         // depthwise (direct), channel multiplier 2 (grouped im2col), strided 1x1, rectangular everything.
@@ -130,11 +140,7 @@ final class ConvPoolTests: XCTestCase {
                 let y = Variable(x).conv2d(weight: Variable(w), bias: bias.map { Variable($0) }, strides: st,
                                            padding: padding, dilations: dil, groups: groups).value
                 let ref = naiveConv(x, w, bias, strides: st, pads: pads, dilations: dil, groups: groups)
-                XCTAssertEqual(y.shape, ref.shape, "\(xs) * \(ws)")
-                guard y.shape == ref.shape else { continue }
-                let d = y.maxAbsDifference(ref)
-                XCTAssertLessThanOrEqual(d, 1e-4, "\(xs) * \(ws) groups \(groups)")
-                worst = max(worst, d)
+                worst = max(worst, assertClose(y, ref, "\(xs) * \(ws) groups \(groups)"))
             }
         }
         print("conv kernels vs naive: worst |difference| \(worst)")
@@ -160,11 +166,7 @@ final class ConvPoolTests: XCTestCase {
             for activation in [FoldedConvolution.Activation.none, .relu6] {
                 let y = FoldedConvolution(conv, activation: activation).applyBatch(x)
                 let expected = activation == .none ? ref : Tensor(shape: ref.shape, scalars: ref.scalars.map { min(max($0, 0), 6) })
-                XCTAssertEqual(y.shape, expected.shape, "\(xs) -> \(outputs), kernel \(k), stride \(s)")
-                guard y.shape == expected.shape else { continue }
-                let d = y.maxAbsDifference(expected)
-                XCTAssertLessThanOrEqual(d, 1e-4, "\(xs) -> \(outputs), kernel \(k), stride \(s), \(activation)")
-                worst = max(worst, d)
+                worst = max(worst, assertClose(y, expected, "\(xs) -> \(outputs), kernel \(k), stride \(s), \(activation)"))
             }
         }
         print("inference direct convolution vs naive: worst |difference| \(worst)")
@@ -190,8 +192,7 @@ final class ConvPoolTests: XCTestCase {
             let gy = rng.normalTensor(plan.outputShape)
             let direct = plan.backward(gy, x, w, input: true, weight: false).input!
             let adjoint = plan.backward(gy, x, w, input: true, weight: false, direct: false).input!
-            XCTAssertEqual(direct.shape, xs)
-            XCTAssertLessThanOrEqual(direct.maxAbsDifference(adjoint), 1e-4, "\(xs) * \(ws) pads \(pads)")
+            assertClose(direct, adjoint, "\(xs) * \(ws) pads \(pads)")
         }
     }
 
