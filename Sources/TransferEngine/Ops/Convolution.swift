@@ -173,18 +173,9 @@ struct ConvolutionPlan {
         }
         if isDirect {
             let (packed, outPad) = packedDirectWeights(weight)
-            packed.withUnsafeBufferPointer { pw in
-                Parallel.forEach(g.n) { images in
-                    var scratch = [Float](repeating: 0, count: paddedImageCount)
-                    scratch.withUnsafeMutableBufferPointer { ps in
-                        for n in images {
-                            ck_conv_few(px + n * g.h * g.w * g.c, g.h, g.w, g.c, pw.baseAddress, outPad, bias?.pointer,
-                                        outputs, g.kh, g.kw, g.sh, g.top, g.left, g.oh, g.ow, ps.baseAddress,
-                                        py + n * pixels * outputs)
-                        }
-                    }
-                }
-            }
+            ConvolutionPlan.directConvolution(px, images: g.n, height: g.h, width: g.w, channels: g.c, packed: packed,
+                                              outPad: outPad, bias: bias?.pointer, outputs: outputs, kernel: (g.kh, g.kw),
+                                              stride: g.sh, before: (g.top, g.left), out: (g.oh, g.ow), into: py)
             return y
         }
         // The bias goes in first and the GEMM adds to it (beta 1): one pass over the output instead of two.
@@ -256,19 +247,32 @@ struct ConvolutionPlan {
             packed[((ky * kw + kx) * outputs + o) * inPad + c] = pw[((o * cg + c) * kh + (kh - 1 - ky)) * kw + (kw - 1 - kx)]
         } } } }
         var dx = Tensor(uninitializedShape: [g.n, h, w, g.c])
-        let pg = gy.pointer, pdx = dx.mutablePointer, pixels = g.oh * g.ow
-        packed.withUnsafeBufferPointer { pp in
-            Parallel.forEach(g.n) { images in
-                var scratch = [Float](repeating: 0, count: (h - 1 + kh) * (w - 1 + kw) * outputs)
+        ConvolutionPlan.directConvolution(gy.pointer, images: g.n, height: g.oh, width: g.ow, channels: outputs,
+                                          packed: packed, outPad: inPad, bias: nil, outputs: g.c, kernel: (kh, kw),
+                                          stride: 1, before: (kh - 1 - g.top, kw - 1 - g.left), out: (h, w),
+                                          into: dx.mutablePointer)
+        return dx
+    }
+
+    /// `ck_conv_few` on each of `images` NHWC images of x [images, height, width, channels] into y [images, out.h,
+    /// out.w, outputs], the images spread over the threads, each thread with its own zero-padded scratch image.
+    static func directConvolution(_ x: UnsafePointer<Float>, images: Int, height: Int, width: Int, channels: Int,
+                                  packed: [Float], outPad: Int, bias: UnsafePointer<Float>?, outputs: Int,
+                                  kernel: (h: Int, w: Int), stride: Int, before: (top: Int, left: Int),
+                                  out: (h: Int, w: Int), into y: UnsafeMutablePointer<Float>) {
+        let padded = ((out.h - 1) * stride + kernel.h) * ((out.w - 1) * stride + kernel.w) * channels
+        packed.withUnsafeBufferPointer { pw in
+            Parallel.forEach(images) { range in
+                var scratch = [Float](repeating: 0, count: padded)
                 scratch.withUnsafeMutableBufferPointer { ps in
-                    for n in images {
-                        ck_conv_few(pg + n * pixels * outputs, g.oh, g.ow, outputs, pp.baseAddress, inPad, nil, g.c, kh, kw, 1,
-                                    kh - 1 - g.top, kw - 1 - g.left, h, w, ps.baseAddress, pdx + n * h * w * g.c)
+                    for n in range {
+                        ck_conv_few(x + n * height * width * channels, height, width, channels, pw.baseAddress, outPad,
+                                    bias, outputs, kernel.h, kernel.w, stride, before.top, before.left, out.h, out.w,
+                                    ps.baseAddress, y + n * out.h * out.w * outputs)
                     }
                 }
             }
         }
-        return dx
     }
 
     /// The weight gradient of a direct convolution: each chunk of images (the im2col chunks, so the partition
