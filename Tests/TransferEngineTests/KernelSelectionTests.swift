@@ -22,11 +22,21 @@ final class KernelSelectionTests: XCTestCase {
     }
 
     func testRightKernelIsKept() {
-        for core in ["SkylakeX", "Cooperlake", "SapphireRapids"] {
+        for core in ["SkylakeX", "SapphireRapids"] {
             XCTAssertEqual(BLASKernel.decide(userCoreType: nil, loadedCore: core, cpu: avx512, alreadyReexecuted: false), .keep)
         }
         XCTAssertEqual(BLASKernel.decide(userCoreType: nil, loadedCore: "Zen", cpu: avx2, alreadyReexecuted: false), .keep)
         XCTAssertEqual(BLASKernel.decide(userCoreType: nil, loadedCore: "Prescott", cpu: sse, alreadyReexecuted: false), .keep)
+    }
+
+    func testCooperlakeBecomesSkylakeXSoRunsMatchAcrossAVX512Hosts() {
+        XCTAssertEqual(BLASKernel.decide(userCoreType: nil, loadedCore: "Cooperlake", cpu: avx512, alreadyReexecuted: false),
+                       .reexecute(coreType: "SkylakeX"))
+        XCTAssertEqual(BLASKernel.decide(userCoreType: nil, loadedCore: "COOPERLAKE", cpu: avx512, alreadyReexecuted: false),
+                       .reexecute(coreType: "SkylakeX"))
+        // A user's choice, and the re-executed process, stay as they are.
+        XCTAssertEqual(BLASKernel.decide(userCoreType: "Cooperlake", loadedCore: "Cooperlake", cpu: avx512, alreadyReexecuted: false), .keep)
+        XCTAssertEqual(BLASKernel.decide(userCoreType: nil, loadedCore: "Cooperlake", cpu: avx512, alreadyReexecuted: true), .keep)
     }
 
     func testUserChoiceWinsAndNoLoop() {
@@ -48,7 +58,8 @@ final class KernelSelectionTests: XCTestCase {
         let loaded = BLASKernel.loadedCore
         XCTAssertFalse(loaded.isEmpty)
         if case let .reexecute(core?) = BLASKernel.decide(userCoreType: nil, loadedCore: loaded, cpu: cpu, alreadyReexecuted: false) {
-            XCTAssertGreaterThan(BLASKernel.tier(ofCore: core), BLASKernel.tier(ofCore: loaded))
+            XCTAssertGreaterThanOrEqual(BLASKernel.tier(ofCore: core), BLASKernel.tier(ofCore: loaded))
+            XCTAssertEqual(core, BLASKernel.bestCore(for: cpu))
         }
     }
 

@@ -8,6 +8,11 @@ import Foundation
 /// `OPENBLAS_CORETYPE` environment variable, read when the library loads, so a process that finds a weaker
 /// kernel than its CPU supports re-executes itself once with the variable set (`Runtime.prepare`).
 /// A user-set OPENBLAS_CORETYPE always wins; a kernel the CPU lacks is never chosen.
+///
+/// On every AVX-512 CPU the engine runs SkylakeX. OpenBLAS picks Cooperlake on CPUs with bfloat16 (AMD Zen 4,
+/// Intel Cooper Lake): SkylakeX's kernels plus bfloat16 routines the engine never calls, at the same speed here,
+/// but its single-precision products round differently, so a head trained with the same seed came out different
+/// on a Zen 4 host than on a Xeon. With SkylakeX on both, runs are the same bits on both.
 public enum BLASKernel {
     /// The instruction-set features that decide which kernels can run.
     public struct CPUFeatures: Equatable, Sendable {
@@ -66,8 +71,10 @@ public enum BLASKernel {
             // Set but empty: OpenBLAS 0.3.21 then picks Cooperlake whatever the CPU. Never run that blind.
             return .reexecute(coreType: best)
         }
-        guard let best, tier(ofCore: loadedCore) < tier(ofCore: best) else { return .keep }
-        return .reexecute(coreType: best)
+        guard let best else { return .keep }
+        if tier(ofCore: loadedCore) < tier(ofCore: best) { return .reexecute(coreType: best) }
+        if best == "SkylakeX", loadedCore.lowercased() == "cooperlake" { return .reexecute(coreType: best) }
+        return .keep
     }
 
     /// The kernel OpenBLAS is running in this process.
