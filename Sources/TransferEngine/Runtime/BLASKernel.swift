@@ -12,7 +12,8 @@ import Foundation
 /// On every AVX-512 CPU the engine runs SkylakeX. OpenBLAS picks Cooperlake on CPUs with bfloat16 (AMD Zen 4,
 /// Intel Cooper Lake): SkylakeX's kernels plus bfloat16 routines the engine never calls, at the same speed here,
 /// but its single-precision products round differently, so a head trained with the same seed came out different
-/// on a Zen 4 host than on a Xeon. With SkylakeX on both, runs are the same bits on both.
+/// on a Zen 4 host than on a Xeon; with SkylakeX on both, the development shifts' vision runs are the same to the
+/// digit on both (README, "Reproducible").
 public enum BLASKernel {
     /// The instruction-set features that decide which kernels can run.
     public struct CPUFeatures: Equatable, Sendable {
