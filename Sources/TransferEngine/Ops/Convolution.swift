@@ -222,10 +222,21 @@ struct ConvolutionPlan {
 
     /// [O, C, KH, KW] -> [KH][KW][C][O rounded up to 16], padding zero, as `ck_conv_few` reads it.
     func packedDirectWeights(_ weight: Tensor) -> (weights: [Float], outPad: Int) {
-        let outPad = (outputs + 15) / 16 * 16, taps = g.kh * g.kw * cg
-        var packed = [Float](repeating: 0, count: taps * outPad)
-        let pw = weight.pointer
-        for o in 0..<outputs { for t in 0..<taps { packed[t * outPad + o] = pw[weightIndex(output: o, tap: t)] } }
+        let (pw, cg, kh, kw) = (weight.pointer, cg, g.kh, g.kw)
+        return ConvolutionPlan.packForDirect(outputs: outputs, inputs: cg, kernel: (kh, kw)) { o, c, ky, kx in
+            pw[((o * cg + c) * kh + ky) * kw + kx]
+        }
+    }
+
+    /// Filters in `ck_conv_few`'s layout, [KH][KW][inputs][outputs rounded up to 16] with zero padding; `tap(o, i,
+    /// ky, kx)` is the weight from input channel i to output channel o at kernel position (ky, kx).
+    static func packForDirect(outputs: Int, inputs: Int, kernel: (h: Int, w: Int),
+                              _ tap: (Int, Int, Int, Int) -> Float) -> (weights: [Float], outPad: Int) {
+        let outPad = (outputs + 15) / 16 * 16
+        var packed = [Float](repeating: 0, count: kernel.h * kernel.w * inputs * outPad)
+        for ky in 0..<kernel.h { for kx in 0..<kernel.w { for i in 0..<inputs { for o in 0..<outputs {
+            packed[((ky * kernel.w + kx) * inputs + i) * outPad + o] = tap(o, i, ky, kx)
+        } } } }
         return (packed, outPad)
     }
 
@@ -238,14 +249,12 @@ struct ConvolutionPlan {
     /// rows and columns that read only padding fall outside that window: they pass nothing back): no im2col
     /// matrix, no GEMM, no col2im into a zeroed tensor. Each image on its own, so any thread count gives the same bits.
     func directInputGradient(_ gy: Tensor, _ weight: Tensor) -> Tensor {
-        let (kh, kw, h, w) = (g.kh, g.kw, g.h, g.w)
-        let inPad = (cg + 15) / 16 * 16, taps = kh * kw
-        // [KH][KW][O][C rounded up to 16]: tap (ky, kx) reads output channel o for input channel c.
-        var packed = [Float](repeating: 0, count: taps * outputs * inPad)
+        let (kh, kw, h, w, cg) = (g.kh, g.kw, g.h, g.w, cg)
         let pw = weight.pointer
-        for ky in 0..<kh { for kx in 0..<kw { for o in 0..<outputs { for c in 0..<cg {
-            packed[((ky * kw + kx) * outputs + o) * inPad + c] = pw[((o * cg + c) * kh + (kh - 1 - ky)) * kw + (kw - 1 - kx)]
-        } } } }
+        // The gradient's outputs are the convolution's input channels c, its inputs the output channels o.
+        let (packed, inPad) = ConvolutionPlan.packForDirect(outputs: cg, inputs: outputs, kernel: (kh, kw)) { c, o, ky, kx in
+            pw[((o * cg + c) * kh + (kh - 1 - ky)) * kw + (kw - 1 - kx)]
+        }
         var dx = Tensor(uninitializedShape: [g.n, h, w, g.c])
         ConvolutionPlan.directConvolution(gy.pointer, images: g.n, height: g.oh, width: g.ow, channels: outputs,
                                           packed: packed, outPad: inPad, bias: nil, outputs: g.c, kernel: (kh, kw),
