@@ -93,7 +93,7 @@ final class InputHardeningTests: XCTestCase {
     func testCacheIgnoresAlteredFilesAndRemovesAbandonedTemporaryFiles() throws {
         let cache = FeatureCache(directory: folder)
         let features = Tensor(shape: [2, 3], scalars: [1, 2, 3, 4, 5, 6])
-        try cache.store("k", ["features": features])
+        cache.store("k", ["features": features])
         XCTAssertEqual(cache.load("k")?["features"], features)
         // Same header, one value changed in the data section: the checksum no longer matches.
         let url = folder.appendingPathComponent("k.safetensors")
@@ -109,7 +109,7 @@ final class InputHardeningTests: XCTestCase {
         try Data([0]).write(to: old)
         try Data([0]).write(to: fresh)
         try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: -7200)], ofItemAtPath: old.path)
-        try cache.store("k", ["features": features])
+        cache.store("k", ["features": features])
         XCTAssertFalse(FileManager.default.fileExists(atPath: old.path), "a killed write's file from two hours ago is removed")
         XCTAssertTrue(FileManager.default.fileExists(atPath: fresh.path), "a write that may still be going on is left alone")
     }
