@@ -464,8 +464,13 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
                              labels: where the source's classes form neighbourhoods in the backbone's features and a \
                              method agrees with the average prediction more than source-only does (ensemble \
                              validation), propagate; otherwise source-only. \
-                             Levels: features (a head with a 256-wide bottleneck on cached features) and end-to-end \
-                             (the backbone's top blocks trained too). With --target-test, the target-supervised oracle \
+                             Levels: features (a head with a 256-wide bottleneck on cached features), end-to-end \
+                             (the backbone's top blocks trained too), both, and auto (the default): features, and \
+                             where the source's classes form no neighbourhoods in the frozen features, source-only \
+                             end to end; if the source rows it held out form neighbourhoods in its features beyond \
+                             chance, mcc, shot, bnm and pseudo end to end too, and the one that agrees most with \
+                             their average prediction (1% more than source-only end to end) becomes the default; \
+                             else source-only on the frozen features. With --target-test, the target-supervised oracle \
                              (5-fold cross-validation on that set) is reported as well.
                              """)
     }
@@ -482,8 +487,8 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
     var targetLabelsPerClass: Int?
     @Option(help: "Method: auto (every method, the default model chosen without target labels), source-only, dann, coral, adabn, pseudo, mcc, shot, bnm, or a comma-separated list of them (all = auto).")
     var method = MethodChoice.auto
-    @Option(help: "Level: features, end-to-end or both.")
-    var level = LevelChoice.features
+    @Option(help: "Level: auto (features; where the source's classes form no neighbourhoods in the frozen features, source-only, mcc, shot, bnm and pseudo end to end too; not with --target-labelled), features, end-to-end or both.")
+    var level = LevelChoice.auto
     @Option(help: "Weight of the DANN domain-discriminator loss.")
     var dannWeight: Float = AdaptationOptions().dannWeight
     @Option(help: "Weight of the Deep CORAL loss.")
@@ -522,15 +527,15 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         let defaults = FineTuneOptions.defaults
         if level == .features, fine.unfreeze.value != defaults.unfreeze.value || fine.unfreeze.auto || fine.gradual || fine.augment
             || fine.backboneLrMult != defaults.backboneLrMult {
-            throw ValidationError("--unfreeze, --backbone-lr-mult, --gradual and --augment train the backbone: they need --level end-to-end or both")
+            throw ValidationError("--unfreeze, --backbone-lr-mult, --gradual and --augment train the backbone: they need --level auto, end-to-end or both")
         }
     }
 
     func configure(_ options: inout WorkflowOptions, domain: D) throws {
         training.apply(to: &options)
         fine.apply(to: &options)
-        if !level.levels.contains(.endToEnd) { options.unfreeze = 0 }   // the feature level trains no block
-        options.keepsFrozenActivations = level.levels.contains(.endToEnd)
+        if level == .features { options.unfreeze = 0 }   // the feature level trains no block
+        options.keepsFrozenActivations = level != .features
     }
 
     func prepare(_ w: TransferWorkflows<D>, log: DataLog) throws -> () throws -> RunOutcome {
@@ -546,11 +551,12 @@ struct AdaptCommand<D: CommandLineDomain>: TrainingCommand {
         // Before anything is printed or created (`adapt` checks again, for callers of the engine).
         if let labelled { try w.checkTargetLabelled(labelled, test: test) }
         w.options.classWeights = try training.weights(classNames: sourceSet.classNames, labels: sourceSet.labels)
-        let methods = method.methods, levels = level.levels, settings = settings
+        let methods = method.methods, levels = level.levels, settings = settings, endToEndWhereNeeded = level == .auto && labelled == nil
         return {
             log.show()
             let results = try w.adapt(source: sourceSet, target: targetSamples, targetTest: test, methods: methods,
-                                      levels: levels, oracle: test != nil, targetLabelled: labelled,
+                                      levels: levels, oracle: test != nil, endToEndWhereNeeded: endToEndWhereNeeded,
+                                      targetLabelled: labelled,
                                       targetLabelsPerClass: targetLabelsPerClass, settings: settings,
                                       evalName: test.map { _ in datasetName(targetTest!) } ?? "none")
             let before = try w.unadaptedFeatures(source: sourceSet.samples, target: targetSamples)
@@ -652,13 +658,14 @@ struct MethodChoice: ExpressibleByArgument {
     static var allValueStrings: [String] { ["auto"] + AdaptationMethod.allCases.map(\.rawValue) }
 }
 
-/// `--level`: features, end-to-end or both.
+/// `--level`: auto, features, end-to-end or both.
 enum LevelChoice: String, CaseIterable, ExpressibleByArgument {
-    case features, endToEnd = "end-to-end", both
+    case auto, features, endToEnd = "end-to-end", both
 
+    /// The levels every run trains (auto adds end to end where the frozen features fail the neighbourhood check).
     var levels: [AdaptationLevel] {
         switch self {
-        case .features: return [.features]
+        case .auto, .features: return [.features]
         case .endToEnd: return [.endToEnd]
         case .both: return AdaptationLevel.allCases
         }
@@ -731,6 +738,9 @@ struct DemoCommand<D: CommandLineDomain>: TrainingCommand {
                 if let pick = AdaptationSelection.choose(adapted, neighbourAgreement: d.sourceNeighbourAgreement) {
                     results.append(AdaptationSelection.autoRow(pick.identifier, of: adapted))
                     chosen = chosen ?? pick
+                }
+                if s.levels == [.features], !AdaptationSelection.formsNeighbourhoods(d.sourceNeighbourAgreement) {
+                    notes.append("the demo adapts on the frozen features only, for its time; adapt's default --level auto fine-tunes end to end on this shift (source-only, then mcc, shot, bnm and pseudo if its check passes; the README gives what it chose)")
                 }
             }
             return RunOutcome(results: results, notes: notes, before: before, defaultModel: chosen,

@@ -52,7 +52,7 @@ struct DiagnoseCommand<D: CommandLineDomain>: ParsableCommand {
             ("source classes", mix(d.sourceProportions)),
             ("target, predicted", mix(d.predictedTargetProportions) + String(format: " (total variation %.2f)", d.proportionShift)),
             ("source neighbours", d.sourceNeighbourAgreement.map {
-                String(format: "%.2f (nearest neighbour of the same class, chance-corrected; adapt keeps source-only below %.2f)", $0,
+                String(format: "%.2f (nearest neighbour of the same class, chance-corrected; below %.2f adapt tries end to end or keeps source-only)", $0,
                        AdaptationSelection.minimumNeighbourAgreement) } ?? "not measured"),
             ("recommendation", d.recommendation),
         ])

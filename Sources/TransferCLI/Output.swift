@@ -31,6 +31,7 @@ enum Output {
             if let scores = r.labelFree { row["label_free"] = jsonObject(scores) }
             if let chosen = r.chosen { row["chosen"] = chosen }
             if let search = r.depthSearch { row["unfreeze"] = jsonObject(search) }
+            if let check = r.heldOutNeighbours { row["held_out_neighbours"] = jsonObject(check) }
             return row
         }
         var object: [String: Any] = ["app": app, "command": command, "results": rows]
@@ -149,6 +150,7 @@ enum Output {
             var entry: [String: Any] = ["id": id, "strategy": r.name, "eval": r.eval, "eval_set": r.evaluatedOn.rawValue,
                                         "train_seconds": r.trainSeconds]
             if let scores = r.labelFree { entry["label_free"] = jsonObject(scores) }
+            if let check = r.heldOutNeighbours { entry["held_out_neighbours"] = jsonObject(check) }
             if let chosen = r.chosen { entry["chosen"] = chosen }
             if let report = r.report {
                 let data = try JSONEncoder().encode(report)

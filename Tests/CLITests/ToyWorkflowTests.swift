@@ -227,6 +227,8 @@ final class ToyWorkflowTests: XCTestCase {
         print("toy adapt, shuffled source labels, default model: \(kept)")
         XCTAssertEqual(kept.id, "source-only-features")
         XCTAssertTrue(kept.reason.contains("do not form neighbourhoods"), kept.reason)
+        // --level auto (the default) tried end to end too; shuffled labels are no better than chance there either.
+        XCTAssertTrue(kept.reason.contains("no better than chance"), kept.reason)
         let diagnosis = try toy(["diagnose", "--source", shuffled.path, "--target", data.appendingPathComponent("target-unlabelled.csv").path])
         XCTAssertEqual(diagnosis.status, 0, diagnosis.stderr)
         XCTAssertTrue(diagnosis.stdout.contains("source neighbours") && diagnosis.stdout.contains("do not form neighbourhoods"), diagnosis.stdout)
@@ -242,6 +244,63 @@ final class ToyWorkflowTests: XCTestCase {
 }
 
 extension ToyWorkflowTests {
+    /// Where the classes lie along a direction the frozen backbone does not see (orthogonal to the latent space its
+    /// first layer reads), the frozen features fail the neighbourhood check; `--level auto` (the default) then
+    /// fine-tunes end to end, where the classes do form neighbourhoods, and chooses an end-to-end model without target
+    /// labels. The target is the source moved along that direction (a third of the source-only boundary's margin):
+    /// the chosen model beats source-only on it. With `--level features` the run keeps source-only.
+    func testAutoAdaptsEndToEndWhereTheFrozenFeaturesMissTheClasses() throws {
+        let fc0 = try SafeTensors.read(Self.root.appendingPathComponent("models/toy/backbone.safetensors")).tensor(named: "fc0.weight")
+        let d = ToyData.dimensions
+        // fc0's first six rows are the latent space's basis: a direction orthogonal to them.
+        let basis = (0..<6).map { i in (0..<d).map { Double(fc0[flat: i * d + $0]) } }
+        var rng = RNG(seed: 11)
+        var u = (0..<d).map { _ in Double(rng.normal()) }
+        for b in basis { let dot = zip(u, b).reduce(0) { $0 + $1.0 * $1.1 }; u = zip(u, b).map { $0 - dot * $1 } }
+        let norm = u.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        u = u.map { $0 / norm }
+        func write(_ name: String, perClass: Int, shift: Double, labelled: Bool) throws -> String {
+            var text = (labelled ? "label," : "") + (0..<d).map { "x\($0)" }.joined(separator: ",") + "\n"
+            for i in 0..<(2 * perClass) {
+                let c = i % 2
+                let along = Double(2 * c - 1) * 2 + shift
+                let x = u.map { $0 * along + Double(rng.normal()) }
+                text += (labelled ? "c\(c)," : "") + x.map { String(format: "%.5f", $0) }.joined(separator: ",") + "\n"
+            }
+            let url = Self.root.appendingPathComponent(name)
+            try text.write(to: url, atomically: true, encoding: .utf8)
+            return url.path
+        }
+        let source = try write("hidden-source.csv", perClass: 200, shift: 0, labelled: true)
+        let target = try write("hidden-target.csv", perClass: 200, shift: 1.3, labelled: false)
+        let test = try write("hidden-target-test.csv", perClass: 200, shift: 1.3, labelled: true)
+        func run(_ extra: [String]) throws -> (rows: [[String: Any]], id: String, reason: String) {
+            let out = try toy(["adapt", "--source", source, "--target", target, "--target-test", test, "--json", "--threads", "1"] + extra)
+            let rows = try results(out)
+            let obj = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any])
+            let model = try XCTUnwrap(obj["default_model"] as? [String: Any], out.stdout)
+            XCTAssertLessThan(try XCTUnwrap(obj["source_neighbour_agreement"] as? Double), AdaptationSelection.minimumNeighbourAgreement)
+            return (rows, try XCTUnwrap(model["id"] as? String), try XCTUnwrap(model["reason"] as? String))
+        }
+        let auto = try run(["--backbone-lr-mult", "1"])
+        print("toy adapt, classes along a hidden direction: \(auto.id): \(auto.reason)")
+        XCTAssertTrue(auto.id.hasSuffix("-end-to-end") && !auto.id.hasPrefix("source-only"), auto.reason)
+        XCTAssertTrue(auto.reason.contains("beyond chance") && auto.reason.contains("chosen without target labels"), auto.reason)
+        let check = try XCTUnwrap(auto.rows.first { $0["strategy"] as? String == "source-only" && $0["level"] as? String == "end-to-end" }?["held_out_neighbours"] as? [String: Any])
+        XCTAssertLessThan(try XCTUnwrap(check["p_value"] as? Double), AdaptationSelection.significance)
+        // Which end-to-end methods ran: source-only and the four that follow the target's neighbourhoods.
+        XCTAssertEqual(Set(auto.rows.filter { $0["level"] as? String == "end-to-end" }.map { $0["strategy"] as! String }),
+                       Set(AdaptationSelection.endToEndMethods.map(\.rawValue)))
+        let chosen = try XCTUnwrap(auto.rows.first { $0["strategy"] as? String == "auto" }?["accuracy"] as? Double)
+        let frozen = accuracy(auto.rows, "source-only", level: "features")
+        print("toy hidden direction: auto \(chosen), source-only on frozen features \(frozen), end to end \(accuracy(auto.rows, "source-only", level: "end-to-end"))")
+        XCTAssertGreaterThan(chosen, frozen + 0.1)
+        XCTAssertGreaterThan(chosen, accuracy(auto.rows, "source-only", level: "end-to-end") + 0.02)
+        let features = try run(["--level", "features"])
+        XCTAssertEqual(features.id, "source-only-features", features.reason)
+        XCTAssertFalse(features.rows.contains { $0["level"] as? String == "end-to-end" })
+    }
+
     var trainCSV: String { data.appendingPathComponent("source-train.csv").path }
     var testCSV: String { data.appendingPathComponent("source-test.csv").path }
 
@@ -841,11 +900,11 @@ extension ToyWorkflowTests {
             XCTAssertTrue(r.stderr.contains("--unfreeze 0 trains none"), r.stderr)
             XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".partial"))
         }
-        // Options that train the backbone change nothing at the feature level (adapt's default): refused, not ignored.
+        // Options that train the backbone change nothing at the feature level: refused, not ignored.
         for extra in [["--augment"], ["--unfreeze", "auto"], ["--gradual"]] {
-            let r = try toy(["adapt", "--source", trainCSV, "--target", testCSV, "--out", out] + extra)
+            let r = try toy(["adapt", "--source", trainCSV, "--target", testCSV, "--level", "features", "--out", out] + extra)
             XCTAssertEqual(r.status, 64, r.stderr)
-            XCTAssertTrue(r.stderr.contains("train the backbone: they need --level end-to-end or both"), r.stderr)
+            XCTAssertTrue(r.stderr.contains("train the backbone: they need --level auto, end-to-end or both"), r.stderr)
         }
         // Missing pretrained model: the error says which command fetches it.
         let noModels = try ReleaseApp.run("toy-tl", ["extract", "--train", trainCSV, "--test", testCSV, "--no-cache", "--out", out],

@@ -80,8 +80,11 @@ extension TransferWorkflows {
     /// labels (`labelFree`, what `AdaptationSelection` chooses by). With `targetTest` (labelled target data, for
     /// reporting only: it chooses nothing) reports target accuracy and, with `oracle`, the target-supervised oracle
     /// (k-fold cross-validation on `targetTest`: each fold is predicted by a head trained on the other folds).
+    /// With `endToEndWhereNeeded` and the feature level alone in `levels`: where the source's classes form no
+    /// neighbourhoods in the frozen features (`AdaptationSelection.formsNeighbourhoods`), `methods` among
+    /// `AdaptationSelection.endToEndMethods` (source-only always) run end to end too, scored among themselves.
     public func adapt(source: LabelledSet<D.Sample>, target: [D.Sample], targetTest: LabelledSet<D.Sample>?,
-                      methods: [AdaptationMethod], levels: [AdaptationLevel], oracle: Bool,
+                      methods: [AdaptationMethod], levels: [AdaptationLevel], oracle: Bool, endToEndWhereNeeded: Bool = false,
                       endToEndMethods: [AdaptationMethod]? = nil, targetLabelled: LabelledSet<D.Sample>? = nil,
                       targetLabelsPerClass: Int? = nil,
                       settings: AdaptationOptions = AdaptationOptions(), evalName: String) throws -> [StrategyResult] {
@@ -106,6 +109,17 @@ extension TransferWorkflows {
         try propagateAndScore(&results, propagating: methods.contains(.propagate) && levels.contains(.features),
                               source: source, fS: fS, target: target, fT: fT, test: test, fTest: fTest,
                               settings: settings, evalName: evalName)
+        if endToEndWhereNeeded, levels == [.features],
+           !AdaptationSelection.formsNeighbourhoods(AdaptationSelection.neighbourAgreement(unadapted(source: fS, target: fT).source,
+                                                                                         labels: source.labels)) {
+            // Source-only first: where its check fails, the stage's methods cannot be chosen, and do not run.
+            let stage = AdaptationSelection.endToEndMethods.filter { $0 == .sourceOnly || methods.contains($0) }
+            var tuned = try adaptEndToEnd(source: source, target: target, fS: fS, fT: fT, test: test, methods: stage,
+                                          settings: settings, evalName: evalName) { $0.heldOutNeighbours?.passed == true }
+            try scoreWithoutLabels(&tuned, predictions: try targetPredictions(tuned, target: target, fT: fT), source: source,
+                                   fS: fS, fT: fT)
+            results += tuned
+        }
         if let labelled, let fL {
             // After the label-free scores: these rows use target labels, so they are not candidates of the label-free rule.
             results += try adaptWithTargetLabels(source: source, fS: fS, fT: fT, labelled: labelled, fL: fL, test: test,
@@ -508,8 +522,10 @@ extension TransferWorkflows {
 
     // MARK: End to end
 
+    /// `goOn`: after source-only (when it runs first), whether the other methods run.
     func adaptEndToEnd(source: LabelledSet<D.Sample>, target: [D.Sample], fS: Tensor, fT: Tensor, test: LabelledSet<D.Sample>?,
-                       methods: [AdaptationMethod], settings: AdaptationOptions, evalName: String) throws -> [StrategyResult] {
+                       methods: [AdaptationMethod], settings: AdaptationOptions, evalName: String,
+                       goOn: (StrategyResult) -> Bool = { _ in true }) throws -> [StrategyResult] {
         let classes = source.classNames.count
         var results: [StrategyResult] = []
         // `--unfreeze auto`: the depth that fine-tunes the source best (on its validation split) trains every method.
@@ -546,19 +562,18 @@ extension TransferWorkflows {
         }
         /// `head` and the top blocks of `bb` trained on `samples` (source, or source and pseudo-labelled target).
         func train(_ name: String, _ bb: any Backbone<D.Input>, _ head: ClassifierHead, _ rng: inout RNG,
-                   samples: [D.Sample]? = nil, labels: [Int]? = nil, extra: ExtraLoss? = nil) throws -> (model: FineTuned, history: [EpochLog]) {
-            let tuned = try trainTop(bb, blocks: depth, head: head, samples: samples ?? source.samples,
-                                     labels: labels ?? source.labels, classes: classes, name: "adapt-e2e-\(name)",
-                                     rng: &rng, extra: extra)
-            return (tuned.model, tuned.history)
+                   samples: [D.Sample]? = nil, labels: [Int]? = nil, extra: ExtraLoss? = nil) throws -> (model: FineTuned, history: [EpochLog], validation: [Int]) {
+            try trainTop(bb, blocks: depth, head: head, samples: samples ?? source.samples,
+                         labels: labels ?? source.labels, classes: classes, name: "adapt-e2e-\(name)",
+                         rng: &rng, extra: extra)
         }
-        func row(_ method: AdaptationMethod, _ tuned: (model: FineTuned, history: [EpochLog]), probe: [EpochLog],
+        func row(_ method: AdaptationMethod, _ tuned: (model: FineTuned, history: [EpochLog], validation: [Int]), probe: [EpochLog],
                  _ start: Date) throws -> StrategyResult {
             result(Strategy(method), .endToEnd, try test.map { try evaluate(tuned.model, $0, name: evalName) }, start,
                    probe + tuned.history, evalName, model: tuned.model.saved(classNames: source.classNames))
         }
         var sourceOnlyModel: FineTuned?
-        for method in methods {
+        methods: for method in methods {
             let start = Date()
             var rng = RNG(seed: options.seed)
             switch method {
@@ -566,7 +581,17 @@ extension TransferWorkflows {
                 let (head, probe) = try newHead("source-only", &rng)
                 let tuned = try train("source-only", try backboneCopy(), head, &rng)
                 sourceOnlyModel = tuned.model
-                results.append(try row(method, tuned, probe: probe, start))
+                var r = try row(method, tuned, probe: probe, start)
+                // The end-to-end stage's check (`AdaptationSelection.fineTunedChoice`): the source rows fine-tuning
+                // held out, through the fine-tuned backbone, standardised with their own statistics.
+                let held = tuned.validation
+                if held.count >= 2 {
+                    let f = try features(tuned.model, held.map { source.samples[$0] }, name: "source held out")
+                    r.heldOutNeighbours = AdaptationSelection.neighbourCheck(unadapted(source: f, target: f).source,
+                                                                             labels: held.map { source.labels[$0] })
+                }
+                results.append(r)
+                if !goOn(r) { break methods }
             case .coral, .dann:
                 let (head, probe) = try newHead(method.rawValue, &rng)
                 let bb = try backboneCopy()

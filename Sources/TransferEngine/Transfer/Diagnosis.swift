@@ -22,7 +22,7 @@ public struct DomainDiagnosis: Codable, Sendable {
     public var proportionShift: Double
     /// How well the source's classes form neighbourhoods in the backbone's features (chance-corrected
     /// nearest-neighbour agreement, `AdaptationSelection.neighbourAgreement`): below
-    /// `AdaptationSelection.minimumNeighbourAgreement`, `adapt`'s auto rule keeps source-only.
+    /// `AdaptationSelection.minimumNeighbourAgreement`, `adapt`'s auto rule does not adapt on the frozen features.
     public var sourceNeighbourAgreement: Double?
     public var recommendation: String
 
@@ -106,7 +106,7 @@ extension TransferWorkflows {
             text = String(format: "a large shift (proxy A-distance %.2f: the domains are almost perfectly separable): label a few target examples per class (adapt --target-labelled), which at this distance is worth more than any unsupervised method", pad)
         }
         if !clustered, let agreement = neighbourAgreement, pad >= 0.5 {
-            text += String(format: "; unsupervised adaptation has nothing to follow here: the source's classes do not form neighbourhoods in the backbone's features (nearest-neighbour agreement %.2f, below %.2f), and adapt's auto keeps source-only", agreement, AdaptationSelection.minimumNeighbourAgreement)
+            text += String(format: "; unsupervised adaptation on the frozen features has nothing to follow here: the source's classes do not form neighbourhoods in the backbone's features (nearest-neighbour agreement %.2f, below %.2f); adapt's auto (--level auto) fine-tunes the top blocks end to end instead (slower), and keeps source-only unless the fine-tuned features pass their own check and a method there agrees with the others", agreement, AdaptationSelection.minimumNeighbourAgreement)
         }
         if proportionShift > 0.2 && pad < 1.5 {
             text += String(format: "; the source model sees a class mix on the target far from the source's (total variation %.2f): the target's classes may be unbalanced, where MCC, BNM and SHOT (which assume balanced classes) can hurt", proportionShift)

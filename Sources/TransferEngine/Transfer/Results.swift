@@ -47,6 +47,9 @@ public struct StrategyResult: Codable {
     public var chosen: String?
     /// With `--unfreeze auto`: the depths tried and the one chosen.
     public var depthSearch: DepthSearch?
+    /// End-to-end source-only rows: how well the source rows fine-tuning held out form class neighbourhoods in the
+    /// fine-tuned features (the end-to-end stage's check, `AdaptationSelection.fineTunedChoice`).
+    public var heldOutNeighbours: NeighbourCheck?
     /// Labelled training examples per class, nil when all were used.
     public var labelsPerClass: Int?
     /// nil when there was no labelled set to evaluate on.
@@ -62,7 +65,7 @@ public struct StrategyResult: Codable {
     public var macroF1: Double? { report?.macroF1 }
 
     enum CodingKeys: String, CodingKey {
-        case strategy, level, modelName, eval, evaluatedOn, labelFree, chosen, depthSearch, labelsPerClass, report, trainSeconds, history
+        case strategy, level, modelName, eval, evaluatedOn, labelFree, chosen, depthSearch, heldOutNeighbours, labelsPerClass, report, trainSeconds, history
     }
 
     /// Where a result's accuracy comes from.
