@@ -137,7 +137,7 @@ DEFINE_POINTWISE(sse2, T_SSE2, v4, 4, 4, 2, 2)
 // Depthwise convolution. Interior pixels (whole window inside the image) go through a register-blocked routine
 // with the kernel width and stride fixed at compile time: PB neighbouring output pixels share each weight load
 // and their overlapping input loads, so a tap costs about 1.5 loads instead of 2. Border pixels and other
-// kernel shapes take the generic loop.
+// kernel shapes take the generic loop, four channel vectors at a time.
 
 #define DW_PB 8
 // Bytes of input window a chunk of channels may span (half the 48 KiB L1 of a recent core; 16-32 KiB measured alike).

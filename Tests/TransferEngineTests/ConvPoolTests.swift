@@ -124,6 +124,9 @@ final class ConvPoolTests: XCTestCase {
             ([1, 10, 9, 2], [3, 2, 2, 4], (3, 2), [1, 0, 2, 1], (2, 2), 1),
             ([2, 6, 5, 37], [37, 1, 3, 3], (2, 1), [1, 1, 0, 2], (1, 2), 37),  // two SIMD blocks and a tail
             ([1, 5, 9, 20], [20, 1, 3, 3], (1, 1), [1, 1, 1, 1], (1, 1), 20),  // paired interior pixels
+            // a 7 x 7 layer with a 5 x 5 kernel, as EfficientNet's last blocks: every pixel on the border path,
+            // whose channels go four vectors at a time (64 of 70 with AVX-512, 64 with AVX2 and SSE2) before a tail
+            ([1, 7, 7, 70], [70, 1, 5, 5], (1, 1), [2, 2, 2, 2], (1, 1), 70),
             // up to 32 input channels (ck_conv_few): a spectrogram's first layer; two vectors and a tail, stride 2,
             // asymmetric padding; a rectangular kernel with stride 3 and more than one tile of pixels per row;
             // 32 channels in, 64 out (two pairs of vectors)
