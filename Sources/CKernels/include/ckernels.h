@@ -98,6 +98,18 @@ void ck_batchnorm_backward(const float *x, const float *g, size_t rows, size_t c
                            const float *a, const float *b, const float *mean, const float *rstd,
                            const ck_fused_clamp *fused, float *dx);
 
+/// A task of a parallel region: `index` in 0..<count, `ctx` the caller's.
+typedef void (*ck_task_fn)(void *ctx, long index);
+
+/// Runs fn(ctx, i) for every i in 0..<count, on the calling thread and up to threads - 1 of the pool's persistent
+/// workers (pool.c), and returns when all are done. Inline, in index order, when count or threads is 1, when called
+/// from inside a task, or while another thread's region runs.
+void ck_pool_run(long count, int threads, ck_task_fn fn, void *ctx);
+
+/// Spinning workers go to sleep now: the caller is about to hand the cores to another pool (OpenBLAS's threads).
+/// No effect when called from inside a task.
+void ck_pool_park(void);
+
 #ifdef __cplusplus
 }
 #endif

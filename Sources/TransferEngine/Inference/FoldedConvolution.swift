@@ -188,7 +188,7 @@ public enum InferenceKernels {
     /// BLAS's thread count.
     public static func eachThread(_ threads: Int, _ body: (Int) -> Void) {
         BLAS.singleThreaded {
-            if threads == 1 { body(0) } else if threads > 1 { DispatchQueue.concurrentPerform(iterations: threads, execute: body) }
+            Parallel.run(threads, body)
         }
     }
 }

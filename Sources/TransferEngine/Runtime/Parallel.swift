@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Thread count for our own loops and for OpenBLAS (set through `Runtime.setThreads`).
@@ -22,9 +23,24 @@ public enum Parallel {
             body(0..<count)
             return
         }
-        DispatchQueue.concurrentPerform(iterations: chunks) { c in
+        run(chunks) { c in
             let lo = count * c / chunks, hi = count * (c + 1) / chunks
             if lo < hi { body(lo..<hi) }
+        }
+    }
+
+    /// Runs `task(i)` for every i in `0..<count` on up to `threadCount` threads (the calling one and the workers
+    /// of `ck_pool_run`, which poll for the next region for a moment before they sleep: libdispatch's
+    /// `concurrentPerform` took ~30 us to wake a worker, as long as a small region's work). Inline when called
+    /// from inside a task or while another thread's region runs.
+    static func run(_ count: Int, _ task: (Int) -> Void) {
+        withoutActuallyEscaping(task) { task in
+            var context = task
+            withUnsafeMutablePointer(to: &context) { pointer in
+                ck_pool_run(count, Int32(clamping: threadCount), { ctx, index in
+                    ctx!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(index)
+                }, pointer)
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 
 /// Thin wrapper over `cblas_sgemm` (row-major). Every matrix product and convolution in the engine ends here.
 enum BLAS {
@@ -14,6 +15,9 @@ enum BLAS {
             else if beta != 1 { for i in 0..<m { for j in 0..<n { c[i * ldc + j] *= beta } } }
             return
         }
+        // OpenBLAS 0.3.21 splits a product over its own threads above m·n·k = 4 · 65536; our pool's workers, if
+        // still polling for the next region, would take their cores from it.
+        if m * n * k > 262_144 && Parallel.threadCount > 1 { ck_pool_park() }
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
