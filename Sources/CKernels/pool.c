@@ -2,14 +2,14 @@
 // parallel region for a while before they sleep on a futex.
 //
 // libdispatch's `concurrentPerform` parks its workers as soon as a region ends and wakes one with a futex when the
-// next begins; on a 2-vCPU Zen 5 host that wake-up took ~30 us, so a region of two 33 us halves ran no faster than
-// the same work on one thread, and the training step of a small CNN (W9: ~35 regions of 50-300 us) got little from
-// the second core. Here a worker that finishes a region polls for the next one for `spin_ns` (500 us) before it
-// sleeps, and the caller polls for the workers' completion the same way, yielding the core every microsecond or
-// so (with more threads than cores, a poller that kept its core held up the very task it waited for: W9 with
-// `--threads 4` on 2 vCPUs fell from ~3300 to ~2700 clips/s against libdispatch; with the yield ~4200). A product large enough for OpenBLAS to
-// split over its own threads first parks the polling workers (`ck_pool_park`, from BLAS.sgemm), so the two pools
-// do not fight over the cores.
+// next begins; on a 2-vCPU Zen 5 host that wake-up took ~30 us, so a region of two ~30 us tasks ran no faster than
+// the same work on one thread, and the training step of a small CNN (W9, ~35 regions per step by strace's count of
+// futex calls) got little from the second core. Here a worker that finishes a region polls for the next one for
+// `spin_ns` (500 us) before it sleeps, and the caller polls for the workers' completion the same way. Pollers yield
+// the core every microsecond or so: with more threads than cores, a poller that kept its core held up the very
+// task it waited for (W9 with `--threads 4` on 2 vCPUs fell from ~3300 clips/s with libdispatch to ~2700; with the
+// yields ~4200). A product large enough for OpenBLAS to split over its own threads first parks the polling workers
+// (`ck_pool_park`, from BLAS.sgemm), so the two pools do not fight over the cores.
 //
 // One caller at a time: a region started while another runs (another thread, or a nested call from inside a
 // task) runs its tasks inline on the calling thread, in index order. Which thread runs a task never changes what
@@ -65,7 +65,7 @@ static int64_t now_ns(void) {
 // One polling iteration: 1 to poll on, 0 to go to sleep. Every 64 iterations (about a microsecond) it reads the
 // clock and yields the core, so that a thread sharing it (the worker holding the task a caller waits for, when
 // there are more threads than cores, or another process) runs instead of waiting behind the poll.
-static inline int keep_polling(int i, int64_t until) {
+static inline int keep_polling(unsigned i, int64_t until) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
@@ -104,7 +104,7 @@ static void *worker_main(void *arg) {
         if (e == seen) {
             int64_t until = now_ns() + spin_ns;
             uint32_t park = atomic_load_explicit(&parked, memory_order_relaxed);
-            for (int i = 0; (e = atomic_load_explicit(&epoch, memory_order_acquire)) == seen; i++) {
+            for (unsigned i = 0; (e = atomic_load_explicit(&epoch, memory_order_acquire)) == seen; i++) {
                 if (!keep_polling(i, until) || atomic_load_explicit(&parked, memory_order_relaxed) != park) {
                     atomic_fetch_add(&sleepers, 1);
                     if (atomic_load(&epoch) == seen) futex_wait(&epoch, seen);
@@ -164,7 +164,7 @@ void ck_pool_run(long count, int threads, ck_task_fn fn, void *ctx) {
     // Wait for the tasks the workers took, polling, then asleep on `finished`.
     uint32_t done;
     int64_t until = now_ns() + spin_ns;
-    for (int i = 0; (done = atomic_load_explicit(&finished, memory_order_acquire)) != (uint32_t)count; i++) {
+    for (unsigned i = 0; (done = atomic_load_explicit(&finished, memory_order_acquire)) != (uint32_t)count; i++) {
         if (!keep_polling(i, until)) {
             atomic_store(&caller_asleep, 1);
             done = atomic_load(&finished);

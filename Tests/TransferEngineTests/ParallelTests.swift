@@ -26,6 +26,7 @@ final class ParallelTests: XCTestCase {
         init(_ n: Int) { runs = Array(repeating: 0, count: n) }
         func enter(_ i: Int) { lock.lock(); runs[i] += 1; inside += 1; most = max(most, inside); lock.unlock() }
         func leave() { lock.lock(); inside -= 1; lock.unlock() }
+        func add(_ i: Int) { lock.lock(); runs[i] += 1; lock.unlock() }
     }
 
     func testEveryTaskRunsOnceOnAtMostTheThreadCount() {
@@ -95,9 +96,7 @@ final class ParallelTests: XCTestCase {
             DispatchQueue.concurrentPerform(iterations: 4) { caller in
                 for _ in 0..<200 {
                     Parallel.run(3) { outer in
-                        Parallel.run(3) { inner in
-                            results.lock.lock(); results.runs[(caller * 3 + outer) * 3 + inner] += 1; results.lock.unlock()
-                        }
+                        Parallel.run(3) { inner in results.add((caller * 3 + outer) * 3 + inner) }
                     }
                 }
             }
