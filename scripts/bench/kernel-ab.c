@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "ckernels.h"
+#include "kernel-shapes.h"
 
 typedef void (*pointwise_fn)(const float *, size_t, size_t, size_t, const float *, size_t, const float *,
                              const float *, size_t, float *, size_t, size_t, int);
@@ -31,29 +32,7 @@ void B_depthwise(const float *x, size_t h, size_t w, size_t c, const float *wt, 
                  size_t kw, size_t stride, size_t pad_top, size_t pad_left, size_t oh, size_t ow, size_t oy0,
                  size_t oy1, float *y, int act);
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static float *filled(size_t n, int period, float scale) {
-    float *p = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
-    for (size_t i = 0; i < n; i++) p[i] = (float)(i % period) * scale;
-    return p;
-}
-
 int main(int argc, char **argv) {
-    // pointwise: input side, inputs, outputs, repeats in the network (as kernel-shapes.c)
-    static const int pw[][4] = {{112, 32, 16, 1},  {112, 16, 96, 1},  {56, 96, 24, 1},   {56, 24, 144, 2},
-                                {56, 144, 24, 1},  {28, 144, 40, 1},  {28, 40, 240, 2},  {28, 240, 40, 1},
-                                {14, 240, 80, 1},  {14, 80, 480, 3},  {14, 480, 80, 2},  {14, 480, 112, 1},
-                                {14, 112, 672, 3}, {14, 672, 112, 2}, {7, 672, 192, 1},  {7, 192, 1152, 4},
-                                {7, 1152, 192, 3}, {7, 1152, 320, 1}, {7, 320, 1280, 1}};
-    // depthwise: input side, channels, kernel, stride, repeats
-    static const int dw[][5] = {{112, 32, 3, 1, 1}, {112, 96, 3, 2, 1}, {56, 144, 3, 1, 1}, {56, 144, 5, 2, 1},
-                                {28, 240, 5, 1, 1}, {28, 240, 3, 2, 1}, {14, 480, 3, 1, 2}, {14, 480, 5, 1, 1},
-                                {14, 672, 5, 1, 2}, {14, 672, 5, 2, 1}, {7, 1152, 5, 1, 3}, {7, 1152, 3, 1, 1}};
     int rounds = argc > 1 ? atoi(argv[1]) : 30;
     size_t big = 112 * 112 * 1280;
     float *x = filled(big, 7, 0.1f), *y[2] = {filled(big, 1, 0), filled(big, 1, 0)};
